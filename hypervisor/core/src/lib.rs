@@ -1,0 +1,12 @@
+//! Partita's portable core: everything the hypervisor decides without
+//! touching hardware. It builds for the host, where it is unit-tested, and
+//! for the bare-metal target, where the `partita` binary drives it.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod pagetable;
+pub mod psci;
+pub mod sdt;
+pub mod trap;

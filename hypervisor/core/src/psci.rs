@@ -1,0 +1,281 @@
+//! PSCI 1.0 as a partition sees it, and the per-vCPU power state behind it.
+//!
+//! A guest's calls are answered in terms of its own vCPUs: it can start,
+//! stop and query only those, and SYSTEM_OFF/SYSTEM_RESET end or restart its
+//! own partition. Nothing here touches hardware; the caller carries out the
+//! returned [`Action`].
+
+/// PSCI return codes (DEN0022, table 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum PsciError {
+    NotSupported = -1,
+    InvalidParameters = -2,
+    Denied = -3,
+    AlreadyOn = -4,
+    OnPending = -5,
+    InternalFailure = -6,
+    InvalidAddress = -9,
+}
+
+impl PsciError {
+    /// The value placed in x0.
+    pub fn code(self) -> u64 {
+        self as i32 as i64 as u64
+    }
+}
+
+/// The version we implement: 1.0.
+pub const VERSION: u64 = 0x1_0000;
+
+pub mod fid {
+    pub const VERSION: u32 = 0x8400_0000;
+    pub const CPU_SUSPEND: u32 = 0x8400_0001;
+    pub const CPU_OFF: u32 = 0x8400_0002;
+    pub const CPU_ON: u32 = 0x8400_0003;
+    pub const AFFINITY_INFO: u32 = 0x8400_0004;
+    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
+    pub const SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const FEATURES: u32 = 0x8400_000a;
+    /// The SMC64 variants differ by bit 30.
+    pub const SMC64: u32 = 0x4000_0000;
+}
+
+/// A call, decoded from x0..x3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Version,
+    Features(u32),
+    CpuOn { target: u64, entry: u64, context: u64 },
+    CpuOff,
+    AffinityInfo { target: u64, level: u64 },
+    MigrateInfoType,
+    SystemOff,
+    SystemReset,
+}
+
+impl Call {
+    /// Decodes a PSCI call; `None` for any function ID that is not one of ours.
+    pub fn decode(x: [u64; 4]) -> Option<Call> {
+        let id = x[0] as u32;
+        // SMC32 calls carry 32-bit arguments; the upper halves are undefined.
+        let arg = |i: usize| if id & fid::SMC64 != 0 { x[i] } else { x[i] & 0xffff_ffff };
+        if x[0] >> 32 != 0 {
+            return None;
+        }
+        Some(match id {
+            fid::VERSION => Call::Version,
+            fid::FEATURES => Call::Features(x[1] as u32),
+            fid::CPU_OFF => Call::CpuOff,
+            fid::MIGRATE_INFO_TYPE => Call::MigrateInfoType,
+            fid::SYSTEM_OFF => Call::SystemOff,
+            fid::SYSTEM_RESET => Call::SystemReset,
+            i if i & !fid::SMC64 == fid::CPU_ON => Call::CpuOn {
+                target: arg(1),
+                entry: arg(2),
+                context: arg(3),
+            },
+            i if i & !fid::SMC64 == fid::AFFINITY_INFO => {
+                Call::AffinityInfo { target: arg(1), level: arg(2) }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Whether PSCI_FEATURES reports `id` as implemented.
+pub fn implemented(id: u32) -> bool {
+    matches!(
+        id,
+        fid::VERSION
+            | fid::FEATURES
+            | fid::CPU_OFF
+            | fid::MIGRATE_INFO_TYPE
+            | fid::SYSTEM_OFF
+            | fid::SYSTEM_RESET
+            | fid::CPU_ON
+            | fid::AFFINITY_INFO
+    ) || matches!(id, 0xc400_0003 | 0xc400_0004)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    Off,
+    /// CPU_ON accepted; the target's physical CPU has not entered it yet.
+    OnPending,
+    On,
+}
+
+/// What the caller must do after a call was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Put this value in x0 and return to the guest.
+    Return(u64),
+    /// Return SUCCESS to the caller and start `vcpu` at `entry` with x0 = `context`.
+    Start { vcpu: usize, entry: u64, context: u64 },
+    /// Stop the calling vCPU.
+    Stop,
+    SystemOff,
+    SystemReset,
+}
+
+/// The virtual MPIDR of vCPU `index`: Aff0 = index, with the RES1 bit 31 set.
+/// Partitions have at most 16 vCPUs, the most one GICv3 SGI target list names.
+pub fn vmpidr(index: usize) -> u64 {
+    (1 << 31) | index as u64
+}
+
+pub const MAX_VCPUS: usize = 16;
+
+/// The power state of a partition's vCPUs.
+#[derive(Clone, Debug)]
+pub struct PowerStates {
+    states: [Power; MAX_VCPUS],
+    count: usize,
+}
+
+impl PowerStates {
+    /// All `count` vCPUs off; `count` is at most [`MAX_VCPUS`] (the SDT
+    /// reader refuses more).
+    pub fn new(count: usize) -> Self {
+        assert!(count <= MAX_VCPUS);
+        PowerStates { states: [Power::Off; MAX_VCPUS], count }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn get(&self, vcpu: usize) -> Power {
+        self.states[vcpu]
+    }
+
+    pub fn set(&mut self, vcpu: usize, p: Power) {
+        self.states[vcpu] = p;
+    }
+
+    pub fn all_off(&self) -> bool {
+        self.states[..self.count].iter().all(|p| *p == Power::Off)
+    }
+
+    fn vcpu_of(&self, mpidr: u64) -> Option<usize> {
+        // Only Aff0 may be non-zero; bit 31 and the MT/U bits are ignored.
+        let aff = mpidr & 0xff_00ff_ffff;
+        let idx = (aff & 0xff) as usize;
+        (aff >> 8 == 0 && idx < self.count).then_some(idx)
+    }
+
+    /// Answers `call` made by `caller`. `entry_ok` says whether an entry
+    /// address lies in the partition's memory.
+    pub fn handle(&mut self, call: Call, entry_ok: impl Fn(u64) -> bool) -> Action {
+        match call {
+            Call::Version => Action::Return(VERSION),
+            Call::Features(id) => {
+                Action::Return(if implemented(id) { 0 } else { PsciError::NotSupported.code() })
+            }
+            // 2: no Trusted OS that would need migrating.
+            Call::MigrateInfoType => Action::Return(2),
+            Call::CpuOn { target, entry, context } => {
+                let Some(vcpu) = self.vcpu_of(target) else {
+                    return Action::Return(PsciError::InvalidParameters.code());
+                };
+                match self.states[vcpu] {
+                    Power::On => Action::Return(PsciError::AlreadyOn.code()),
+                    Power::OnPending => Action::Return(PsciError::OnPending.code()),
+                    Power::Off if !entry_ok(entry) => {
+                        Action::Return(PsciError::InvalidAddress.code())
+                    }
+                    Power::Off => {
+                        self.states[vcpu] = Power::OnPending;
+                        Action::Start { vcpu, entry, context }
+                    }
+                }
+            }
+            Call::AffinityInfo { target, level } => {
+                if level != 0 {
+                    return Action::Return(PsciError::InvalidParameters.code());
+                }
+                match self.vcpu_of(target) {
+                    None => Action::Return(PsciError::InvalidParameters.code()),
+                    Some(v) => Action::Return(match self.states[v] {
+                        Power::On => 0,
+                        Power::Off => 1,
+                        Power::OnPending => 2,
+                    }),
+                }
+            }
+            Call::CpuOff => Action::Stop,
+            Call::SystemOff => Action::SystemOff,
+            Call::SystemReset => Action::SystemReset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(x0: u32, x1: u64, x2: u64, x3: u64) -> Call {
+        Call::decode([x0 as u64, x1, x2, x3]).unwrap()
+    }
+
+    #[test]
+    fn version_and_features() {
+        let mut p = PowerStates::new(2);
+        assert_eq!(p.handle(call(fid::VERSION, 0, 0, 0), |_| true), Action::Return(0x1_0000));
+        let f = |id| p.clone().handle(Call::Features(id), |_| true);
+        assert_eq!(f(fid::CPU_ON | fid::SMC64), Action::Return(0));
+        assert_eq!(f(fid::CPU_SUSPEND), Action::Return(PsciError::NotSupported.code()));
+        assert_eq!(f(0x8000_0000), Action::Return(u64::MAX));
+    }
+
+    #[test]
+    fn cpu_on_walks_off_pending_on() {
+        let mut p = PowerStates::new(2);
+        p.set(0, Power::On);
+        let on = call(fid::CPU_ON | fid::SMC64, vmpidr(1), 0x4008_0000, 7);
+        assert_eq!(
+            p.handle(on, |_| true),
+            Action::Start { vcpu: 1, entry: 0x4008_0000, context: 7 }
+        );
+        assert_eq!(p.handle(on, |_| true), Action::Return(PsciError::OnPending.code()));
+        let info = call(fid::AFFINITY_INFO, 1, 0, 0);
+        assert_eq!(p.handle(info, |_| true), Action::Return(2));
+        p.set(1, Power::On);
+        assert_eq!(p.handle(on, |_| true), Action::Return(PsciError::AlreadyOn.code()));
+        assert_eq!(p.handle(info, |_| true), Action::Return(0));
+    }
+
+    #[test]
+    fn cpu_on_refuses_foreign_cpus_and_addresses() {
+        let mut p = PowerStates::new(2);
+        let r = p.handle(Call::CpuOn { target: 2, entry: 0, context: 0 }, |_| true);
+        assert_eq!(r, Action::Return(PsciError::InvalidParameters.code()));
+        let r = p.handle(Call::CpuOn { target: 0x100, entry: 0, context: 0 }, |_| true);
+        assert_eq!(r, Action::Return(PsciError::InvalidParameters.code()));
+        let r = p.handle(Call::CpuOn { target: 1, entry: 0xdead, context: 0 }, |_| false);
+        assert_eq!(r, Action::Return(PsciError::InvalidAddress.code()));
+        assert_eq!(p.get(1), Power::Off);
+    }
+
+    #[test]
+    fn smc32_arguments_are_truncated() {
+        let c = call(fid::CPU_ON, 0xffff_ffff_0000_0001, 0xffff_ffff_8000_0000, 0);
+        assert_eq!(c, Call::CpuOn { target: 1, entry: 0x8000_0000, context: 0 });
+    }
+
+    #[test]
+    fn foreign_function_ids_are_not_psci() {
+        assert_eq!(Call::decode([0xc600_0000, 0, 0, 0]), None);
+        assert_eq!(Call::decode([0x1_8400_0000, 0, 0, 0]), None);
+        assert_eq!(Call::decode([u64::from(fid::CPU_SUSPEND), 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn affinity_info_above_level_zero_is_refused() {
+        let mut p = PowerStates::new(1);
+        let r = p.handle(Call::AffinityInfo { target: 0, level: 1 }, |_| true);
+        assert_eq!(r, Action::Return(PsciError::InvalidParameters.code()));
+    }
+}

@@ -1,0 +1,641 @@
+//! Reading a System Device Tree into a validated [`SystemConfig`].
+//!
+//! The SDT describes the whole board (CPUs, memory, interrupt controller,
+//! devices) and, under `/domains`, one `openamp,domain-v1` node per domain
+//! (lopper's binding). Every fault is refused with the node's path and the
+//! reason. Nothing here touches hardware, so the host command
+//! `partita-tool check` runs the very same code.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use fdt::node::FdtNode;
+use fdt::Fdt;
+
+/// A physical (and, for guests, identical intermediate physical) range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Range {
+    pub const fn new(base: u64, size: u64) -> Self {
+        Range { base, size }
+    }
+
+    /// One past the last byte; saturates so a wrapping range still compares.
+    pub fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+
+    pub fn overlaps(&self, o: &Range) -> bool {
+        self.base < o.end() && o.base < self.end()
+    }
+
+    pub fn contains(&self, o: &Range) -> bool {
+        o.base >= self.base && o.end() <= self.end()
+    }
+
+    /// The whole 4 KiB pages the range touches.
+    pub fn pages(&self) -> Range {
+        let base = self.base & !(PAGE - 1);
+        Range::new(base, (self.end().saturating_add(PAGE - 1) & !(PAGE - 1)) - base)
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}..{:#x}", self.base, self.end())
+    }
+}
+
+/// An SDT refused: the node and what is wrong with it. Built once, at boot
+/// or in the host tool, so it may own its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdtError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for SdtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+fn fault(path: &str, reason: impl Into<String>) -> SdtError {
+    SdtError { path: path.to_owned(), reason: reason.into() }
+}
+
+fn err<T>(path: &str, reason: impl Into<String>) -> Result<T, SdtError> {
+    Err(fault(path, reason))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+/// The interrupt controller: distributor plus redistributors (GICv3), or
+/// CPU interface, hypervisor control and virtual CPU interface (GICv2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gic {
+    pub path: String,
+    pub version: GicVersion,
+    pub phandle: u32,
+    /// All `reg` entries, in binding order.
+    pub regs: Vec<Range>,
+    /// The maintenance interrupt's INTID, if given.
+    pub maintenance: Option<u32>,
+}
+
+/// A physical CPU: its MPIDR affinity and node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    pub mpidr: u64,
+    pub path: String,
+}
+
+/// A device some domain was given with `access`, or the console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub path: String,
+    pub compatible: Vec<String>,
+    pub regs: Vec<Range>,
+    /// Shared peripheral interrupts, as INTIDs (32 and up).
+    pub spis: Vec<u32>,
+    /// The board's console UART: every domain that accesses it gets an
+    /// emulated one at the same address instead.
+    pub is_console: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Domain {
+    pub name: String,
+    pub path: String,
+    pub id: u32,
+    pub os_type: String,
+    /// Indices into [`SystemConfig::cpus`]; vCPU n runs on `cpus[n]`.
+    pub cpus: Vec<usize>,
+    pub memory: Vec<Range>,
+    /// Indices into [`SystemConfig::devices`].
+    pub devices: Vec<usize>,
+    pub bootargs: Option<String>,
+    /// The boot-package entry holding the domain's kernel.
+    pub kernel: String,
+    /// An optional initial ramdisk from the boot package.
+    pub initrd: Option<String>,
+}
+
+impl Domain {
+    /// Index of the console device, if the domain has one.
+    pub fn console(&self, sys: &SystemConfig) -> Option<usize> {
+        self.devices.iter().copied().find(|&d| sys.devices[d].is_console)
+    }
+
+    /// Whether `[addr, addr + len)` lies inside one of the domain's memory ranges.
+    pub fn owns(&self, addr: u64, len: u64) -> bool {
+        addr.checked_add(len).is_some() && self.memory.iter().any(|m| m.contains(&Range::new(addr, len)))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemConfig {
+    pub model: String,
+    pub cpus: Vec<Cpu>,
+    pub ram: Vec<Range>,
+    /// Where the hypervisor, its boot package and its heap live.
+    pub hypervisor: Range,
+    pub gic: Gic,
+    /// Index into `devices` of the hypervisor's console (`/chosen/stdout-path`).
+    pub console: usize,
+    /// The architected timer's interrupts, as 3-cell GIC specifiers.
+    pub timer_interrupts: Vec<[u32; 3]>,
+    pub devices: Vec<Device>,
+    pub domains: Vec<Domain>,
+}
+
+/// Most vCPUs in one domain (its PSCI numbering uses Aff0 only).
+pub const MAX_DOMAIN_CPUS: usize = crate::psci::MAX_VCPUS;
+const PAGE: u64 = 4096;
+/// The `os,type` values lopper's design-rule checks accept.
+pub const OS_TYPES: [&str; 5] = ["linux", "zephyr", "baremetal", "xen", "freertos"];
+
+fn cells(v: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    v.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+fn read_cells(it: &mut impl Iterator<Item = u32>, n: usize) -> Option<u64> {
+    (0..n).try_fold(0u64, |acc, _| Some((acc << 32) | u64::from(it.next()?)))
+}
+
+fn prop<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a [u8]> {
+    n.property(name).map(|p| p.value)
+}
+
+fn prop_u32(n: FdtNode<'_, '_>, name: &str) -> Option<u32> {
+    prop(n, name).and_then(|v| cells(v).next())
+}
+
+fn prop_str<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
+    let v = prop(n, name)?;
+    core::str::from_utf8(v.strip_suffix(&[0]).unwrap_or(v)).ok()
+}
+
+fn strings(n: FdtNode<'_, '_>, name: &str) -> Vec<String> {
+    prop(n, name)
+        .map(|v| {
+            v.split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| core::str::from_utf8(s).ok().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_compatible(n: FdtNode<'_, '_>, c: &str) -> bool {
+    strings(n, "compatible").iter().any(|x| x == c)
+}
+
+fn is_enabled(n: FdtNode<'_, '_>) -> bool {
+    prop_str(n, "status").is_none_or(|s| s == "okay" || s == "ok")
+}
+
+/// One node, with the cell sizes its parent gives it.
+#[derive(Clone, Copy)]
+struct Node<'b, 'a> {
+    node: FdtNode<'b, 'a>,
+    addr_cells: usize,
+    size_cells: usize,
+}
+
+/// Every node of the tree with its full path: the `fdt` crate has no parent
+/// links, and error messages need paths.
+struct Tree<'b, 'a> {
+    nodes: Vec<(String, Node<'b, 'a>)>,
+}
+
+impl<'b, 'a> Tree<'b, 'a> {
+    fn new(fdt: &'b Fdt<'a>) -> Option<Self> {
+        fn walk<'b, 'a>(n: FdtNode<'b, 'a>, path: String, ac: usize, sc: usize, out: &mut Vec<(String, Node<'b, 'a>)>) {
+            let own_ac = prop_u32(n, "#address-cells").map_or(2, |v| v as usize);
+            let own_sc = prop_u32(n, "#size-cells").map_or(1, |v| v as usize);
+            out.push((path.clone(), Node { node: n, addr_cells: ac, size_cells: sc }));
+            for c in n.children() {
+                let p = if path == "/" { format!("/{}", c.name) } else { format!("{path}/{}", c.name) };
+                walk(c, p, own_ac, own_sc, out);
+            }
+        }
+        let mut nodes = Vec::new();
+        walk(fdt.find_node("/")?, "/".into(), 2, 1, &mut nodes);
+        Some(Tree { nodes })
+    }
+
+    fn get(&self, path: &str) -> Option<&Node<'b, 'a>> {
+        self.nodes.iter().find(|(p, _)| p == path).map(|(_, n)| n)
+    }
+
+    fn by_phandle(&self, ph: u32) -> Option<(&str, &Node<'b, 'a>)> {
+        self.nodes
+            .iter()
+            .find(|(_, n)| prop_u32(n.node, "phandle").or_else(|| prop_u32(n.node, "linux,phandle")) == Some(ph))
+            .map(|(p, n)| (p.as_str(), n))
+    }
+
+    fn children_of<'s>(&'s self, parent: &'s str) -> impl Iterator<Item = (&'s str, &'s Node<'b, 'a>)> + 's {
+        self.nodes.iter().filter_map(move |(p, n)| {
+            let (dir, _) = p.rsplit_once('/')?;
+            let dir = if dir.is_empty() { "/" } else { dir };
+            (dir == parent && p != "/").then_some((p.as_str(), n))
+        })
+    }
+}
+
+/// Reads `name` as <address size> pairs with the given cell counts.
+fn ranges(path: &str, v: &[u8], name: &str, ac: usize, sc: usize) -> Result<Vec<Range>, SdtError> {
+    if !(1..=2).contains(&ac) || !(1..=2).contains(&sc) || v.is_empty() || v.len() % ((ac + sc) * 4) != 0 {
+        return err(path, format!("`{name}` is not a list of <address size> with {ac}+{sc} cells"));
+    }
+    let mut it = cells(v);
+    let mut out = Vec::new();
+    while let (Some(base), Some(size)) = (read_cells(&mut it, ac), read_cells(&mut it, sc)) {
+        if size == 0 || base.checked_add(size).is_none() {
+            return err(path, format!("`{name}` range {base:#x}+{size:#x} is empty or wraps"));
+        }
+        out.push(Range::new(base, size));
+    }
+    Ok(out)
+}
+
+fn reg(path: &str, n: &Node<'_, '_>) -> Result<Vec<Range>, SdtError> {
+    match prop(n.node, "reg") {
+        Some(v) => ranges(path, v, "reg", n.addr_cells, n.size_cells),
+        None => err(path, "missing property `reg`"),
+    }
+}
+
+/// The SPIs among a node's GIC interrupt specifiers, as INTIDs.
+fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
+    let Some(v) = prop(n, "interrupts") else { return Ok(Vec::new()) };
+    if v.len() % 12 != 0 {
+        return err(path, "`interrupts` is not a list of 3-cell GIC specifiers");
+    }
+    let c: Vec<u32> = cells(v).collect();
+    let mut out = Vec::new();
+    for s in c.chunks_exact(3) {
+        match (s[0], s[1]) {
+            (0, n) if n < 988 => out.push(n + 32),
+            (0, n) => return err(path, format!("SPI {n} is beyond the GIC's last (987)")),
+            // PPIs are per CPU and belong to whoever runs there.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+impl SystemConfig {
+    /// Reads and validates an SDT blob.
+    pub fn from_dtb(blob: &[u8]) -> Result<SystemConfig, SdtError> {
+        let fdt = Fdt::new(blob).map_err(|e| fault("/", format!("not a device tree: {e:?}")))?;
+        let tree = Tree::new(&fdt).ok_or_else(|| fault("/", "no root node"))?;
+        let root = tree.get("/").ok_or_else(|| fault("/", "no root node"))?;
+        let model = prop_str(root.node, "model").unwrap_or("unnamed board").to_owned();
+
+        let ram = read_ram(&tree)?;
+        let hypervisor = read_hypervisor(&tree, &ram)?;
+        let gic = read_gic(&tree)?;
+        let timer_interrupts = read_timer(&tree)?;
+        let console = read_console(&tree)?;
+
+        let mut sys = SystemConfig {
+            model,
+            cpus: read_cpus(&tree)?,
+            ram,
+            hypervisor,
+            gic,
+            console: 0,
+            timer_interrupts,
+            devices: alloc::vec![console],
+            domains: Vec::new(),
+        };
+        read_domains(&tree, &mut sys)?;
+        sys.validate()?;
+        Ok(sys)
+    }
+
+    fn validate(&self) -> Result<(), SdtError> {
+        if self.domains.is_empty() {
+            return err("/domains", "no `openamp,domain-v1` domain to start");
+        }
+        for (i, d) in self.domains.iter().enumerate() {
+            for (j, m) in d.memory.iter().enumerate() {
+                if m.base % PAGE != 0 || m.size % PAGE != 0 {
+                    return err(&d.path, format!("memory {m} is not 4 KiB-aligned"));
+                }
+                if !self.ram.iter().any(|r| r.contains(m)) {
+                    return err(&d.path, format!("memory {m} is not inside the board's RAM"));
+                }
+                if m.overlaps(&self.hypervisor) {
+                    return err(&d.path, format!("memory {m} overlaps the hypervisor's {}", self.hypervisor));
+                }
+                if d.memory[..j].iter().any(|o| o.overlaps(m)) {
+                    return err(&d.path, format!("memory {m} is listed twice"));
+                }
+            }
+            for o in &self.domains[..i] {
+                if o.id == d.id {
+                    return err(&d.path, format!("id {} is also the id of {}", d.id, o.path));
+                }
+                if o.name == d.name {
+                    return err(&d.path, format!("name `{}` is also the name of {}", d.name, o.path));
+                }
+                if let Some(c) = d.cpus.iter().find(|c| o.cpus.contains(c)) {
+                    return err(&d.path, format!("CPU {} is also given to {}", self.cpus[*c].path, o.path));
+                }
+                for m in &d.memory {
+                    if let Some(om) = o.memory.iter().find(|om| om.overlaps(m)) {
+                        return err(&d.path, format!("memory {m} overlaps {om} of {}", o.path));
+                    }
+                }
+                let shared = |x: &&usize| o.devices.contains(x) && !self.devices[**x].is_console;
+                if let Some(&dev) = d.devices.iter().find(shared) {
+                    return err(&d.path, format!("device {} is also given to {}", self.devices[dev].path, o.path));
+                }
+            }
+        }
+        // Stage 2 maps devices by page, so two devices must not share one.
+        for (i, a) in self.devices.iter().enumerate() {
+            for b in &self.devices[..i] {
+                if a.regs.iter().any(|ra| b.regs.iter().any(|rb| ra.pages().overlaps(&rb.pages()))) {
+                    return err(&a.path, format!("registers share a 4 KiB page with {}", b.path));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions, one line each, for the boot log and `check`.
+    pub fn partition_table(&self) -> String {
+        let mut s = String::new();
+        for d in &self.domains {
+            let cpus: Vec<String> = d.cpus.iter().map(|c| format!("{c}")).collect();
+            let mem: Vec<String> = d.memory.iter().map(|m| format!("{m}")).collect();
+            let devs: Vec<&str> =
+                d.devices.iter().map(|&i| self.devices[i].path.rsplit('/').next().unwrap_or("")).collect();
+            s += &format!(
+                "  {:<8} id {:<2} {:<9} cpus [{}]  memory {}  devices [{}]  kernel {}{}\n",
+                d.name,
+                d.id,
+                d.os_type,
+                cpus.join(","),
+                mem.join(" "),
+                devs.join(", "),
+                d.kernel,
+                d.initrd.as_ref().map(|r| format!(" initrd {r}")).unwrap_or_default(),
+            );
+        }
+        s
+    }
+}
+
+fn read_ram(tree: &Tree<'_, '_>) -> Result<Vec<Range>, SdtError> {
+    let mut ram = Vec::new();
+    for (path, n) in tree.children_of("/") {
+        if prop_str(n.node, "device_type") == Some("memory") && is_enabled(n.node) {
+            ram.extend(reg(path, n)?);
+        }
+    }
+    if ram.is_empty() {
+        return err("/", "no memory node (device_type = \"memory\")");
+    }
+    Ok(ram)
+}
+
+fn read_hypervisor(tree: &Tree<'_, '_>, ram: &[Range]) -> Result<Range, SdtError> {
+    let Some((path, n)) =
+        tree.children_of("/reserved-memory").find(|(_, n)| has_compatible(n.node, "partita,hypervisor"))
+    else {
+        return err("/reserved-memory", "no node with compatible = \"partita,hypervisor\" (where the hypervisor lives)");
+    };
+    let [h] = reg(path, n)?[..] else { return err(path, "`reg` must be one range") };
+    if !ram.iter().any(|m| m.contains(&h)) {
+        return err(path, format!("{h} is not inside the board's RAM"));
+    }
+    Ok(h)
+}
+
+fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
+    for (path, n) in &tree.nodes {
+        let version = if has_compatible(n.node, "arm,gic-v3") {
+            GicVersion::V3
+        } else if has_compatible(n.node, "arm,gic-400") || has_compatible(n.node, "arm,cortex-a15-gic") {
+            GicVersion::V2
+        } else {
+            continue;
+        };
+        let regs = reg(path, n)?;
+        let need = if version == GicVersion::V3 { 2 } else { 4 };
+        if regs.len() < need {
+            return err(path, format!("`reg` has {} ranges; this GIC needs {need}", regs.len()));
+        }
+        let phandle = prop_u32(n.node, "phandle")
+            .ok_or_else(|| fault(path, "no phandle, so no device can name it as interrupt-parent"))?;
+        let maintenance = prop(n.node, "interrupts").and_then(|v| {
+            let c: Vec<u32> = cells(v).collect();
+            (c.len() >= 2 && c[0] == 1).then_some(c[1] + 16)
+        });
+        return Ok(Gic { path: path.clone(), version, phandle, regs, maintenance });
+    }
+    err("/", "no interrupt controller with compatible \"arm,gic-v3\" or \"arm,gic-400\"")
+}
+
+fn read_timer(tree: &Tree<'_, '_>) -> Result<Vec<[u32; 3]>, SdtError> {
+    let Some((path, n)) = tree.nodes.iter().find(|(_, n)| has_compatible(n.node, "arm,armv8-timer")) else {
+        return err("/", "no architected timer (compatible \"arm,armv8-timer\")");
+    };
+    let v = prop(n.node, "interrupts").unwrap_or(&[]);
+    if v.is_empty() || v.len() % 12 != 0 {
+        return err(path, "`interrupts` must list the timer's PPIs as 3-cell GIC specifiers");
+    }
+    let c: Vec<u32> = cells(v).collect();
+    Ok(c.chunks_exact(3).map(|s| [s[0], s[1], s[2]]).collect())
+}
+
+fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
+    let chosen = tree.get("/chosen").ok_or_else(|| fault("/chosen", "missing node"))?;
+    let stdout = prop_str(chosen.node, "stdout-path")
+        .ok_or_else(|| fault("/chosen", "missing property `stdout-path` (the hypervisor's console)"))?;
+    let stdout = stdout.split(':').next().unwrap_or(stdout);
+    let path = if stdout.starts_with('/') {
+        stdout
+    } else {
+        tree.get("/aliases").and_then(|a| prop_str(a.node, stdout)).unwrap_or(stdout)
+    };
+    let n = tree.get(path).ok_or_else(|| fault("/chosen", format!("stdout-path `{stdout}` names no node")))?;
+    Ok(Device {
+        path: path.to_owned(),
+        compatible: strings(n.node, "compatible"),
+        regs: reg(path, n)?,
+        spis: spis(path, n.node)?,
+        is_console: true,
+    })
+}
+
+/// Physical CPUs: every `device_type = "cpu"` node, in tree order.
+fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
+    let mut cpus = Vec::new();
+    for (path, n) in &tree.nodes {
+        if prop_str(n.node, "device_type") != Some("cpu") || path.starts_with("/domains") {
+            continue;
+        }
+        let v = prop(n.node, "reg").ok_or_else(|| fault(path, "missing property `reg` (the CPU's MPIDR)"))?;
+        let mpidr = read_cells(&mut cells(v), n.addr_cells.clamp(1, 2)).ok_or_else(|| fault(path, "`reg` is too short"))?;
+        cpus.push(Cpu { mpidr, path: path.clone() });
+    }
+    if cpus.is_empty() {
+        return err("/cpus", "no CPU nodes");
+    }
+    Ok(cpus)
+}
+
+fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+    let domains = tree.get("/domains").ok_or_else(|| fault("/domains", "missing node"))?;
+    // `memory` is read with the cell sizes of /domains, which lopper's checks
+    // expect to equal the root's; memory flag cells are not supported.
+    let ac = prop_u32(domains.node, "#address-cells").map_or(2, |v| v as usize);
+    let sc = prop_u32(domains.node, "#size-cells").map_or(1, |v| v as usize);
+    for (path, n) in tree.children_of("/domains") {
+        if !has_compatible(n.node, "openamp,domain-v1") || !is_enabled(n.node) {
+            continue;
+        }
+        let domain = read_domain(tree, sys, path, n, ac, sc)?;
+        sys.domains.push(domain);
+    }
+    Ok(())
+}
+
+fn read_domain(
+    tree: &Tree<'_, '_>,
+    sys: &mut SystemConfig,
+    path: &str,
+    n: &Node<'_, '_>,
+    ac: usize,
+    sc: usize,
+) -> Result<Domain, SdtError> {
+    let need = |name: &str| prop(n.node, name).ok_or_else(|| fault(path, format!("missing property `{name}`")));
+    let id = prop_u32(n.node, "id").ok_or_else(|| fault(path, "missing property `id`"))?;
+    let name = prop_str(n.node, "name").unwrap_or_else(|| n.node.name.split('@').next().unwrap_or(n.node.name));
+    let os_type = prop_str(n.node, "os,type").unwrap_or("baremetal");
+    if !OS_TYPES.contains(&os_type) {
+        return err(path, format!("`os,type` is \"{os_type}\"; lopper knows {}", OS_TYPES.join(", ")));
+    }
+    let cpus = read_domain_cpus(tree, sys, path, need("cpus")?)?;
+    let memory = ranges(path, need("memory")?, "memory", ac, sc)?;
+    let devices = read_access(tree, sys, path, n)?;
+    let bootargs = tree.get(&format!("{path}/chosen")).and_then(|c| prop_str(c.node, "bootargs")).map(String::from);
+    // Named after `xen,kernel` and `xen,initrd` in lopper's Xen flow.
+    let kernel = prop_str(n.node, "partita,kernel")
+        .ok_or_else(|| fault(path, "missing property `partita,kernel` (the boot-package entry with its kernel)"))?;
+    let initrd = prop_str(n.node, "partita,initrd").map(String::from);
+    Ok(Domain {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        id,
+        os_type: os_type.to_owned(),
+        cpus,
+        memory,
+        devices,
+        bootargs,
+        kernel: kernel.to_owned(),
+        initrd,
+    })
+}
+
+/// `cpus = <&cluster cpu-mask execution-level>`, one triplet per cluster;
+/// bit i of the mask is the cluster's i-th CPU.
+fn read_domain_cpus(tree: &Tree<'_, '_>, sys: &SystemConfig, path: &str, v: &[u8]) -> Result<Vec<usize>, SdtError> {
+    let c: Vec<u32> = cells(v).collect();
+    if c.is_empty() || c.len() % 3 != 0 {
+        return err(path, "`cpus` must be <&cluster cpu-mask execution-level> triplets");
+    }
+    let mut cpus = Vec::new();
+    for t in c.chunks_exact(3) {
+        let (cluster, mask, level) = (t[0], t[1], t[2]);
+        let (cluster_path, cn) = tree
+            .by_phandle(cluster)
+            .ok_or_else(|| fault(path, format!("`cpus` names phandle {cluster:#x}, which no node has")))?;
+        if !has_compatible(cn.node, "cpus,cluster") {
+            return err(path, format!("`cpus` names {cluster_path}, which is not a \"cpus,cluster\""));
+        }
+        // Bit 31 means secure, bits 1:0 the exception level; guests run at EL1.
+        if level & (1 << 31) != 0 || level & 0x3 > 1 {
+            return err(path, format!("`cpus` execution level {level:#x}: domains run non-secure at EL1 (0x1)"));
+        }
+        let in_cluster: Vec<usize> = (0..sys.cpus.len())
+            .filter(|&i| sys.cpus[i].path.strip_prefix(cluster_path).is_some_and(|r| r.starts_with('/')))
+            .collect();
+        if mask == 0 {
+            return err(path, "`cpus` mask names no CPU");
+        }
+        if u64::from(mask) >> in_cluster.len() != 0 {
+            return err(
+                path,
+                format!("`cpus` mask {mask:#x} names CPUs that {cluster_path} does not have ({} CPUs)", in_cluster.len()),
+            );
+        }
+        cpus.extend(in_cluster.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, &c)| c));
+    }
+    if cpus.len() > MAX_DOMAIN_CPUS {
+        return err(path, format!("{} CPUs; a domain has at most {MAX_DOMAIN_CPUS}", cpus.len()));
+    }
+    Ok(cpus)
+}
+
+/// `access = <&device flags...>` with `#access-flags-cells` flag cells. Flag
+/// bit 0 marks a device shared, which only the console may be: each domain
+/// that shares it gets an emulated one.
+fn read_access(tree: &Tree<'_, '_>, sys: &mut SystemConfig, path: &str, n: &Node<'_, '_>) -> Result<Vec<usize>, SdtError> {
+    let flag_cells = prop_u32(n.node, "#access-flags-cells").unwrap_or(0) as usize;
+    let access: Vec<u32> = prop(n.node, "access").map(|v| cells(v).collect()).unwrap_or_default();
+    if access.len() % (1 + flag_cells) != 0 {
+        return err(path, format!("`access` is not a list of <&device> with {flag_cells} flag cells"));
+    }
+    let mut devices = Vec::new();
+    for entry in access.chunks_exact(1 + flag_cells) {
+        let (ph, shared) = (entry[0], entry.get(1).is_some_and(|f| f & 1 != 0));
+        let (dpath, dn) = tree
+            .by_phandle(ph)
+            .ok_or_else(|| fault(path, format!("`access` names phandle {ph:#x}, which no node has")))?;
+        let idx = match sys.devices.iter().position(|d| d.path == dpath) {
+            Some(i) => i,
+            None => {
+                if dpath == sys.gic.path || sys.cpus.iter().any(|c| c.path.starts_with(dpath)) {
+                    return err(path, format!("`access` names {dpath}, which the hypervisor keeps"));
+                }
+                let dev = Device {
+                    path: dpath.to_owned(),
+                    compatible: strings(dn.node, "compatible"),
+                    regs: reg(dpath, dn)?,
+                    spis: spis(dpath, dn.node)?,
+                    is_console: false,
+                };
+                if let Some(r) = dev.regs.iter().find(|r| sys.ram.iter().any(|m| m.overlaps(r))) {
+                    return err(dpath, format!("registers {r} overlap RAM; that is not a device to pass through"));
+                }
+                sys.devices.push(dev);
+                sys.devices.len() - 1
+            }
+        };
+        if sys.devices[idx].is_console && !shared {
+            return err(path, format!("`access` to the console {dpath} must be flagged shared (0x1): each domain gets an emulated one"));
+        }
+        if !devices.contains(&idx) {
+            devices.push(idx);
+        }
+    }
+    Ok(devices)
+}

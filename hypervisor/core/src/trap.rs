@@ -1,0 +1,340 @@
+//! Turning an exception taken from a guest into one typed event.
+//!
+//! The arch layer reads ESR_EL2, FAR_EL2 and HPFAR_EL2 once into a
+//! [`Syndrome`]; everything here is plain decoding, tested against values
+//! from the Arm ARM (D24.2.41, "ESR_EL2").
+
+use aarch64_cpu::registers::ESR_EL2;
+use tock_registers::{register_bitfields, LocalRegisterCopy};
+
+register_bitfields! {u64,
+    /// ISS encoding for a Data Abort (Arm ARM D24.2.41, "ISS encoding for an
+    /// exception from a Data Abort").
+    pub ISS_DABT [
+        ISV OFFSET(24) NUMBITS(1) [],
+        SAS OFFSET(22) NUMBITS(2) [Byte = 0, Halfword = 1, Word = 2, Doubleword = 3],
+        SSE OFFSET(21) NUMBITS(1) [],
+        SRT OFFSET(16) NUMBITS(5) [],
+        SF OFFSET(15) NUMBITS(1) [],
+        WNR OFFSET(6) NUMBITS(1) [],
+        DFSC OFFSET(0) NUMBITS(6) []
+    ],
+    /// ISS encoding for a trapped MSR, MRS or system instruction (EC 0x18).
+    pub ISS_SYSREG [
+        OP0 OFFSET(20) NUMBITS(2) [],
+        OP2 OFFSET(17) NUMBITS(3) [],
+        OP1 OFFSET(14) NUMBITS(3) [],
+        CRN OFFSET(10) NUMBITS(4) [],
+        RT OFFSET(5) NUMBITS(5) [],
+        CRM OFFSET(1) NUMBITS(4) [],
+        DIRECTION OFFSET(0) NUMBITS(1) [Write = 0, Read = 1]
+    ]
+}
+
+/// What the arch layer read from the hardware when the trap was taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Syndrome {
+    pub esr: u64,
+    pub far: u64,
+    pub hpfar: u64,
+}
+
+/// An access to emulated memory, decoded from a Data Abort with a valid
+/// instruction syndrome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioAccess {
+    /// The intermediate physical address the guest accessed.
+    pub ipa: u64,
+    /// Access size in bytes: 1, 2, 4 or 8.
+    pub width: u8,
+    pub write: bool,
+    /// General-purpose register transferred; 31 means XZR/WZR.
+    pub reg: u8,
+    /// A load of fewer than 64 bits is sign-extended into the register.
+    pub sign_extend: bool,
+    /// The register is 64 bits wide (X), not 32 (W).
+    pub reg64: bool,
+}
+
+impl MmioAccess {
+    /// The value a load places in the register, with sign extension and the
+    /// W-register truncation the architecture performs.
+    pub fn load_result(&self, raw: u64) -> u64 {
+        let bits = u32::from(self.width) * 8;
+        let mut v = if bits == 64 { raw } else { raw & ((1u64 << bits) - 1) };
+        if self.sign_extend && bits < 64 && v & (1u64 << (bits - 1)) != 0 {
+            v |= !((1u64 << bits) - 1);
+        }
+        if !self.reg64 {
+            v &= 0xffff_ffff;
+        }
+        v
+    }
+
+    /// The bytes a store writes, from the register's value.
+    pub fn store_value(&self, reg: u64) -> u64 {
+        if self.width == 8 {
+            reg
+        } else {
+            reg & ((1u64 << (u32::from(self.width) * 8)) - 1)
+        }
+    }
+}
+
+/// A trapped MSR/MRS to a system register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRegAccess {
+    /// op0, op1, CRn, CRm, op2 packed as [`sysreg`] builds them.
+    pub id: u32,
+    pub reg: u8,
+    pub read: bool,
+}
+
+/// Packs a system-register encoding into one comparable number.
+pub const fn sysreg(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
+    (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
+}
+
+/// One exception from a lower exception level, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trap {
+    Hvc { imm: u16 },
+    Smc { imm: u16 },
+    /// A stage-2 fault the hypervisor can emulate: the instruction syndrome
+    /// tells the register and size.
+    Mmio(MmioAccess),
+    /// A stage-2 data fault without a usable syndrome (ISV = 0, for example
+    /// a load pair or a post-indexed access), or on a translation-table walk.
+    DataAbort { ipa: u64, write: bool, fsc: u8 },
+    InstructionAbort { ipa: u64, fsc: u8 },
+    SysReg(SysRegAccess),
+    Wfx,
+    /// An exception class the hypervisor does not handle for guests.
+    Other { ec: u8 },
+}
+
+/// Fault status codes that mean "no translation" or "no permission" at some
+/// level (Arm ARM DFSC 0b0001LL, 0b0011LL, 0b0010LL).
+fn is_translation_like(fsc: u8) -> bool {
+    matches!(fsc >> 2, 0b0001..=0b0011)
+}
+
+impl Trap {
+    pub fn decode(s: &Syndrome) -> Trap {
+        let esr = LocalRegisterCopy::<u64, ESR_EL2::Register>::new(s.esr);
+        let ec = esr.read(ESR_EL2::EC) as u8;
+        let iss = esr.read(ESR_EL2::ISS);
+        // HPFAR_EL2.FIPA holds IPA[47:12] in bits [43:4]; FAR gives the page offset.
+        let ipa = ((s.hpfar >> 4) << 12) | (s.far & 0xfff);
+        match esr.read_as_enum(ESR_EL2::EC) {
+            Some(ESR_EL2::EC::Value::HVC64) => Trap::Hvc { imm: iss as u16 },
+            Some(ESR_EL2::EC::Value::SMC64) => Trap::Smc { imm: iss as u16 },
+            Some(ESR_EL2::EC::Value::TrappedWFIorWFE) => Trap::Wfx,
+            Some(ESR_EL2::EC::Value::InstrAbortLowerEL) => Trap::InstructionAbort {
+                ipa,
+                fsc: (iss & 0x3f) as u8,
+            },
+            Some(ESR_EL2::EC::Value::TrappedMsrMrs) => {
+                let r = LocalRegisterCopy::<u64, ISS_SYSREG::Register>::new(iss);
+                Trap::SysReg(SysRegAccess {
+                    id: sysreg(
+                        r.read(ISS_SYSREG::OP0) as u32,
+                        r.read(ISS_SYSREG::OP1) as u32,
+                        r.read(ISS_SYSREG::CRN) as u32,
+                        r.read(ISS_SYSREG::CRM) as u32,
+                        r.read(ISS_SYSREG::OP2) as u32,
+                    ),
+                    reg: r.read(ISS_SYSREG::RT) as u8,
+                    read: r.is_set(ISS_SYSREG::DIRECTION),
+                })
+            }
+            Some(ESR_EL2::EC::Value::DataAbortLowerEL) => {
+                let d = LocalRegisterCopy::<u64, ISS_DABT::Register>::new(iss);
+                let fsc = d.read(ISS_DABT::DFSC) as u8;
+                let write = d.is_set(ISS_DABT::WNR);
+                if d.is_set(ISS_DABT::ISV) && is_translation_like(fsc) {
+                    Trap::Mmio(MmioAccess {
+                        ipa,
+                        width: 1 << d.read(ISS_DABT::SAS),
+                        write,
+                        reg: d.read(ISS_DABT::SRT) as u8,
+                        sign_extend: d.is_set(ISS_DABT::SSE),
+                        reg64: d.is_set(ISS_DABT::SF),
+                    })
+                } else {
+                    Trap::DataAbort { ipa, write, fsc }
+                }
+            }
+            _ => Trap::Other { ec },
+        }
+    }
+}
+
+/// The exception class's name, for fatal-trap reports.
+pub fn ec_name(ec: u8) -> &'static str {
+    match ec {
+        0x00 => "unknown reason",
+        0x01 => "trapped WFI/WFE",
+        0x07 => "SIMD/FP access trapped",
+        0x0e => "illegal execution state",
+        0x15 => "SVC (AArch64)",
+        0x16 => "HVC (AArch64)",
+        0x17 => "SMC (AArch64)",
+        0x18 => "trapped MSR/MRS/system instruction",
+        0x20 => "instruction abort from a lower EL",
+        0x21 => "instruction abort at EL2",
+        0x22 => "PC alignment fault",
+        0x24 => "data abort from a lower EL",
+        0x25 => "data abort at EL2",
+        0x26 => "SP alignment fault",
+        0x2f => "SError",
+        0x30 | 0x31 => "breakpoint",
+        0x32 | 0x33 => "software step",
+        0x34 | 0x35 => "watchpoint",
+        0x3c => "BRK instruction",
+        _ => "unlisted exception class",
+    }
+}
+
+/// The exception class field of an ESR value.
+pub fn ec_of(esr: u64) -> u8 {
+    ((esr >> 26) & 0x3f) as u8
+}
+
+
+/// Where a synchronous exception injected into the guest's EL1 lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortEntry {
+    /// The vector the guest resumes at.
+    pub vector: u64,
+    /// PSTATE on entry: EL1h with D, A, I and F masked.
+    pub spsr: u64,
+    /// The exception came from EL0 (lower EL), not EL1.
+    pub from_lower_el: bool,
+}
+
+/// The guest's exception entry for a synchronous exception taken
+/// with PSTATE `spsr`, given its VBAR_EL1 (Arm ARM D1.3.1, vector offsets).
+pub fn abort_entry(spsr: u64, vbar: u64) -> AbortEntry {
+    let offset = match spsr & 0xf {
+        0b0100 => 0x000, // EL1t: current EL with SP_EL0
+        0b0101 => 0x200, // EL1h: current EL with SP_EL1
+        _ => 0x400,      // EL0: lower EL, AArch64
+    };
+    AbortEntry { vector: vbar + offset, spsr: 0x3c5, from_lower_el: offset == 0x400 }
+}
+
+/// ESR_EL1 for an injected synchronous external data abort.
+pub fn injected_data_abort_esr(from_lower_el: bool, write: bool) -> u64 {
+    let ec: u64 = if from_lower_el { 0x24 } else { 0x25 };
+    (ec << 26) | (1 << 25) | (u64::from(write) << 6) | 0x10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esr(ec: u64, iss: u64) -> u64 {
+        (ec << 26) | (1 << 25) | iss
+    }
+
+    #[test]
+    fn hvc_and_smc_carry_their_immediate() {
+        let s = Syndrome { esr: esr(0x16, 0x1234), ..Default::default() };
+        assert_eq!(Trap::decode(&s), Trap::Hvc { imm: 0x1234 });
+        let s = Syndrome { esr: esr(0x17, 0), ..Default::default() };
+        assert_eq!(Trap::decode(&s), Trap::Smc { imm: 0 });
+    }
+
+    #[test]
+    fn word_store_from_w3() {
+        // ISV=1, SAS=word, SRT=3, WnR=1, DFSC=translation fault level 3.
+        let iss = (1 << 24) | (2 << 22) | (3 << 16) | (1 << 6) | 0b000111;
+        let s = Syndrome { esr: esr(0x24, iss), far: 0x0900_0018, hpfar: 0x0900_0000 >> 8 };
+        assert_eq!(
+            Trap::decode(&s),
+            Trap::Mmio(MmioAccess {
+                ipa: 0x0900_0018,
+                width: 4,
+                write: true,
+                reg: 3,
+                sign_extend: false,
+                reg64: false
+            })
+        );
+    }
+
+    #[test]
+    fn ipa_comes_from_hpfar_not_far() {
+        // The guest's virtual address (FAR) differs from the IPA once its MMU is on.
+        let iss = (1 << 24) | (3 << 22) | (1 << 15) | (5 << 16) | 0b000101;
+        let s = Syndrome {
+            esr: esr(0x24, iss),
+            far: 0xffff_8000_1234_5678,
+            hpfar: 0x8_0a00_0000 >> 8,
+        };
+        match Trap::decode(&s) {
+            Trap::Mmio(a) => {
+                assert_eq!(a.ipa, 0x8_0a00_0678);
+                assert_eq!(a.width, 8);
+                assert!(!a.write && a.reg64);
+            }
+            t => panic!("decoded {t:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_syndrome_is_not_emulated() {
+        let iss = (1 << 6) | 0b000111; // ISV=0
+        let s = Syndrome { esr: esr(0x24, iss), far: 0x10, hpfar: 0x1000 >> 8 };
+        assert_eq!(Trap::decode(&s), Trap::DataAbort { ipa: 0x1010, write: true, fsc: 7 });
+    }
+
+    #[test]
+    fn external_abort_is_not_emulated_even_with_syndrome() {
+        let iss = (1 << 24) | (2 << 22) | 0b010000; // synchronous external abort
+        let s = Syndrome { esr: esr(0x24, iss), far: 0, hpfar: 0 };
+        assert!(matches!(Trap::decode(&s), Trap::DataAbort { fsc: 0x10, .. }));
+    }
+
+    #[test]
+    fn sign_extension_and_w_registers() {
+        let a = MmioAccess { ipa: 0, width: 1, write: false, reg: 0, sign_extend: true, reg64: true };
+        assert_eq!(a.load_result(0x80), 0xffff_ffff_ffff_ff80);
+        let a = MmioAccess { reg64: false, ..a };
+        assert_eq!(a.load_result(0x80), 0xffff_ff80);
+        let a = MmioAccess { width: 2, sign_extend: false, ..a };
+        assert_eq!(a.load_result(0x1234_8765), 0x8765);
+        let a = MmioAccess { width: 2, ..a };
+        assert_eq!(a.store_value(0xdead_beef), 0xbeef);
+    }
+
+    #[test]
+    fn sysreg_access_fields() {
+        // MRS x2, ICC_IAR1_EL1: op0=3 op1=0 CRn=12 CRm=12 op2=0, read.
+        let iss = (3 << 20) | (12 << 10) | (12 << 1) | (2 << 5) | 1;
+        let s = Syndrome { esr: esr(0x18, iss), ..Default::default() };
+        assert_eq!(
+            Trap::decode(&s),
+            Trap::SysReg(SysRegAccess { id: sysreg(3, 0, 12, 12, 0), reg: 2, read: true })
+        );
+    }
+
+    #[test]
+    fn injected_aborts_land_on_the_right_vector() {
+        let e = abort_entry(0x3c5, 0x4010_0000);
+        assert_eq!(e, AbortEntry { vector: 0x4010_0200, spsr: 0x3c5, from_lower_el: false });
+        assert_eq!(abort_entry(0x0, 0x1000).vector, 0x1400);
+        assert_eq!(abort_entry(0x3c4, 0x1000).vector, 0x1000);
+        assert_eq!(injected_data_abort_esr(false, true), 0x9600_0050);
+        assert_eq!(injected_data_abort_esr(true, false), 0x9200_0010);
+    }
+
+    #[test]
+    fn unknown_classes_are_reported_by_name() {
+        let s = Syndrome { esr: esr(0x3c, 0), ..Default::default() };
+        assert_eq!(Trap::decode(&s), Trap::Other { ec: 0x3c });
+        assert_eq!(ec_name(0x3c), "BRK instruction");
+        assert_eq!(ec_of(esr(0x25, 0)), 0x25);
+    }
+}

@@ -1,0 +1,159 @@
+//! The SDT reader against the shipped configurations and one broken
+//! variant per refusal. Trees are compiled from DTS with `dtc`, as the
+//! build compiles the real ones.
+
+use partita_core::sdt::{GicVersion, Range, SystemConfig};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn platform() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../platform/qemu-virt")
+}
+
+fn compile(dts: &str) -> Vec<u8> {
+    let out = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-i"])
+        .arg(platform())
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(dts.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("dtc runs (scripts/setup installs device-tree-compiler)");
+    assert!(out.status.success(), "dtc failed on:\n{dts}");
+    out.stdout
+}
+
+fn two_guests() -> String {
+    std::fs::read_to_string(platform().join("two-guests.dts")).unwrap()
+}
+
+fn refused(dts: &str) -> String {
+    match SystemConfig::from_dtb(&compile(dts)) {
+        Ok(_) => panic!("accepted:\n{dts}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn edit(from: &str, to: &str) -> String {
+    let s = two_guests();
+    assert!(s.contains(from), "fixture lacks `{from}`");
+    s.replacen(from, to, 1)
+}
+
+#[test]
+fn shipped_two_guests_config() {
+    let sys = SystemConfig::from_dtb(&compile(&two_guests())).unwrap();
+    assert_eq!(sys.cpus.len(), 4);
+    assert_eq!(sys.cpus[3].mpidr, 3);
+    assert_eq!(sys.gic.version, GicVersion::V3);
+    assert_eq!(sys.hypervisor, Range::new(0x4000_0000, 0x400_0000));
+    assert_eq!(sys.devices[sys.console].path, "/pl011@9000000");
+    let [a, b] = &sys.domains[..] else { panic!() };
+    assert_eq!((a.name.as_str(), a.id, &a.cpus[..]), ("alpha", 1, &[0][..]));
+    assert_eq!((b.name.as_str(), b.id, &b.cpus[..]), ("beta", 2, &[1][..]));
+    assert_eq!(a.memory, [Range::new(0x4800_0000, 0x200_0000)]);
+    assert_eq!(a.bootargs.as_deref(), Some("hello"));
+    assert_eq!(a.kernel, "testguest");
+    assert!(a.console(&sys).is_some() && b.console(&sys).is_some());
+    let rtc = &sys.devices[a.devices[1]];
+    assert_eq!((rtc.path.as_str(), &rtc.spis[..]), ("/pl031@9010000", &[34][..]));
+    let table = sys.partition_table();
+    assert!(table.contains("alpha") && table.contains("0x48000000..0x4a000000"), "{table}");
+}
+
+#[test]
+fn refuses_a_cpu_given_twice() {
+    let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&cpus_a53 0x3 0x1>"));
+    assert_eq!(e, "/domains/beta: CPU /cpus/cpu@0 is also given to /domains/alpha");
+}
+
+#[test]
+fn refuses_overlapping_memory() {
+    let e = refused(&edit("<0x0 0x4a000000 0x0 0x2000000>", "<0x0 0x49000000 0x0 0x2000000>"));
+    assert!(e.starts_with("/domains/beta: memory 0x49000000..0x4b000000 overlaps"), "{e}");
+}
+
+#[test]
+fn refuses_memory_outside_ram() {
+    let e = refused(&edit("<0x0 0x4a000000 0x0 0x2000000>", "<0x1 0x0 0x0 0x2000000>"));
+    assert_eq!(e, "/domains/beta: memory 0x100000000..0x102000000 is not inside the board's RAM");
+}
+
+#[test]
+fn refuses_memory_over_the_hypervisor() {
+    let e = refused(&edit("<0x0 0x4a000000 0x0 0x2000000>", "<0x0 0x43000000 0x0 0x2000000>"));
+    assert!(e.contains("overlaps the hypervisor's 0x40000000..0x44000000"), "{e}");
+}
+
+#[test]
+fn refuses_a_device_given_twice() {
+    let e = refused(&edit("<&gpio 0x0>", "<&rtc 0x0>"));
+    assert_eq!(e, "/domains/beta: device /pl031@9010000 is also given to /domains/alpha");
+}
+
+#[test]
+fn refuses_a_dangling_phandle() {
+    let e = refused(&edit("<&gpio 0x0>", "<0x99 0x0>"));
+    assert_eq!(e, "/domains/beta: `access` names phandle 0x99, which no node has");
+}
+
+#[test]
+fn refuses_a_mask_beyond_the_cluster() {
+    let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&cpus_a53 0x10 0x1>"));
+    assert!(e.starts_with("/domains/beta: `cpus` mask 0x10 names CPUs that /cpus does not have"), "{e}");
+}
+
+#[test]
+fn refuses_missing_properties() {
+    let e = refused(&edit("memory = <0x0 0x4a000000 0x0 0x2000000>;", ""));
+    assert_eq!(e, "/domains/beta: missing property `memory`");
+    let e = refused(&edit("partita,kernel = \"testguest\";\n\t\t\tchosen {\n\t\t\t\tbootargs = \"hello\";\n\t\t\t};\n\t\t};\n\n\t\tbeta", "chosen { };\n\t\t};\n\n\t\tbeta"));
+    assert!(e.starts_with("/domains/alpha: missing property `partita,kernel`"), "{e}");
+    let e = refused(&edit("id = <2>;", ""));
+    assert_eq!(e, "/domains/beta: missing property `id`");
+}
+
+#[test]
+fn refuses_duplicate_ids_and_the_hypervisors_own_devices() {
+    let e = refused(&edit("id = <2>;", "id = <1>;"));
+    assert_eq!(e, "/domains/beta: id 1 is also the id of /domains/alpha");
+    let e = refused(&edit("<&gpio 0x0>", "<&gic 0x0>"));
+    assert!(e.contains("which the hypervisor keeps"), "{e}");
+}
+
+#[test]
+fn refuses_trees_without_a_hypervisor_region_or_domains() {
+    let s = two_guests() + "&{/reserved-memory/hypervisor@40000000} { compatible = \"other\"; };";
+    assert!(refused(&s).starts_with("/reserved-memory: no node with compatible = \"partita,hypervisor\""));
+    let s = two_guests().replace("openamp,domain-v1", "something-else");
+    assert!(refused(&s).starts_with("/domains: no `openamp,domain-v1` domain"));
+}
+
+#[test]
+fn refuses_secure_or_el2_domains_and_unknown_os_types() {
+    let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&cpus_a53 0x2 0x80000001>"));
+    assert!(e.contains("domains run non-secure at EL1"), "{e}");
+    let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&cpus_a53 0x2 0x2>"));
+    assert!(e.contains("execution level 0x2"), "{e}");
+    let e = refused(&edit("os,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 0x2", "os,type = \"vxworks\";\n\t\t\tcpus = <&cpus_a53 0x2"));
+    assert!(e.starts_with("/domains/beta: `os,type` is \"vxworks\""), "{e}");
+}
+
+#[test]
+fn refuses_an_unshared_console_and_a_cluster_that_is_not_one() {
+    let e = refused(&edit("<&uart0 0x1>, <&gpio 0x0>", "<&uart0 0x0>, <&gpio 0x0>"));
+    assert!(e.contains("must be flagged shared (0x1)"), "{e}");
+    let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&gic 0x2 0x1>"));
+    assert!(e.contains("which is not a \"cpus,cluster\""), "{e}");
+}
+
+#[test]
+fn refuses_what_is_not_a_device_tree() {
+    let e = SystemConfig::from_dtb(b"not a tree at all").unwrap_err();
+    assert!(e.to_string().starts_with("/: not a device tree"), "{e}");
+}

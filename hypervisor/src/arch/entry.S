@@ -1,0 +1,189 @@
+// Entry points and exception vectors of the hypervisor at EL2.
+// Only what cannot be written in Rust lives here: the arm64 Image header,
+// the first instructions before a stack exists, and the register save and
+// restore around every exception.
+
+.equ FRAME_SIZE, 34 * 8   // x0-x30, ELR_EL2, SPSR_EL2, padding: struct TrapFrame
+
+.section .text.head, "ax"
+.global _start
+_start:
+    // arm64 Image header (Documentation/arch/arm64/booting.rst).
+    b       primary_entry
+    .long   0
+    .quad   0                   // text_offset: load at the 2 MiB-aligned base
+    .quad   __image_size        // bytes the image occupies, BSS included
+    .quad   0x2                 // little-endian, 4 KiB pages, near the base of DRAM
+    .quad   0, 0, 0
+    .ascii  "ARM\x64"
+    .long   0
+
+primary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0             // device tree from the bootloader, if any
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    not_at_el2
+    adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+1:  cmp     x1, x2
+    b.hs    2f
+    stp     xzr, xzr, [x1], #16
+    b       1b
+2:  adrp    x1, __boot_stack_top
+    add     x1, x1, :lo12:__boot_stack_top
+    mov     sp, x1
+    bl      el2_cpu_setup
+    mov     x0, x19
+    bl      primary_main
+3:  wfe
+    b       3b
+
+// Entered with the MMU and caches off; nothing to report to without a
+// console, so wait where a debugger will find us.
+not_at_el2:
+    wfe
+    b       not_at_el2
+
+.text
+// PSCI CPU_ON entry for secondary CPUs; x0 is the CPU's index.
+.global secondary_entry
+secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    bl      el2_cpu_setup
+    // The boot CPU cleaned MMU_CONFIG to the point of coherency, so it can
+    // be read with the MMU off.
+    adrp    x1, MMU_CONFIG
+    add     x1, x1, :lo12:MMU_CONFIG
+    ldp     x2, x3, [x1]
+    ldp     x4, x5, [x1, #16]
+    msr     mair_el2, x2
+    msr     tcr_el2, x3
+    msr     ttbr0_el2, x4
+    isb
+    tlbi    alle2
+    dsb     nsh
+    isb
+    msr     sctlr_el2, x5
+    isb
+    adrp    x1, STACK_TOPS
+    add     x1, x1, :lo12:STACK_TOPS
+    ldr     x1, [x1, x19, lsl #3]
+    mov     sp, x1
+    mov     x0, x19
+    bl      secondary_main
+4:  wfe
+    b       4b
+
+el2_cpu_setup:
+    adrp    x1, el2_vectors
+    add     x1, x1, :lo12:el2_vectors
+    msr     vbar_el2, x1
+    // CPTR_EL2: RES1 bits only, so guests use FP/SIMD untrapped. The
+    // hypervisor itself is built soft-float and never touches those registers.
+    mov     x1, #0x33ff
+    msr     cptr_el2, x1
+    isb
+    ret
+
+// Runs a vCPU: x0 is the top of this CPU's stack, x1 a TrapFrame to load.
+// The frame is copied to the top of the stack, where the next exception
+// from the guest will save its own.
+.global enter_guest
+enter_guest:
+    sub     sp, x0, #FRAME_SIZE
+    mov     x2, #0
+5:  ldr     x3, [x1, x2]
+    str     x3, [sp, x2]
+    add     x2, x2, #8
+    cmp     x2, #FRAME_SIZE
+    b.lo    5b
+    b       restore_and_eret
+
+// Abandons the current stack and parks the CPU: x0 is the stack top.
+.global park_on
+park_on:
+    mov     sp, x0
+    bl      park_loop
+6:  wfe
+    b       6b
+
+.macro save_frame
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #16 * 9]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+    mrs     x0, elr_el2
+    mrs     x1, spsr_el2
+    stp     x30, x0, [sp, #16 * 15]
+    str     x1, [sp, #16 * 16]
+.endm
+
+.macro vector handler
+    .balign 0x80
+    save_frame
+    mov     x0, sp
+    bl      \handler
+    b       restore_and_eret
+.endm
+
+.balign 0x800
+el2_vectors:
+    // Current EL with SP_EL0: never used by the hypervisor.
+    vector  el2_fatal
+    vector  el2_fatal
+    vector  el2_fatal
+    vector  el2_fatal
+    // Current EL with SP_EL2.
+    vector  el2_fatal
+    vector  el2_irq
+    vector  el2_fatal
+    vector  el2_fatal
+    // Lower EL, AArch64: the guests.
+    vector  guest_sync
+    vector  guest_irq
+    vector  guest_fatal
+    vector  guest_serror
+    // Lower EL, AArch32: guests are AArch64 only (HCR_EL2.RW).
+    vector  guest_fatal
+    vector  guest_fatal
+    vector  guest_fatal
+    vector  guest_fatal
+
+restore_and_eret:
+    ldp     x30, x0, [sp, #16 * 15]
+    ldr     x1, [sp, #16 * 16]
+    msr     elr_el2, x0
+    msr     spsr_el2, x1
+    ldp     x0, x1, [sp, #16 * 0]
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldp     x18, x19, [sp, #16 * 9]
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+    add     sp, sp, #FRAME_SIZE
+    eret

@@ -1,0 +1,60 @@
+//! The EL2 stage-1 identity map and the MMU switch.
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
+use core::sync::atomic::{AtomicU64, Ordering};
+use partita_core::pagetable::{PageTable, TableMemory, PAGE_SIZE};
+
+/// MAIR_EL2, TCR_EL2, TTBR0_EL2 and SCTLR_EL2 as the boot CPU set them;
+/// secondary CPUs load them in `secondary_entry` before their first store.
+#[no_mangle]
+static MMU_CONFIG: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// Tables on the hypervisor heap, which the identity map makes physical
+/// addresses of.
+pub struct HeapTables;
+
+impl TableMemory for HeapTables {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let layout = core::alloc::Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        (!p.is_null()).then_some(p as u64)
+    }
+
+    fn read(&self, table: u64, index: usize) -> u64 {
+        // SAFETY: `table` came from alloc_table and index < 512 (the
+        // page-table code computes it from 9 address bits).
+        unsafe { (table as *const u64).add(index).read_volatile() }
+    }
+
+    fn write(&mut self, table: u64, index: usize, value: u64) {
+        // SAFETY: as in `read`. The table walker is coherent with the data
+        // cache (TCR_EL2/VTCR_EL2 say inner write-back), so a barrier
+        // before use suffices.
+        unsafe { (table as *mut u64).add(index).write_volatile(value) }
+    }
+}
+
+/// Turns on the MMU with `table` and the data and instruction caches.
+pub fn enable(table: &PageTable) {
+    let mair = 0x04 << 8 | 0xff; // index 1 Device-nGnRE, index 0 Normal WB RAWA
+    let tcr = (1 << 31) | (1 << 23) // RES1
+        | (0b010 << 16)              // PS: 40 bits
+        | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) // inner shareable, WB RAWA walks
+        | (64 - u64::from(partita_core::pagetable::INPUT_BITS));
+    let sctlr = 0x30c5_0830 | (1 << 12) | (1 << 3) | (1 << 2) | 1; // RES1, I, SA, C, M
+    barrier::dsb(barrier::ISHST);
+    MAIR_EL2.set(mair);
+    TCR_EL2.set(tcr);
+    TTBR0_EL2.set(table.root());
+    barrier::isb(barrier::SY);
+    // SAFETY: invalidates stale EL2 translations; no memory effects.
+    unsafe { core::arch::asm!("tlbi alle2", "dsb nsh", "isb", options(nostack)) };
+    SCTLR_EL2.set(sctlr);
+    barrier::isb(barrier::SY);
+    for (slot, v) in MMU_CONFIG.iter().zip([mair, tcr, table.root(), sctlr]) {
+        slot.store(v, Ordering::Relaxed);
+    }
+    super::clean_dcache(MMU_CONFIG.as_ptr() as u64, core::mem::size_of_val(&MMU_CONFIG) as u64);
+}

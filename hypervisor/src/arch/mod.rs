@@ -1,0 +1,228 @@
+//! Everything that touches AArch64 system registers or runs as assembly.
+//! The rest of the hypervisor calls these small functions and stays safe.
+
+pub mod gic;
+pub mod mmu;
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
+use core::arch::{asm, global_asm};
+use partita_core::trap::Syndrome;
+
+global_asm!(include_str!("entry.S"));
+
+/// The guest's registers as the exception vectors saved them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    _pad: u64,
+}
+
+impl TrapFrame {
+    /// A vCPU at its first instruction: EL1h, interrupts masked, MMU off,
+    /// x0 = `arg` (the Linux arm64 boot protocol).
+    pub fn boot(entry: u64, arg: u64) -> Self {
+        let mut f = TrapFrame::default();
+        f.x[0] = arg;
+        f.elr = entry;
+        f.spsr = 0x3c5; // D, A, I, F masked; EL1h
+        f
+    }
+
+    /// Reads register `n`, where 31 is the zero register.
+    pub fn reg(&self, n: u8) -> u64 {
+        self.x.get(usize::from(n)).copied().unwrap_or(0)
+    }
+
+    pub fn set_reg(&mut self, n: u8, v: u64) {
+        if let Some(r) = self.x.get_mut(usize::from(n)) {
+            *r = v;
+        }
+    }
+}
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+    fn secondary_entry();
+    fn enter_guest(stack_top: u64, frame: *const TrapFrame) -> !;
+    fn park_on(stack_top: u64) -> !;
+}
+
+/// The hypervisor image in memory, BSS included: `[start, end)`.
+pub fn image_range() -> (u64, u64) {
+    // SAFETY: linker symbols; only their addresses are taken.
+    unsafe { (&__image_start as *const u8 as u64, &__image_end as *const u8 as u64) }
+}
+
+pub fn secondary_entry_point() -> u64 {
+    secondary_entry as usize as u64
+}
+
+/// Loads `frame` and erets into the guest on this CPU.
+pub fn run_guest(stack_top: u64, frame: &TrapFrame) -> ! {
+    // SAFETY: the stack top is this CPU's own; the frame is copied before
+    // the stack is reused.
+    unsafe { enter_guest(stack_top, frame) }
+}
+
+/// Discards this CPU's stack and waits for work in `park_loop`.
+pub fn park(stack_top: u64) -> ! {
+    // SAFETY: nothing on the stack is used again.
+    unsafe { park_on(stack_top) }
+}
+
+pub fn syndrome() -> Syndrome {
+    Syndrome { esr: ESR_EL2.get(), far: FAR_EL2.get(), hpfar: HPFAR_EL2.get() }
+}
+
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+pub fn set_cpu_index(i: usize) {
+    TPIDR_EL2.set(i as u64);
+}
+
+pub fn cpu_index() -> usize {
+    TPIDR_EL2.get() as usize
+}
+
+/// An SMC to the firmware following SMCCC: function ID and three arguments.
+pub fn smc(fid: u32, a1: u64, a2: u64, a3: u64) -> u64 {
+    let mut r0 = u64::from(fid);
+    // SAFETY: SMCCC calls clobber x0-x17 at most; the firmware owns nothing of ours.
+    unsafe {
+        asm!("smc #0",
+            inout("x0") r0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _,
+            out("x15") _, out("x16") _, out("x17") _, options(nostack));
+    }
+    r0
+}
+
+/// Counter ticks since boot, and their frequency.
+pub fn counter() -> u64 {
+    barrier::isb(barrier::SY);
+    CNTPCT_EL0.get()
+}
+
+pub fn counter_freq() -> u64 {
+    CNTFRQ_EL0.get()
+}
+
+pub fn wait_for_event() {
+    aarch64_cpu::asm::wfe();
+}
+
+pub fn send_event() {
+    barrier::dsb(barrier::ISH);
+    aarch64_cpu::asm::sev();
+}
+
+pub fn irqs_enabled<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: unmasks IRQs at EL2 around `f`; the vectors handle them.
+    unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
+    let r = f();
+    unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
+    r
+}
+
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::wfi();
+}
+
+/// Cleans `[start, start + len)` to the point of coherency, so a CPU with
+/// its MMU off sees what this one wrote through its cache.
+pub fn clean_dcache(start: u64, len: u64) {
+    let line = 4 << ((CTR_EL0.get() >> 16) & 0xf);
+    let mut a = start & !(line - 1);
+    while a < start + len {
+        // SAFETY: cache maintenance by address has no memory effects.
+        unsafe { asm!("dc cvac, {}", in(reg) a, options(nostack)) };
+        a += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
+/// Cleans and invalidates to the point of unification for instruction
+/// fetches: after copying a guest image, which the guest fetches with its
+/// MMU (and so its caches) off.
+pub fn sync_guest_image(start: u64, len: u64) {
+    let ctr = CTR_EL0.get();
+    let line = 4 << ((ctr >> 16) & 0xf);
+    let mut a = start & !(line - 1);
+    while a < start + len {
+        // SAFETY: as above.
+        unsafe { asm!("dc civac, {}", in(reg) a, options(nostack)) };
+        a += line;
+    }
+    barrier::dsb(barrier::ISH);
+    // SAFETY: invalidates all instruction caches; no memory effects.
+    unsafe { asm!("ic ialluis", options(nostack)) };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+}
+
+/// The EL2 and stage-2 state of one vCPU, programmed on its CPU before the
+/// first entry. Everything else of EL1 keeps its architectural reset value
+/// or what the guest writes: a pinned vCPU never shares its CPU.
+pub struct VcpuSetup {
+    pub vttbr: u64,
+    pub vmpidr: u64,
+}
+
+pub fn configure_vcpu(v: &VcpuSetup) {
+    // Guests see a MIDR of the real core and the MPIDR of their own numbering.
+    VPIDR_EL2.set(MIDR_EL1.get());
+    VMPIDR_EL2.set(v.vmpidr);
+    VTCR_EL2.write(
+        VTCR_EL2::RES1::SET
+            + VTCR_EL2::PS::PA_40B_1TB
+            + VTCR_EL2::TG0::Granule4KB
+            + VTCR_EL2::SH0::Inner
+            + VTCR_EL2::ORGN0::NormalWBRAWA
+            + VTCR_EL2::IRGN0::NormalWBRAWA
+            + VTCR_EL2::SL0::Granule4KBLevel1
+            + VTCR_EL2::T0SZ.val(64 - u64::from(partita_core::pagetable::INPUT_BITS)),
+    );
+    VTTBR_EL2.set(v.vttbr);
+    HCR_EL2.write(
+        HCR_EL2::RW::EL1IsAarch64
+            + HCR_EL2::VM::Enable
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::FB::SET
+            + HCR_EL2::BSU.val(1),
+    );
+    // The guest owns the EL1 physical counter and timer as on bare metal,
+    // and its virtual counter equals the physical one.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
+    CNTVOFF_EL2.set(0);
+    // MMU and caches off, as the boot protocol requires; RES1 bits set.
+    SCTLR_EL1.set(0x30d0_0800);
+    // No debug or PMU traps: their state belongs to the guest.
+    MDCR_EL2.set(0);
+    barrier::isb(barrier::SY);
+    // This CPU may have run another VMID before (a restarted partition).
+    // SAFETY: TLB maintenance has no memory effects.
+    unsafe { asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
+}
+
+/// Injects a synchronous external abort into the guest at EL1, as the
+/// hardware would deliver a data abort to the guest's own vectors.
+pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
+    let e = partita_core::trap::abort_entry(frame.spsr, VBAR_EL1.get());
+    ESR_EL1.set(partita_core::trap::injected_data_abort_esr(e.from_lower_el, write));
+    FAR_EL1.set(far);
+    ELR_EL1.set(frame.elr);
+    SPSR_EL1.set(frame.spsr);
+    frame.elr = e.vector;
+    frame.spsr = e.spsr;
+}
