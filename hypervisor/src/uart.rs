@@ -18,14 +18,12 @@ register_structs! {
 }
 
 const FR_TXFF: u32 = 1 << 5;
-const FR_RXFE: u32 = 1 << 4;
 const CR_UARTEN: u32 = 1;
 const CR_TXE: u32 = 1 << 8;
 const CR_RXE: u32 = 1 << 9;
 
 pub trait Uart: Send + Sync {
     fn put(&self, byte: u8);
-    fn get(&self) -> Option<u8>;
 }
 
 pub struct Pl011 {
@@ -58,10 +56,5 @@ impl Uart for Pl011 {
         let r = self.regs();
         while r.fr.get() & FR_TXFF != 0 {}
         r.dr.set(u32::from(byte));
-    }
-
-    fn get(&self) -> Option<u8> {
-        let r = self.regs();
-        (r.fr.get() & FR_RXFE == 0).then(|| r.dr.get() as u8)
     }
 }

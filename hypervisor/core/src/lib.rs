@@ -6,7 +6,11 @@
 
 extern crate alloc;
 
+pub mod guest_fdt;
+pub mod layout;
+pub mod package;
 pub mod pagetable;
 pub mod psci;
 pub mod sdt;
 pub mod trap;
+pub mod vuart;

@@ -44,8 +44,16 @@ pub struct Attrs {
 }
 
 impl Attrs {
-    pub const RAM: Attrs = Attrs { mem: MemType::Normal, write: true, exec: true };
-    pub const DEVICE: Attrs = Attrs { mem: MemType::Device, write: true, exec: false };
+    pub const RAM: Attrs = Attrs {
+        mem: MemType::Normal,
+        write: true,
+        exec: true,
+    };
+    pub const DEVICE: Attrs = Attrs {
+        mem: MemType::Device,
+        write: true,
+        exec: false,
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +74,11 @@ const AF: u64 = 1 << 10;
 const SH_INNER: u64 = 0b11 << 8;
 
 fn leaf_bits(regime: Regime, a: Attrs) -> u64 {
-    let sh = if a.mem == MemType::Normal { SH_INNER } else { 0 };
+    let sh = if a.mem == MemType::Normal {
+        SH_INNER
+    } else {
+        0
+    };
     match regime {
         Regime::El2 => {
             let attr_index = if a.mem == MemType::Normal { 0 } else { 1 };
@@ -76,7 +88,11 @@ fn leaf_bits(regime: Regime, a: Attrs) -> u64 {
         }
         Regime::Stage2 => {
             // MemAttr: 0b1111 Normal outer/inner WB; 0b0001 Device-nGnRE.
-            let mem_attr = if a.mem == MemType::Normal { 0b1111 } else { 0b0001 };
+            let mem_attr = if a.mem == MemType::Normal {
+                0b1111
+            } else {
+                0b0001
+            };
             let s2ap = if a.write { 0b11 } else { 0b01 };
             let xn = if a.exec { 0 } else { 0b10 << 53 };
             (mem_attr << 2) | (s2ap << 6) | sh | AF | xn
@@ -87,12 +103,20 @@ fn leaf_bits(regime: Regime, a: Attrs) -> u64 {
 fn attrs_of(regime: Regime, d: u64) -> Attrs {
     match regime {
         Regime::El2 => Attrs {
-            mem: if (d >> 2) & 7 == 0 { MemType::Normal } else { MemType::Device },
+            mem: if (d >> 2) & 7 == 0 {
+                MemType::Normal
+            } else {
+                MemType::Device
+            },
             write: d & (1 << 7) == 0,
             exec: d & (1 << 54) == 0,
         },
         Regime::Stage2 => Attrs {
-            mem: if (d >> 2) & 0xf == 0b1111 { MemType::Normal } else { MemType::Device },
+            mem: if (d >> 2) & 0xf == 0b1111 {
+                MemType::Normal
+            } else {
+                MemType::Device
+            },
             write: (d >> 7) & 1 == 1,
             exec: (d >> 53) & 3 == 0,
         },
@@ -148,13 +172,21 @@ impl PageTable {
         while va < end {
             // Level 1 blocks are left out: a 1 GiB block would make later
             // holes (emulated devices) impossible to punch in RAM-sized maps.
-            let level = if (va | pa) % entry_size(2) == 0 && end - va >= entry_size(2) { 2 } else { 3 };
+            let level = if (va | pa) % entry_size(2) == 0 && end - va >= entry_size(2) {
+                2
+            } else {
+                3
+            };
             let table = self.walk_create(mem, va, level)?;
             let i = index(va, level);
             if mem.read(table, i) & VALID != 0 {
                 return Err(MapError::Overlap { addr: va });
             }
-            let kind = if level == 3 { VALID | TABLE_OR_PAGE } else { VALID };
+            let kind = if level == 3 {
+                VALID | TABLE_OR_PAGE
+            } else {
+                VALID
+            };
             mem.write(table, i, (pa & ADDR_MASK) | leaf | kind);
             va += entry_size(level);
             pa += entry_size(level);
@@ -163,7 +195,12 @@ impl PageTable {
     }
 
     /// The table at `level` that holds `va`'s entry, creating the tables above it.
-    fn walk_create(&self, mem: &mut impl TableMemory, va: u64, level: u32) -> Result<u64, MapError> {
+    fn walk_create(
+        &self,
+        mem: &mut impl TableMemory,
+        va: u64,
+        level: u32,
+    ) -> Result<u64, MapError> {
         let mut table = self.root;
         for l in 1..level {
             let i = index(va, l);
@@ -237,10 +274,14 @@ pub(crate) mod tests {
     fn ram_uses_2m_blocks_and_translates() {
         let mut m = VecTables::default();
         let mut t = PageTable::new(&mut m, Regime::Stage2).unwrap();
-        t.map(&mut m, 0x4000_0000, 0x8000_0000, 0x40_0000, Attrs::RAM).unwrap();
+        t.map(&mut m, 0x4000_0000, 0x8000_0000, 0x40_0000, Attrs::RAM)
+            .unwrap();
         // root + one level-2 table, no level-3 tables.
         assert_eq!(m.tables.len(), 2);
-        assert_eq!(t.translate(&m, 0x4012_3456), Some((0x8012_3456, Attrs::RAM)));
+        assert_eq!(
+            t.translate(&m, 0x4012_3456),
+            Some((0x8012_3456, Attrs::RAM))
+        );
         assert_eq!(t.translate(&m, 0x4040_0000), None);
         assert_eq!(t.translate(&m, 0x3fff_ffff), None);
     }
@@ -249,11 +290,19 @@ pub(crate) mod tests {
     fn unaligned_ends_fall_back_to_pages() {
         let mut m = VecTables::default();
         let mut t = PageTable::new(&mut m, Regime::El2).unwrap();
-        t.map(&mut m, 0x0900_0000, 0x0900_0000, 0x1000, Attrs::DEVICE).unwrap();
-        t.map(&mut m, 0x401f_f000, 0x401f_f000, 0x20_2000, Attrs::RAM).unwrap();
-        assert_eq!(t.translate(&m, 0x0900_0ffc), Some((0x0900_0ffc, Attrs::DEVICE)));
+        t.map(&mut m, 0x0900_0000, 0x0900_0000, 0x1000, Attrs::DEVICE)
+            .unwrap();
+        t.map(&mut m, 0x401f_f000, 0x401f_f000, 0x20_2000, Attrs::RAM)
+            .unwrap();
+        assert_eq!(
+            t.translate(&m, 0x0900_0ffc),
+            Some((0x0900_0ffc, Attrs::DEVICE))
+        );
         assert_eq!(t.translate(&m, 0x0900_1000), None);
-        assert_eq!(t.translate(&m, 0x4040_0fff), Some((0x4040_0fff, Attrs::RAM)));
+        assert_eq!(
+            t.translate(&m, 0x4040_0fff),
+            Some((0x4040_0fff, Attrs::RAM))
+        );
         assert_eq!(t.translate(&m, 0x4040_1000), None);
     }
 
@@ -261,15 +310,20 @@ pub(crate) mod tests {
     fn descriptor_bits_match_the_arm_arm() {
         let mut m = VecTables::default();
         let mut t = PageTable::new(&mut m, Regime::Stage2).unwrap();
-        t.map(&mut m, 0x1000, 0x1000, 0x1000, Attrs::DEVICE).unwrap();
+        t.map(&mut m, 0x1000, 0x1000, 0x1000, Attrs::DEVICE)
+            .unwrap();
         let l2 = m.read(t.root(), 0) & ADDR_MASK;
         let l3 = m.read(l2, 0) & ADDR_MASK;
         let d = m.read(l3, 1);
         // page, MemAttr=0001, S2AP=RW, AF, XN=10
-        assert_eq!(d, 0x1000 | 0b11 | (0b0001 << 2) | (0b11 << 6) | (1 << 10) | (0b10 << 53));
+        assert_eq!(
+            d,
+            0x1000 | 0b11 | (0b0001 << 2) | (0b11 << 6) | (1 << 10) | (0b10 << 53)
+        );
         let mut m = VecTables::default();
         let mut t = PageTable::new(&mut m, Regime::El2).unwrap();
-        t.map(&mut m, 0x20_0000, 0x20_0000, 0x20_0000, Attrs::RAM).unwrap();
+        t.map(&mut m, 0x20_0000, 0x20_0000, 0x20_0000, Attrs::RAM)
+            .unwrap();
         let l2 = m.read(t.root(), 0) & ADDR_MASK;
         // block, AttrIndx=0, AP=RW, SH=inner, AF
         assert_eq!(m.read(l2, 1), 0x20_0000 | 0b01 | (0b11 << 8) | (1 << 10));
@@ -279,16 +333,31 @@ pub(crate) mod tests {
     fn refusals() {
         let mut m = VecTables::default();
         let mut t = PageTable::new(&mut m, Regime::Stage2).unwrap();
-        assert_eq!(t.map(&mut m, 0x1001, 0, 0x1000, Attrs::RAM), Err(MapError::Misaligned));
-        assert_eq!(t.map(&mut m, 1 << 39, 0, 0x1000, Attrs::RAM), Err(MapError::OutOfRange));
-        assert_eq!(t.map(&mut m, u64::MAX & !0xfff, 0, 0x2000, Attrs::RAM), Err(MapError::OutOfRange));
+        assert_eq!(
+            t.map(&mut m, 0x1001, 0, 0x1000, Attrs::RAM),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            t.map(&mut m, 1 << 39, 0, 0x1000, Attrs::RAM),
+            Err(MapError::OutOfRange)
+        );
+        assert_eq!(
+            t.map(&mut m, u64::MAX & !0xfff, 0, 0x2000, Attrs::RAM),
+            Err(MapError::OutOfRange)
+        );
         t.map(&mut m, 0x20_0000, 0, 0x20_0000, Attrs::RAM).unwrap();
         assert_eq!(
             t.map(&mut m, 0x20_1000, 0, 0x1000, Attrs::RAM),
             Err(MapError::Overlap { addr: 0x20_1000 })
         );
-        let mut m = VecTables { limit: Some(2), ..Default::default() };
+        let mut m = VecTables {
+            limit: Some(2),
+            ..Default::default()
+        };
         let mut t = PageTable::new(&mut m, Regime::Stage2).unwrap();
-        assert_eq!(t.map(&mut m, 0x1000, 0x1000, 0x1000, Attrs::RAM), Err(MapError::NoMemory));
+        assert_eq!(
+            t.map(&mut m, 0x1000, 0x1000, 0x1000, Attrs::RAM),
+            Err(MapError::NoMemory)
+        );
     }
 }

@@ -47,9 +47,16 @@ pub mod fid {
 pub enum Call {
     Version,
     Features(u32),
-    CpuOn { target: u64, entry: u64, context: u64 },
+    CpuOn {
+        target: u64,
+        entry: u64,
+        context: u64,
+    },
     CpuOff,
-    AffinityInfo { target: u64, level: u64 },
+    AffinityInfo {
+        target: u64,
+        level: u64,
+    },
     MigrateInfoType,
     SystemOff,
     SystemReset,
@@ -60,7 +67,13 @@ impl Call {
     pub fn decode(x: [u64; 4]) -> Option<Call> {
         let id = x[0] as u32;
         // SMC32 calls carry 32-bit arguments; the upper halves are undefined.
-        let arg = |i: usize| if id & fid::SMC64 != 0 { x[i] } else { x[i] & 0xffff_ffff };
+        let arg = |i: usize| {
+            if id & fid::SMC64 != 0 {
+                x[i]
+            } else {
+                x[i] & 0xffff_ffff
+            }
+        };
         if x[0] >> 32 != 0 {
             return None;
         }
@@ -76,9 +89,10 @@ impl Call {
                 entry: arg(2),
                 context: arg(3),
             },
-            i if i & !fid::SMC64 == fid::AFFINITY_INFO => {
-                Call::AffinityInfo { target: arg(1), level: arg(2) }
-            }
+            i if i & !fid::SMC64 == fid::AFFINITY_INFO => Call::AffinityInfo {
+                target: arg(1),
+                level: arg(2),
+            },
             _ => return None,
         })
     }
@@ -113,7 +127,11 @@ pub enum Action {
     /// Put this value in x0 and return to the guest.
     Return(u64),
     /// Return SUCCESS to the caller and start `vcpu` at `entry` with x0 = `context`.
-    Start { vcpu: usize, entry: u64, context: u64 },
+    Start {
+        vcpu: usize,
+        entry: u64,
+        context: u64,
+    },
     /// Stop the calling vCPU.
     Stop,
     SystemOff,
@@ -140,7 +158,10 @@ impl PowerStates {
     /// reader refuses more).
     pub fn new(count: usize) -> Self {
         assert!(count <= MAX_VCPUS);
-        PowerStates { states: [Power::Off; MAX_VCPUS], count }
+        PowerStates {
+            states: [Power::Off; MAX_VCPUS],
+            count,
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -171,12 +192,18 @@ impl PowerStates {
     pub fn handle(&mut self, call: Call, entry_ok: impl Fn(u64) -> bool) -> Action {
         match call {
             Call::Version => Action::Return(VERSION),
-            Call::Features(id) => {
-                Action::Return(if implemented(id) { 0 } else { PsciError::NotSupported.code() })
-            }
+            Call::Features(id) => Action::Return(if implemented(id) {
+                0
+            } else {
+                PsciError::NotSupported.code()
+            }),
             // 2: no Trusted OS that would need migrating.
             Call::MigrateInfoType => Action::Return(2),
-            Call::CpuOn { target, entry, context } => {
+            Call::CpuOn {
+                target,
+                entry,
+                context,
+            } => {
                 let Some(vcpu) = self.vcpu_of(target) else {
                     return Action::Return(PsciError::InvalidParameters.code());
                 };
@@ -188,7 +215,11 @@ impl PowerStates {
                     }
                     Power::Off => {
                         self.states[vcpu] = Power::OnPending;
-                        Action::Start { vcpu, entry, context }
+                        Action::Start {
+                            vcpu,
+                            entry,
+                            context,
+                        }
                     }
                 }
             }
@@ -223,10 +254,16 @@ mod tests {
     #[test]
     fn version_and_features() {
         let mut p = PowerStates::new(2);
-        assert_eq!(p.handle(call(fid::VERSION, 0, 0, 0), |_| true), Action::Return(0x1_0000));
+        assert_eq!(
+            p.handle(call(fid::VERSION, 0, 0, 0), |_| true),
+            Action::Return(0x1_0000)
+        );
         let f = |id| p.clone().handle(Call::Features(id), |_| true);
         assert_eq!(f(fid::CPU_ON | fid::SMC64), Action::Return(0));
-        assert_eq!(f(fid::CPU_SUSPEND), Action::Return(PsciError::NotSupported.code()));
+        assert_eq!(
+            f(fid::CPU_SUSPEND),
+            Action::Return(PsciError::NotSupported.code())
+        );
         assert_eq!(f(0x8000_0000), Action::Return(u64::MAX));
     }
 
@@ -237,24 +274,55 @@ mod tests {
         let on = call(fid::CPU_ON | fid::SMC64, vmpidr(1), 0x4008_0000, 7);
         assert_eq!(
             p.handle(on, |_| true),
-            Action::Start { vcpu: 1, entry: 0x4008_0000, context: 7 }
+            Action::Start {
+                vcpu: 1,
+                entry: 0x4008_0000,
+                context: 7
+            }
         );
-        assert_eq!(p.handle(on, |_| true), Action::Return(PsciError::OnPending.code()));
+        assert_eq!(
+            p.handle(on, |_| true),
+            Action::Return(PsciError::OnPending.code())
+        );
         let info = call(fid::AFFINITY_INFO, 1, 0, 0);
         assert_eq!(p.handle(info, |_| true), Action::Return(2));
         p.set(1, Power::On);
-        assert_eq!(p.handle(on, |_| true), Action::Return(PsciError::AlreadyOn.code()));
+        assert_eq!(
+            p.handle(on, |_| true),
+            Action::Return(PsciError::AlreadyOn.code())
+        );
         assert_eq!(p.handle(info, |_| true), Action::Return(0));
     }
 
     #[test]
     fn cpu_on_refuses_foreign_cpus_and_addresses() {
         let mut p = PowerStates::new(2);
-        let r = p.handle(Call::CpuOn { target: 2, entry: 0, context: 0 }, |_| true);
+        let r = p.handle(
+            Call::CpuOn {
+                target: 2,
+                entry: 0,
+                context: 0,
+            },
+            |_| true,
+        );
         assert_eq!(r, Action::Return(PsciError::InvalidParameters.code()));
-        let r = p.handle(Call::CpuOn { target: 0x100, entry: 0, context: 0 }, |_| true);
+        let r = p.handle(
+            Call::CpuOn {
+                target: 0x100,
+                entry: 0,
+                context: 0,
+            },
+            |_| true,
+        );
         assert_eq!(r, Action::Return(PsciError::InvalidParameters.code()));
-        let r = p.handle(Call::CpuOn { target: 1, entry: 0xdead, context: 0 }, |_| false);
+        let r = p.handle(
+            Call::CpuOn {
+                target: 1,
+                entry: 0xdead,
+                context: 0,
+            },
+            |_| false,
+        );
         assert_eq!(r, Action::Return(PsciError::InvalidAddress.code()));
         assert_eq!(p.get(1), Power::Off);
     }
@@ -262,7 +330,14 @@ mod tests {
     #[test]
     fn smc32_arguments_are_truncated() {
         let c = call(fid::CPU_ON, 0xffff_ffff_0000_0001, 0xffff_ffff_8000_0000, 0);
-        assert_eq!(c, Call::CpuOn { target: 1, entry: 0x8000_0000, context: 0 });
+        assert_eq!(
+            c,
+            Call::CpuOn {
+                target: 1,
+                entry: 0x8000_0000,
+                context: 0
+            }
+        );
     }
 
     #[test]
@@ -275,7 +350,13 @@ mod tests {
     #[test]
     fn affinity_info_above_level_zero_is_refused() {
         let mut p = PowerStates::new(1);
-        let r = p.handle(Call::AffinityInfo { target: 0, level: 1 }, |_| true);
+        let r = p.handle(
+            Call::AffinityInfo {
+                target: 0,
+                level: 1,
+            },
+            |_| true,
+        );
         assert_eq!(r, Action::Return(PsciError::InvalidParameters.code()));
     }
 }

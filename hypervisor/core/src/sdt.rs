@@ -42,7 +42,10 @@ impl Range {
     /// The whole 4 KiB pages the range touches.
     pub fn pages(&self) -> Range {
         let base = self.base & !(PAGE - 1);
-        Range::new(base, (self.end().saturating_add(PAGE - 1) & !(PAGE - 1)) - base)
+        Range::new(
+            base,
+            (self.end().saturating_add(PAGE - 1) & !(PAGE - 1)) - base,
+        )
     }
 }
 
@@ -67,7 +70,10 @@ impl fmt::Display for SdtError {
 }
 
 fn fault(path: &str, reason: impl Into<String>) -> SdtError {
-    SdtError { path: path.to_owned(), reason: reason.into() }
+    SdtError {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn err<T>(path: &str, reason: impl Into<String>) -> Result<T, SdtError> {
@@ -134,12 +140,19 @@ pub struct Domain {
 impl Domain {
     /// Index of the console device, if the domain has one.
     pub fn console(&self, sys: &SystemConfig) -> Option<usize> {
-        self.devices.iter().copied().find(|&d| sys.devices[d].is_console)
+        self.devices
+            .iter()
+            .copied()
+            .find(|&d| sys.devices[d].is_console)
     }
 
     /// Whether `[addr, addr + len)` lies inside one of the domain's memory ranges.
     pub fn owns(&self, addr: u64, len: u64) -> bool {
-        addr.checked_add(len).is_some() && self.memory.iter().any(|m| m.contains(&Range::new(addr, len)))
+        addr.checked_add(len).is_some()
+            && self
+                .memory
+                .iter()
+                .any(|m| m.contains(&Range::new(addr, len)))
     }
 }
 
@@ -166,7 +179,8 @@ const PAGE: u64 = 4096;
 pub const OS_TYPES: [&str; 5] = ["linux", "zephyr", "baremetal", "xen", "freertos"];
 
 fn cells(v: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    v.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    v.chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 fn read_cells(it: &mut impl Iterator<Item = u32>, n: usize) -> Option<u64> {
@@ -221,12 +235,29 @@ struct Tree<'b, 'a> {
 
 impl<'b, 'a> Tree<'b, 'a> {
     fn new(fdt: &'b Fdt<'a>) -> Option<Self> {
-        fn walk<'b, 'a>(n: FdtNode<'b, 'a>, path: String, ac: usize, sc: usize, out: &mut Vec<(String, Node<'b, 'a>)>) {
+        fn walk<'b, 'a>(
+            n: FdtNode<'b, 'a>,
+            path: String,
+            ac: usize,
+            sc: usize,
+            out: &mut Vec<(String, Node<'b, 'a>)>,
+        ) {
             let own_ac = prop_u32(n, "#address-cells").map_or(2, |v| v as usize);
             let own_sc = prop_u32(n, "#size-cells").map_or(1, |v| v as usize);
-            out.push((path.clone(), Node { node: n, addr_cells: ac, size_cells: sc }));
+            out.push((
+                path.clone(),
+                Node {
+                    node: n,
+                    addr_cells: ac,
+                    size_cells: sc,
+                },
+            ));
             for c in n.children() {
-                let p = if path == "/" { format!("/{}", c.name) } else { format!("{path}/{}", c.name) };
+                let p = if path == "/" {
+                    format!("/{}", c.name)
+                } else {
+                    format!("{path}/{}", c.name)
+                };
                 walk(c, p, own_ac, own_sc, out);
             }
         }
@@ -242,11 +273,17 @@ impl<'b, 'a> Tree<'b, 'a> {
     fn by_phandle(&self, ph: u32) -> Option<(&str, &Node<'b, 'a>)> {
         self.nodes
             .iter()
-            .find(|(_, n)| prop_u32(n.node, "phandle").or_else(|| prop_u32(n.node, "linux,phandle")) == Some(ph))
+            .find(|(_, n)| {
+                prop_u32(n.node, "phandle").or_else(|| prop_u32(n.node, "linux,phandle"))
+                    == Some(ph)
+            })
             .map(|(p, n)| (p.as_str(), n))
     }
 
-    fn children_of<'s>(&'s self, parent: &'s str) -> impl Iterator<Item = (&'s str, &'s Node<'b, 'a>)> + 's {
+    fn children_of<'s>(
+        &'s self,
+        parent: &'s str,
+    ) -> impl Iterator<Item = (&'s str, &'s Node<'b, 'a>)> + 's {
         self.nodes.iter().filter_map(move |(p, n)| {
             let (dir, _) = p.rsplit_once('/')?;
             let dir = if dir.is_empty() { "/" } else { dir };
@@ -257,14 +294,24 @@ impl<'b, 'a> Tree<'b, 'a> {
 
 /// Reads `name` as <address size> pairs with the given cell counts.
 fn ranges(path: &str, v: &[u8], name: &str, ac: usize, sc: usize) -> Result<Vec<Range>, SdtError> {
-    if !(1..=2).contains(&ac) || !(1..=2).contains(&sc) || v.is_empty() || v.len() % ((ac + sc) * 4) != 0 {
-        return err(path, format!("`{name}` is not a list of <address size> with {ac}+{sc} cells"));
+    if !(1..=2).contains(&ac)
+        || !(1..=2).contains(&sc)
+        || v.is_empty()
+        || v.len() % ((ac + sc) * 4) != 0
+    {
+        return err(
+            path,
+            format!("`{name}` is not a list of <address size> with {ac}+{sc} cells"),
+        );
     }
     let mut it = cells(v);
     let mut out = Vec::new();
     while let (Some(base), Some(size)) = (read_cells(&mut it, ac), read_cells(&mut it, sc)) {
         if size == 0 || base.checked_add(size).is_none() {
-            return err(path, format!("`{name}` range {base:#x}+{size:#x} is empty or wraps"));
+            return err(
+                path,
+                format!("`{name}` range {base:#x}+{size:#x} is empty or wraps"),
+            );
         }
         out.push(Range::new(base, size));
     }
@@ -280,7 +327,9 @@ fn reg(path: &str, n: &Node<'_, '_>) -> Result<Vec<Range>, SdtError> {
 
 /// The SPIs among a node's GIC interrupt specifiers, as INTIDs.
 fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
-    let Some(v) = prop(n, "interrupts") else { return Ok(Vec::new()) };
+    let Some(v) = prop(n, "interrupts") else {
+        return Ok(Vec::new());
+    };
     if v.len() % 12 != 0 {
         return err(path, "`interrupts` is not a list of 3-cell GIC specifiers");
     }
@@ -303,7 +352,9 @@ impl SystemConfig {
         let fdt = Fdt::new(blob).map_err(|e| fault("/", format!("not a device tree: {e:?}")))?;
         let tree = Tree::new(&fdt).ok_or_else(|| fault("/", "no root node"))?;
         let root = tree.get("/").ok_or_else(|| fault("/", "no root node"))?;
-        let model = prop_str(root.node, "model").unwrap_or("unnamed board").to_owned();
+        let model = prop_str(root.node, "model")
+            .unwrap_or("unnamed board")
+            .to_owned();
 
         let ram = read_ram(&tree)?;
         let hypervisor = read_hypervisor(&tree, &ram)?;
@@ -340,7 +391,10 @@ impl SystemConfig {
                     return err(&d.path, format!("memory {m} is not inside the board's RAM"));
                 }
                 if m.overlaps(&self.hypervisor) {
-                    return err(&d.path, format!("memory {m} overlaps the hypervisor's {}", self.hypervisor));
+                    return err(
+                        &d.path,
+                        format!("memory {m} overlaps the hypervisor's {}", self.hypervisor),
+                    );
                 }
                 if d.memory[..j].iter().any(|o| o.overlaps(m)) {
                     return err(&d.path, format!("memory {m} is listed twice"));
@@ -351,10 +405,16 @@ impl SystemConfig {
                     return err(&d.path, format!("id {} is also the id of {}", d.id, o.path));
                 }
                 if o.name == d.name {
-                    return err(&d.path, format!("name `{}` is also the name of {}", d.name, o.path));
+                    return err(
+                        &d.path,
+                        format!("name `{}` is also the name of {}", d.name, o.path),
+                    );
                 }
                 if let Some(c) = d.cpus.iter().find(|c| o.cpus.contains(c)) {
-                    return err(&d.path, format!("CPU {} is also given to {}", self.cpus[*c].path, o.path));
+                    return err(
+                        &d.path,
+                        format!("CPU {} is also given to {}", self.cpus[*c].path, o.path),
+                    );
                 }
                 for m in &d.memory {
                     if let Some(om) = o.memory.iter().find(|om| om.overlaps(m)) {
@@ -363,15 +423,27 @@ impl SystemConfig {
                 }
                 let shared = |x: &&usize| o.devices.contains(x) && !self.devices[**x].is_console;
                 if let Some(&dev) = d.devices.iter().find(shared) {
-                    return err(&d.path, format!("device {} is also given to {}", self.devices[dev].path, o.path));
+                    return err(
+                        &d.path,
+                        format!(
+                            "device {} is also given to {}",
+                            self.devices[dev].path, o.path
+                        ),
+                    );
                 }
             }
         }
         // Stage 2 maps devices by page, so two devices must not share one.
         for (i, a) in self.devices.iter().enumerate() {
             for b in &self.devices[..i] {
-                if a.regs.iter().any(|ra| b.regs.iter().any(|rb| ra.pages().overlaps(&rb.pages()))) {
-                    return err(&a.path, format!("registers share a 4 KiB page with {}", b.path));
+                if a.regs
+                    .iter()
+                    .any(|ra| b.regs.iter().any(|rb| ra.pages().overlaps(&rb.pages())))
+                {
+                    return err(
+                        &a.path,
+                        format!("registers share a 4 KiB page with {}", b.path),
+                    );
                 }
             }
         }
@@ -384,8 +456,11 @@ impl SystemConfig {
         for d in &self.domains {
             let cpus: Vec<String> = d.cpus.iter().map(|c| format!("{c}")).collect();
             let mem: Vec<String> = d.memory.iter().map(|m| format!("{m}")).collect();
-            let devs: Vec<&str> =
-                d.devices.iter().map(|&i| self.devices[i].path.rsplit('/').next().unwrap_or("")).collect();
+            let devs: Vec<&str> = d
+                .devices
+                .iter()
+                .map(|&i| self.devices[i].path.rsplit('/').next().unwrap_or(""))
+                .collect();
             s += &format!(
                 "  {:<8} id {:<2} {:<9} cpus [{}]  memory {}  devices [{}]  kernel {}{}\n",
                 d.name,
@@ -395,7 +470,10 @@ impl SystemConfig {
                 mem.join(" "),
                 devs.join(", "),
                 d.kernel,
-                d.initrd.as_ref().map(|r| format!(" initrd {r}")).unwrap_or_default(),
+                d.initrd
+                    .as_ref()
+                    .map(|r| format!(" initrd {r}"))
+                    .unwrap_or_default(),
             );
         }
         s
@@ -416,12 +494,18 @@ fn read_ram(tree: &Tree<'_, '_>) -> Result<Vec<Range>, SdtError> {
 }
 
 fn read_hypervisor(tree: &Tree<'_, '_>, ram: &[Range]) -> Result<Range, SdtError> {
-    let Some((path, n)) =
-        tree.children_of("/reserved-memory").find(|(_, n)| has_compatible(n.node, "partita,hypervisor"))
+    let Some((path, n)) = tree
+        .children_of("/reserved-memory")
+        .find(|(_, n)| has_compatible(n.node, "partita,hypervisor"))
     else {
-        return err("/reserved-memory", "no node with compatible = \"partita,hypervisor\" (where the hypervisor lives)");
+        return err(
+            "/reserved-memory",
+            "no node with compatible = \"partita,hypervisor\" (where the hypervisor lives)",
+        );
     };
-    let [h] = reg(path, n)?[..] else { return err(path, "`reg` must be one range") };
+    let [h] = reg(path, n)?[..] else {
+        return err(path, "`reg` must be one range");
+    };
     if !ram.iter().any(|m| m.contains(&h)) {
         return err(path, format!("{h} is not inside the board's RAM"));
     }
@@ -432,7 +516,9 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
     for (path, n) in &tree.nodes {
         let version = if has_compatible(n.node, "arm,gic-v3") {
             GicVersion::V3
-        } else if has_compatible(n.node, "arm,gic-400") || has_compatible(n.node, "arm,cortex-a15-gic") {
+        } else if has_compatible(n.node, "arm,gic-400")
+            || has_compatible(n.node, "arm,cortex-a15-gic")
+        {
             GicVersion::V2
         } else {
             continue;
@@ -440,42 +526,75 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
         let regs = reg(path, n)?;
         let need = if version == GicVersion::V3 { 2 } else { 4 };
         if regs.len() < need {
-            return err(path, format!("`reg` has {} ranges; this GIC needs {need}", regs.len()));
+            return err(
+                path,
+                format!("`reg` has {} ranges; this GIC needs {need}", regs.len()),
+            );
         }
-        let phandle = prop_u32(n.node, "phandle")
-            .ok_or_else(|| fault(path, "no phandle, so no device can name it as interrupt-parent"))?;
+        let phandle = prop_u32(n.node, "phandle").ok_or_else(|| {
+            fault(
+                path,
+                "no phandle, so no device can name it as interrupt-parent",
+            )
+        })?;
         let maintenance = prop(n.node, "interrupts").and_then(|v| {
             let c: Vec<u32> = cells(v).collect();
             (c.len() >= 2 && c[0] == 1).then_some(c[1] + 16)
         });
-        return Ok(Gic { path: path.clone(), version, phandle, regs, maintenance });
+        return Ok(Gic {
+            path: path.clone(),
+            version,
+            phandle,
+            regs,
+            maintenance,
+        });
     }
-    err("/", "no interrupt controller with compatible \"arm,gic-v3\" or \"arm,gic-400\"")
+    err(
+        "/",
+        "no interrupt controller with compatible \"arm,gic-v3\" or \"arm,gic-400\"",
+    )
 }
 
 fn read_timer(tree: &Tree<'_, '_>) -> Result<Vec<[u32; 3]>, SdtError> {
-    let Some((path, n)) = tree.nodes.iter().find(|(_, n)| has_compatible(n.node, "arm,armv8-timer")) else {
+    let Some((path, n)) = tree
+        .nodes
+        .iter()
+        .find(|(_, n)| has_compatible(n.node, "arm,armv8-timer"))
+    else {
         return err("/", "no architected timer (compatible \"arm,armv8-timer\")");
     };
     let v = prop(n.node, "interrupts").unwrap_or(&[]);
     if v.is_empty() || v.len() % 12 != 0 {
-        return err(path, "`interrupts` must list the timer's PPIs as 3-cell GIC specifiers");
+        return err(
+            path,
+            "`interrupts` must list the timer's PPIs as 3-cell GIC specifiers",
+        );
     }
     let c: Vec<u32> = cells(v).collect();
     Ok(c.chunks_exact(3).map(|s| [s[0], s[1], s[2]]).collect())
 }
 
 fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
-    let chosen = tree.get("/chosen").ok_or_else(|| fault("/chosen", "missing node"))?;
-    let stdout = prop_str(chosen.node, "stdout-path")
-        .ok_or_else(|| fault("/chosen", "missing property `stdout-path` (the hypervisor's console)"))?;
+    let chosen = tree
+        .get("/chosen")
+        .ok_or_else(|| fault("/chosen", "missing node"))?;
+    let stdout = prop_str(chosen.node, "stdout-path").ok_or_else(|| {
+        fault(
+            "/chosen",
+            "missing property `stdout-path` (the hypervisor's console)",
+        )
+    })?;
     let stdout = stdout.split(':').next().unwrap_or(stdout);
     let path = if stdout.starts_with('/') {
         stdout
     } else {
-        tree.get("/aliases").and_then(|a| prop_str(a.node, stdout)).unwrap_or(stdout)
+        tree.get("/aliases")
+            .and_then(|a| prop_str(a.node, stdout))
+            .unwrap_or(stdout)
     };
-    let n = tree.get(path).ok_or_else(|| fault("/chosen", format!("stdout-path `{stdout}` names no node")))?;
+    let n = tree
+        .get(path)
+        .ok_or_else(|| fault("/chosen", format!("stdout-path `{stdout}` names no node")))?;
     Ok(Device {
         path: path.to_owned(),
         compatible: strings(n.node, "compatible"),
@@ -492,9 +611,14 @@ fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
         if prop_str(n.node, "device_type") != Some("cpu") || path.starts_with("/domains") {
             continue;
         }
-        let v = prop(n.node, "reg").ok_or_else(|| fault(path, "missing property `reg` (the CPU's MPIDR)"))?;
-        let mpidr = read_cells(&mut cells(v), n.addr_cells.clamp(1, 2)).ok_or_else(|| fault(path, "`reg` is too short"))?;
-        cpus.push(Cpu { mpidr, path: path.clone() });
+        let v = prop(n.node, "reg")
+            .ok_or_else(|| fault(path, "missing property `reg` (the CPU's MPIDR)"))?;
+        let mpidr = read_cells(&mut cells(v), n.addr_cells.clamp(1, 2))
+            .ok_or_else(|| fault(path, "`reg` is too short"))?;
+        cpus.push(Cpu {
+            mpidr,
+            path: path.clone(),
+        });
     }
     if cpus.is_empty() {
         return err("/cpus", "no CPU nodes");
@@ -503,7 +627,9 @@ fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
 }
 
 fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
-    let domains = tree.get("/domains").ok_or_else(|| fault("/domains", "missing node"))?;
+    let domains = tree
+        .get("/domains")
+        .ok_or_else(|| fault("/domains", "missing node"))?;
     // `memory` is read with the cell sizes of /domains, which lopper's checks
     // expect to equal the root's; memory flag cells are not supported.
     let ac = prop_u32(domains.node, "#address-cells").map_or(2, |v| v as usize);
@@ -526,20 +652,36 @@ fn read_domain(
     ac: usize,
     sc: usize,
 ) -> Result<Domain, SdtError> {
-    let need = |name: &str| prop(n.node, name).ok_or_else(|| fault(path, format!("missing property `{name}`")));
+    let need = |name: &str| {
+        prop(n.node, name).ok_or_else(|| fault(path, format!("missing property `{name}`")))
+    };
     let id = prop_u32(n.node, "id").ok_or_else(|| fault(path, "missing property `id`"))?;
-    let name = prop_str(n.node, "name").unwrap_or_else(|| n.node.name.split('@').next().unwrap_or(n.node.name));
+    let name = prop_str(n.node, "name")
+        .unwrap_or_else(|| n.node.name.split('@').next().unwrap_or(n.node.name));
     let os_type = prop_str(n.node, "os,type").unwrap_or("baremetal");
     if !OS_TYPES.contains(&os_type) {
-        return err(path, format!("`os,type` is \"{os_type}\"; lopper knows {}", OS_TYPES.join(", ")));
+        return err(
+            path,
+            format!(
+                "`os,type` is \"{os_type}\"; lopper knows {}",
+                OS_TYPES.join(", ")
+            ),
+        );
     }
     let cpus = read_domain_cpus(tree, sys, path, need("cpus")?)?;
     let memory = ranges(path, need("memory")?, "memory", ac, sc)?;
     let devices = read_access(tree, sys, path, n)?;
-    let bootargs = tree.get(&format!("{path}/chosen")).and_then(|c| prop_str(c.node, "bootargs")).map(String::from);
+    let bootargs = tree
+        .get(&format!("{path}/chosen"))
+        .and_then(|c| prop_str(c.node, "bootargs"))
+        .map(String::from);
     // Named after `xen,kernel` and `xen,initrd` in lopper's Xen flow.
-    let kernel = prop_str(n.node, "partita,kernel")
-        .ok_or_else(|| fault(path, "missing property `partita,kernel` (the boot-package entry with its kernel)"))?;
+    let kernel = prop_str(n.node, "partita,kernel").ok_or_else(|| {
+        fault(
+            path,
+            "missing property `partita,kernel` (the boot-package entry with its kernel)",
+        )
+    })?;
     let initrd = prop_str(n.node, "partita,initrd").map(String::from);
     Ok(Domain {
         name: name.to_owned(),
@@ -557,26 +699,48 @@ fn read_domain(
 
 /// `cpus = <&cluster cpu-mask execution-level>`, one triplet per cluster;
 /// bit i of the mask is the cluster's i-th CPU.
-fn read_domain_cpus(tree: &Tree<'_, '_>, sys: &SystemConfig, path: &str, v: &[u8]) -> Result<Vec<usize>, SdtError> {
+fn read_domain_cpus(
+    tree: &Tree<'_, '_>,
+    sys: &SystemConfig,
+    path: &str,
+    v: &[u8],
+) -> Result<Vec<usize>, SdtError> {
     let c: Vec<u32> = cells(v).collect();
     if c.is_empty() || c.len() % 3 != 0 {
-        return err(path, "`cpus` must be <&cluster cpu-mask execution-level> triplets");
+        return err(
+            path,
+            "`cpus` must be <&cluster cpu-mask execution-level> triplets",
+        );
     }
     let mut cpus = Vec::new();
     for t in c.chunks_exact(3) {
         let (cluster, mask, level) = (t[0], t[1], t[2]);
-        let (cluster_path, cn) = tree
-            .by_phandle(cluster)
-            .ok_or_else(|| fault(path, format!("`cpus` names phandle {cluster:#x}, which no node has")))?;
+        let (cluster_path, cn) = tree.by_phandle(cluster).ok_or_else(|| {
+            fault(
+                path,
+                format!("`cpus` names phandle {cluster:#x}, which no node has"),
+            )
+        })?;
         if !has_compatible(cn.node, "cpus,cluster") {
-            return err(path, format!("`cpus` names {cluster_path}, which is not a \"cpus,cluster\""));
+            return err(
+                path,
+                format!("`cpus` names {cluster_path}, which is not a \"cpus,cluster\""),
+            );
         }
         // Bit 31 means secure, bits 1:0 the exception level; guests run at EL1.
         if level & (1 << 31) != 0 || level & 0x3 > 1 {
-            return err(path, format!("`cpus` execution level {level:#x}: domains run non-secure at EL1 (0x1)"));
+            return err(
+                path,
+                format!("`cpus` execution level {level:#x}: domains run non-secure at EL1 (0x1)"),
+            );
         }
         let in_cluster: Vec<usize> = (0..sys.cpus.len())
-            .filter(|&i| sys.cpus[i].path.strip_prefix(cluster_path).is_some_and(|r| r.starts_with('/')))
+            .filter(|&i| {
+                sys.cpus[i]
+                    .path
+                    .strip_prefix(cluster_path)
+                    .is_some_and(|r| r.starts_with('/'))
+            })
             .collect();
         if mask == 0 {
             return err(path, "`cpus` mask names no CPU");
@@ -584,13 +748,28 @@ fn read_domain_cpus(tree: &Tree<'_, '_>, sys: &SystemConfig, path: &str, v: &[u8
         if u64::from(mask) >> in_cluster.len() != 0 {
             return err(
                 path,
-                format!("`cpus` mask {mask:#x} names CPUs that {cluster_path} does not have ({} CPUs)", in_cluster.len()),
+                format!(
+                    "`cpus` mask {mask:#x} names CPUs that {cluster_path} does not have ({} CPUs)",
+                    in_cluster.len()
+                ),
             );
         }
-        cpus.extend(in_cluster.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, &c)| c));
+        cpus.extend(
+            in_cluster
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, &c)| c),
+        );
     }
     if cpus.len() > MAX_DOMAIN_CPUS {
-        return err(path, format!("{} CPUs; a domain has at most {MAX_DOMAIN_CPUS}", cpus.len()));
+        return err(
+            path,
+            format!(
+                "{} CPUs; a domain has at most {MAX_DOMAIN_CPUS}",
+                cpus.len()
+            ),
+        );
     }
     Ok(cpus)
 }
@@ -598,23 +777,39 @@ fn read_domain_cpus(tree: &Tree<'_, '_>, sys: &SystemConfig, path: &str, v: &[u8
 /// `access = <&device flags...>` with `#access-flags-cells` flag cells. Flag
 /// bit 0 marks a device shared, which only the console may be: each domain
 /// that shares it gets an emulated one.
-fn read_access(tree: &Tree<'_, '_>, sys: &mut SystemConfig, path: &str, n: &Node<'_, '_>) -> Result<Vec<usize>, SdtError> {
+fn read_access(
+    tree: &Tree<'_, '_>,
+    sys: &mut SystemConfig,
+    path: &str,
+    n: &Node<'_, '_>,
+) -> Result<Vec<usize>, SdtError> {
     let flag_cells = prop_u32(n.node, "#access-flags-cells").unwrap_or(0) as usize;
-    let access: Vec<u32> = prop(n.node, "access").map(|v| cells(v).collect()).unwrap_or_default();
+    let access: Vec<u32> = prop(n.node, "access")
+        .map(|v| cells(v).collect())
+        .unwrap_or_default();
     if access.len() % (1 + flag_cells) != 0 {
-        return err(path, format!("`access` is not a list of <&device> with {flag_cells} flag cells"));
+        return err(
+            path,
+            format!("`access` is not a list of <&device> with {flag_cells} flag cells"),
+        );
     }
     let mut devices = Vec::new();
     for entry in access.chunks_exact(1 + flag_cells) {
         let (ph, shared) = (entry[0], entry.get(1).is_some_and(|f| f & 1 != 0));
-        let (dpath, dn) = tree
-            .by_phandle(ph)
-            .ok_or_else(|| fault(path, format!("`access` names phandle {ph:#x}, which no node has")))?;
+        let (dpath, dn) = tree.by_phandle(ph).ok_or_else(|| {
+            fault(
+                path,
+                format!("`access` names phandle {ph:#x}, which no node has"),
+            )
+        })?;
         let idx = match sys.devices.iter().position(|d| d.path == dpath) {
             Some(i) => i,
             None => {
                 if dpath == sys.gic.path || sys.cpus.iter().any(|c| c.path.starts_with(dpath)) {
-                    return err(path, format!("`access` names {dpath}, which the hypervisor keeps"));
+                    return err(
+                        path,
+                        format!("`access` names {dpath}, which the hypervisor keeps"),
+                    );
                 }
                 let dev = Device {
                     path: dpath.to_owned(),
@@ -623,8 +818,15 @@ fn read_access(tree: &Tree<'_, '_>, sys: &mut SystemConfig, path: &str, n: &Node
                     spis: spis(dpath, dn.node)?,
                     is_console: false,
                 };
-                if let Some(r) = dev.regs.iter().find(|r| sys.ram.iter().any(|m| m.overlaps(r))) {
-                    return err(dpath, format!("registers {r} overlap RAM; that is not a device to pass through"));
+                if let Some(r) = dev
+                    .regs
+                    .iter()
+                    .find(|r| sys.ram.iter().any(|m| m.overlaps(r)))
+                {
+                    return err(
+                        dpath,
+                        format!("registers {r} overlap RAM; that is not a device to pass through"),
+                    );
                 }
                 sys.devices.push(dev);
                 sys.devices.len() - 1
@@ -638,4 +840,34 @@ fn read_access(tree: &Tree<'_, '_>, sys: &mut SystemConfig, path: &str, n: &Node
         }
     }
     Ok(devices)
+}
+
+/// What the hypervisor needs from the SDT before it has a heap: where it
+/// may put the heap, and where its console is to report anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Early {
+    pub hypervisor: Range,
+    pub console: u64,
+}
+
+/// Reads [`Early`] without allocating; `None` if either is missing (the
+/// full reader then says what exactly).
+pub fn early(blob: &[u8]) -> Option<Early> {
+    let fdt = Fdt::new(blob).ok()?;
+    let first_reg = |n: FdtNode<'_, '_>| {
+        n.reg()?
+            .next()
+            .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
+    };
+    let hyp = fdt.find_node("/reserved-memory")?.children().find(|n| {
+        n.compatible()
+            .is_some_and(|c| c.all().any(|c| c == "partita,hypervisor"))
+    })?;
+    let (base, size) = first_reg(hyp)?;
+    let stdout = prop_str(fdt.find_node("/chosen")?, "stdout-path")?;
+    let (console, _) = first_reg(fdt.find_node(stdout.split(':').next()?)?)?;
+    Some(Early {
+        hypervisor: Range::new(base, size),
+        console,
+    })
 }

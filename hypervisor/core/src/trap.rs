@@ -61,7 +61,11 @@ impl MmioAccess {
     /// W-register truncation the architecture performs.
     pub fn load_result(&self, raw: u64) -> u64 {
         let bits = u32::from(self.width) * 8;
-        let mut v = if bits == 64 { raw } else { raw & ((1u64 << bits) - 1) };
+        let mut v = if bits == 64 {
+            raw
+        } else {
+            raw & ((1u64 << bits) - 1)
+        };
         if self.sign_extend && bits < 64 && v & (1u64 << (bits - 1)) != 0 {
             v |= !((1u64 << bits) - 1);
         }
@@ -98,19 +102,32 @@ pub const fn sysreg(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
 /// One exception from a lower exception level, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trap {
-    Hvc { imm: u16 },
-    Smc { imm: u16 },
+    Hvc {
+        imm: u16,
+    },
+    Smc {
+        imm: u16,
+    },
     /// A stage-2 fault the hypervisor can emulate: the instruction syndrome
     /// tells the register and size.
     Mmio(MmioAccess),
     /// A stage-2 data fault without a usable syndrome (ISV = 0, for example
     /// a load pair or a post-indexed access), or on a translation-table walk.
-    DataAbort { ipa: u64, write: bool, fsc: u8 },
-    InstructionAbort { ipa: u64, fsc: u8 },
+    DataAbort {
+        ipa: u64,
+        write: bool,
+        fsc: u8,
+    },
+    InstructionAbort {
+        ipa: u64,
+        fsc: u8,
+    },
     SysReg(SysRegAccess),
     Wfx,
     /// An exception class the hypervisor does not handle for guests.
-    Other { ec: u8 },
+    Other {
+        ec: u8,
+    },
 }
 
 /// Fault status codes that mean "no translation" or "no permission" at some
@@ -201,7 +218,6 @@ pub fn ec_of(esr: u64) -> u8 {
     ((esr >> 26) & 0x3f) as u8
 }
 
-
 /// Where a synchronous exception injected into the guest's EL1 lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbortEntry {
@@ -221,7 +237,11 @@ pub fn abort_entry(spsr: u64, vbar: u64) -> AbortEntry {
         0b0101 => 0x200, // EL1h: current EL with SP_EL1
         _ => 0x400,      // EL0: lower EL, AArch64
     };
-    AbortEntry { vector: vbar + offset, spsr: 0x3c5, from_lower_el: offset == 0x400 }
+    AbortEntry {
+        vector: vbar + offset,
+        spsr: 0x3c5,
+        from_lower_el: offset == 0x400,
+    }
 }
 
 /// ESR_EL1 for an injected synchronous external data abort.
@@ -240,9 +260,15 @@ mod tests {
 
     #[test]
     fn hvc_and_smc_carry_their_immediate() {
-        let s = Syndrome { esr: esr(0x16, 0x1234), ..Default::default() };
+        let s = Syndrome {
+            esr: esr(0x16, 0x1234),
+            ..Default::default()
+        };
         assert_eq!(Trap::decode(&s), Trap::Hvc { imm: 0x1234 });
-        let s = Syndrome { esr: esr(0x17, 0), ..Default::default() };
+        let s = Syndrome {
+            esr: esr(0x17, 0),
+            ..Default::default()
+        };
         assert_eq!(Trap::decode(&s), Trap::Smc { imm: 0 });
     }
 
@@ -250,7 +276,11 @@ mod tests {
     fn word_store_from_w3() {
         // ISV=1, SAS=word, SRT=3, WnR=1, DFSC=translation fault level 3.
         let iss = (1 << 24) | (2 << 22) | (3 << 16) | (1 << 6) | 0b000111;
-        let s = Syndrome { esr: esr(0x24, iss), far: 0x0900_0018, hpfar: 0x0900_0000 >> 8 };
+        let s = Syndrome {
+            esr: esr(0x24, iss),
+            far: 0x0900_0018,
+            hpfar: 0x0900_0000 >> 8,
+        };
         assert_eq!(
             Trap::decode(&s),
             Trap::Mmio(MmioAccess {
@@ -286,24 +316,53 @@ mod tests {
     #[test]
     fn missing_syndrome_is_not_emulated() {
         let iss = (1 << 6) | 0b000111; // ISV=0
-        let s = Syndrome { esr: esr(0x24, iss), far: 0x10, hpfar: 0x1000 >> 8 };
-        assert_eq!(Trap::decode(&s), Trap::DataAbort { ipa: 0x1010, write: true, fsc: 7 });
+        let s = Syndrome {
+            esr: esr(0x24, iss),
+            far: 0x10,
+            hpfar: 0x1000 >> 8,
+        };
+        assert_eq!(
+            Trap::decode(&s),
+            Trap::DataAbort {
+                ipa: 0x1010,
+                write: true,
+                fsc: 7
+            }
+        );
     }
 
     #[test]
     fn external_abort_is_not_emulated_even_with_syndrome() {
         let iss = (1 << 24) | (2 << 22) | 0b010000; // synchronous external abort
-        let s = Syndrome { esr: esr(0x24, iss), far: 0, hpfar: 0 };
-        assert!(matches!(Trap::decode(&s), Trap::DataAbort { fsc: 0x10, .. }));
+        let s = Syndrome {
+            esr: esr(0x24, iss),
+            far: 0,
+            hpfar: 0,
+        };
+        assert!(matches!(
+            Trap::decode(&s),
+            Trap::DataAbort { fsc: 0x10, .. }
+        ));
     }
 
     #[test]
     fn sign_extension_and_w_registers() {
-        let a = MmioAccess { ipa: 0, width: 1, write: false, reg: 0, sign_extend: true, reg64: true };
+        let a = MmioAccess {
+            ipa: 0,
+            width: 1,
+            write: false,
+            reg: 0,
+            sign_extend: true,
+            reg64: true,
+        };
         assert_eq!(a.load_result(0x80), 0xffff_ffff_ffff_ff80);
         let a = MmioAccess { reg64: false, ..a };
         assert_eq!(a.load_result(0x80), 0xffff_ff80);
-        let a = MmioAccess { width: 2, sign_extend: false, ..a };
+        let a = MmioAccess {
+            width: 2,
+            sign_extend: false,
+            ..a
+        };
         assert_eq!(a.load_result(0x1234_8765), 0x8765);
         let a = MmioAccess { width: 2, ..a };
         assert_eq!(a.store_value(0xdead_beef), 0xbeef);
@@ -313,17 +372,31 @@ mod tests {
     fn sysreg_access_fields() {
         // MRS x2, ICC_IAR1_EL1: op0=3 op1=0 CRn=12 CRm=12 op2=0, read.
         let iss = (3 << 20) | (12 << 10) | (12 << 1) | (2 << 5) | 1;
-        let s = Syndrome { esr: esr(0x18, iss), ..Default::default() };
+        let s = Syndrome {
+            esr: esr(0x18, iss),
+            ..Default::default()
+        };
         assert_eq!(
             Trap::decode(&s),
-            Trap::SysReg(SysRegAccess { id: sysreg(3, 0, 12, 12, 0), reg: 2, read: true })
+            Trap::SysReg(SysRegAccess {
+                id: sysreg(3, 0, 12, 12, 0),
+                reg: 2,
+                read: true
+            })
         );
     }
 
     #[test]
     fn injected_aborts_land_on_the_right_vector() {
         let e = abort_entry(0x3c5, 0x4010_0000);
-        assert_eq!(e, AbortEntry { vector: 0x4010_0200, spsr: 0x3c5, from_lower_el: false });
+        assert_eq!(
+            e,
+            AbortEntry {
+                vector: 0x4010_0200,
+                spsr: 0x3c5,
+                from_lower_el: false
+            }
+        );
         assert_eq!(abort_entry(0x0, 0x1000).vector, 0x1400);
         assert_eq!(abort_entry(0x3c4, 0x1000).vector, 0x1000);
         assert_eq!(injected_data_abort_esr(false, true), 0x9600_0050);
@@ -332,7 +405,10 @@ mod tests {
 
     #[test]
     fn unknown_classes_are_reported_by_name() {
-        let s = Syndrome { esr: esr(0x3c, 0), ..Default::default() };
+        let s = Syndrome {
+            esr: esr(0x3c, 0),
+            ..Default::default()
+        };
         assert_eq!(Trap::decode(&s), Trap::Other { ec: 0x3c });
         assert_eq!(ec_name(0x3c), "BRK instruction");
         assert_eq!(ec_of(esr(0x25, 0)), 0x25);

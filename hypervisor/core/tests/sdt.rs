@@ -61,51 +61,87 @@ fn shipped_two_guests_config() {
     assert_eq!(a.kernel, "testguest");
     assert!(a.console(&sys).is_some() && b.console(&sys).is_some());
     let rtc = &sys.devices[a.devices[1]];
-    assert_eq!((rtc.path.as_str(), &rtc.spis[..]), ("/pl031@9010000", &[34][..]));
+    assert_eq!(
+        (rtc.path.as_str(), &rtc.spis[..]),
+        ("/pl031@9010000", &[34][..])
+    );
     let table = sys.partition_table();
-    assert!(table.contains("alpha") && table.contains("0x48000000..0x4a000000"), "{table}");
+    assert!(
+        table.contains("alpha") && table.contains("0x48000000..0x4a000000"),
+        "{table}"
+    );
 }
 
 #[test]
 fn refuses_a_cpu_given_twice() {
     let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&cpus_a53 0x3 0x1>"));
-    assert_eq!(e, "/domains/beta: CPU /cpus/cpu@0 is also given to /domains/alpha");
+    assert_eq!(
+        e,
+        "/domains/beta: CPU /cpus/cpu@0 is also given to /domains/alpha"
+    );
 }
 
 #[test]
 fn refuses_overlapping_memory() {
-    let e = refused(&edit("<0x0 0x4a000000 0x0 0x2000000>", "<0x0 0x49000000 0x0 0x2000000>"));
-    assert!(e.starts_with("/domains/beta: memory 0x49000000..0x4b000000 overlaps"), "{e}");
+    let e = refused(&edit(
+        "<0x0 0x4a000000 0x0 0x2000000>",
+        "<0x0 0x49000000 0x0 0x2000000>",
+    ));
+    assert!(
+        e.starts_with("/domains/beta: memory 0x49000000..0x4b000000 overlaps"),
+        "{e}"
+    );
 }
 
 #[test]
 fn refuses_memory_outside_ram() {
-    let e = refused(&edit("<0x0 0x4a000000 0x0 0x2000000>", "<0x1 0x0 0x0 0x2000000>"));
-    assert_eq!(e, "/domains/beta: memory 0x100000000..0x102000000 is not inside the board's RAM");
+    let e = refused(&edit(
+        "<0x0 0x4a000000 0x0 0x2000000>",
+        "<0x1 0x0 0x0 0x2000000>",
+    ));
+    assert_eq!(
+        e,
+        "/domains/beta: memory 0x100000000..0x102000000 is not inside the board's RAM"
+    );
 }
 
 #[test]
 fn refuses_memory_over_the_hypervisor() {
-    let e = refused(&edit("<0x0 0x4a000000 0x0 0x2000000>", "<0x0 0x43000000 0x0 0x2000000>"));
-    assert!(e.contains("overlaps the hypervisor's 0x40000000..0x44000000"), "{e}");
+    let e = refused(&edit(
+        "<0x0 0x4a000000 0x0 0x2000000>",
+        "<0x0 0x43000000 0x0 0x2000000>",
+    ));
+    assert!(
+        e.contains("overlaps the hypervisor's 0x40000000..0x44000000"),
+        "{e}"
+    );
 }
 
 #[test]
 fn refuses_a_device_given_twice() {
     let e = refused(&edit("<&gpio 0x0>", "<&rtc 0x0>"));
-    assert_eq!(e, "/domains/beta: device /pl031@9010000 is also given to /domains/alpha");
+    assert_eq!(
+        e,
+        "/domains/beta: device /pl031@9010000 is also given to /domains/alpha"
+    );
 }
 
 #[test]
 fn refuses_a_dangling_phandle() {
     let e = refused(&edit("<&gpio 0x0>", "<0x99 0x0>"));
-    assert_eq!(e, "/domains/beta: `access` names phandle 0x99, which no node has");
+    assert_eq!(
+        e,
+        "/domains/beta: `access` names phandle 0x99, which no node has"
+    );
 }
 
 #[test]
 fn refuses_a_mask_beyond_the_cluster() {
     let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&cpus_a53 0x10 0x1>"));
-    assert!(e.starts_with("/domains/beta: `cpus` mask 0x10 names CPUs that /cpus does not have"), "{e}");
+    assert!(
+        e.starts_with("/domains/beta: `cpus` mask 0x10 names CPUs that /cpus does not have"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -113,7 +149,10 @@ fn refuses_missing_properties() {
     let e = refused(&edit("memory = <0x0 0x4a000000 0x0 0x2000000>;", ""));
     assert_eq!(e, "/domains/beta: missing property `memory`");
     let e = refused(&edit("partita,kernel = \"testguest\";\n\t\t\tchosen {\n\t\t\t\tbootargs = \"hello\";\n\t\t\t};\n\t\t};\n\n\t\tbeta", "chosen { };\n\t\t};\n\n\t\tbeta"));
-    assert!(e.starts_with("/domains/alpha: missing property `partita,kernel`"), "{e}");
+    assert!(
+        e.starts_with("/domains/alpha: missing property `partita,kernel`"),
+        "{e}"
+    );
     let e = refused(&edit("id = <2>;", ""));
     assert_eq!(e, "/domains/beta: missing property `id`");
 }
@@ -129,7 +168,8 @@ fn refuses_duplicate_ids_and_the_hypervisors_own_devices() {
 #[test]
 fn refuses_trees_without_a_hypervisor_region_or_domains() {
     let s = two_guests() + "&{/reserved-memory/hypervisor@40000000} { compatible = \"other\"; };";
-    assert!(refused(&s).starts_with("/reserved-memory: no node with compatible = \"partita,hypervisor\""));
+    assert!(refused(&s)
+        .starts_with("/reserved-memory: no node with compatible = \"partita,hypervisor\""));
     let s = two_guests().replace("openamp,domain-v1", "something-else");
     assert!(refused(&s).starts_with("/domains: no `openamp,domain-v1` domain"));
 }
@@ -140,13 +180,22 @@ fn refuses_secure_or_el2_domains_and_unknown_os_types() {
     assert!(e.contains("domains run non-secure at EL1"), "{e}");
     let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&cpus_a53 0x2 0x2>"));
     assert!(e.contains("execution level 0x2"), "{e}");
-    let e = refused(&edit("os,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 0x2", "os,type = \"vxworks\";\n\t\t\tcpus = <&cpus_a53 0x2"));
-    assert!(e.starts_with("/domains/beta: `os,type` is \"vxworks\""), "{e}");
+    let e = refused(&edit(
+        "os,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 0x2",
+        "os,type = \"vxworks\";\n\t\t\tcpus = <&cpus_a53 0x2",
+    ));
+    assert!(
+        e.starts_with("/domains/beta: `os,type` is \"vxworks\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn refuses_an_unshared_console_and_a_cluster_that_is_not_one() {
-    let e = refused(&edit("<&uart0 0x1>, <&gpio 0x0>", "<&uart0 0x0>, <&gpio 0x0>"));
+    let e = refused(&edit(
+        "<&uart0 0x1>, <&gpio 0x0>",
+        "<&uart0 0x0>, <&gpio 0x0>",
+    ));
     assert!(e.contains("must be flagged shared (0x1)"), "{e}");
     let e = refused(&edit("<&cpus_a53 0x2 0x1>", "<&gic 0x2 0x1>"));
     assert!(e.contains("which is not a \"cpus,cluster\""), "{e}");
@@ -156,4 +205,60 @@ fn refuses_an_unshared_console_and_a_cluster_that_is_not_one() {
 fn refuses_what_is_not_a_device_tree() {
     let e = SystemConfig::from_dtb(b"not a tree at all").unwrap_err();
     assert!(e.to_string().starts_with("/: not a device tree"), "{e}");
+}
+
+/// The generated device tree holds the domain's own resources and nothing
+/// of its neighbour's.
+#[test]
+fn guest_device_tree_holds_only_its_domain() {
+    let blob = compile(&two_guests());
+    let sys = SystemConfig::from_dtb(&blob).unwrap();
+    let beta = &sys.domains[1];
+    let layout = partita_core::layout::GuestLayout {
+        kernel: 0x4a00_0000,
+        dtb: 0x4be0_0000,
+        initrd: None,
+    };
+    let dtb = partita_core::guest_fdt::build(&blob, &sys, beta, &layout).unwrap();
+    let dir = std::env::temp_dir().join(format!("partita-fdt-{}", std::process::id()));
+    std::fs::write(&dir, &dtb).unwrap();
+    let out = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&dir).ok();
+    let dts = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "model = \"Partita domain beta on QEMU virt\"",
+        "bootargs = \"hello\"",
+        "stdout-path = \"/pl011@9000000\"",
+        "cpu@0 {",
+        "method = \"hvc\"",
+        "memory@4a000000 {",
+        "reg = <0x00 0x4a000000 0x00 0x2000000>",
+        "pl061@9030000 {",
+        "pl011@9000000 {",
+        "apb-pclk {",
+        "reg = <0x00 0x8000000 0x00 0x10000 0x00 0x80a0000 0x00 0x20000>",
+    ] {
+        assert!(dts.contains(want), "missing `{want}` in:\n{dts}");
+    }
+    for unwanted in [
+        "cpu@1",
+        "pl031",
+        "memory@48000000",
+        "domains",
+        "reserved-memory",
+        "hypervisor",
+    ] {
+        assert!(!dts.contains(unwanted), "`{unwanted}` leaked into:\n{dts}");
+    }
+}
+
+#[test]
+fn early_read_finds_heap_and_console_without_the_full_reader() {
+    let e = partita_core::sdt::early(&compile(&two_guests())).unwrap();
+    assert_eq!(e.hypervisor, Range::new(0x4000_0000, 0x400_0000));
+    assert_eq!(e.console, 0x0900_0000);
 }

@@ -13,7 +13,7 @@ _start:
     .long   0
     .quad   0                   // text_offset: load at the 2 MiB-aligned base
     .quad   __image_size        // bytes the image occupies, BSS included
-    .quad   0x2                 // little-endian, 4 KiB pages, near the base of DRAM
+    .quad   0xa                 // little-endian, 4 KiB pages, anywhere in RAM
     .quad   0, 0, 0
     .ascii  "ARM\x64"
     .long   0
@@ -24,7 +24,22 @@ primary_entry:
     mrs     x1, CurrentEL
     cmp     x1, #(2 << 2)
     b.ne    not_at_el2
-    adrp    x1, __bss_start
+    // Linked at 0: add where we run to every R_AARCH64_RELATIVE slot.
+    adr     x20, _start
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+7:  cmp     x1, x2
+    b.hs    8f
+    ldp     x3, x4, [x1], #16   // r_offset, r_info
+    ldr     x5, [x1], #8        // r_addend
+    cmp     x4, #1027
+    b.ne    7b
+    add     x5, x5, x20
+    str     x5, [x20, x3]
+    b       7b
+8:  adrp    x1, __bss_start
     add     x1, x1, :lo12:__bss_start
     adrp    x2, __bss_end
     add     x2, x2, :lo12:__bss_end
@@ -90,18 +105,32 @@ el2_cpu_setup:
     ret
 
 // Runs a vCPU: x0 is the top of this CPU's stack, x1 a TrapFrame to load.
-// The frame is copied to the top of the stack, where the next exception
-// from the guest will save its own.
+// The frame may lie on this very stack, so it is read straight into the
+// registers; the next exception from the guest saves below the empty stack.
 .global enter_guest
 enter_guest:
-    sub     sp, x0, #FRAME_SIZE
-    mov     x2, #0
-5:  ldr     x3, [x1, x2]
-    str     x3, [sp, x2]
-    add     x2, x2, #8
-    cmp     x2, #FRAME_SIZE
-    b.lo    5b
-    b       restore_and_eret
+    mov     sp, x0
+    ldr     x2, [x1, #(31 * 8)]
+    msr     elr_el2, x2
+    ldr     x2, [x1, #(32 * 8)]
+    msr     spsr_el2, x2
+    ldr     x30, [x1, #(30 * 8)]
+    ldp     x2, x3, [x1, #16 * 1]
+    ldp     x4, x5, [x1, #16 * 2]
+    ldp     x6, x7, [x1, #16 * 3]
+    ldp     x8, x9, [x1, #16 * 4]
+    ldp     x10, x11, [x1, #16 * 5]
+    ldp     x12, x13, [x1, #16 * 6]
+    ldp     x14, x15, [x1, #16 * 7]
+    ldp     x16, x17, [x1, #16 * 8]
+    ldp     x18, x19, [x1, #16 * 9]
+    ldp     x20, x21, [x1, #16 * 10]
+    ldp     x22, x23, [x1, #16 * 11]
+    ldp     x24, x25, [x1, #16 * 12]
+    ldp     x26, x27, [x1, #16 * 13]
+    ldp     x28, x29, [x1, #16 * 14]
+    ldp     x0, x1, [x1]
+    eret
 
 // Abandons the current stack and parks the CPU: x0 is the stack top.
 .global park_on

@@ -71,7 +71,11 @@ fn gicd(base: u64) -> &'static Gicd {
 
 impl GicV3 {
     pub const fn new(gicd: u64, gicr: u64, gicr_size: u64) -> Self {
-        GicV3 { gicd, gicr, gicr_size }
+        GicV3 {
+            gicd,
+            gicr,
+            gicr_size,
+        }
     }
 
     /// Once, on the boot CPU: affinity routing and Group 1 on.
@@ -105,9 +109,16 @@ impl GicV3 {
     /// On every CPU: wake its redistributor, enable the kick SGI, and turn on
     /// the system-register CPU interface at EL2.
     pub fn init_cpu(&self, mpidr: u64) -> Result<(), &'static str> {
-        let frame = self.redistributor(mpidr).ok_or("no GICv3 redistributor for this CPU")?;
+        let frame = self
+            .redistributor(mpidr)
+            .ok_or("no GICv3 redistributor for this CPU")?;
         // SAFETY: as in `redistributor`; the SGI frame follows RD_base.
-        let (rd, sgi) = unsafe { (&*(frame as *const GicrRd), &*((frame + 0x10000) as *const GicrSgi)) };
+        let (rd, sgi) = unsafe {
+            (
+                &*(frame as *const GicrRd),
+                &*((frame + 0x10000) as *const GicrSgi),
+            )
+        };
         rd.waker.set(rd.waker.get() & !GICR_WAKER_PROCESSOR_SLEEP);
         while rd.waker.get() & GICR_WAKER_CHILDREN_ASLEEP != 0 {}
         sgi.icenabler0.set(u32::MAX);
@@ -158,10 +169,8 @@ impl GicV3 {
 
     pub fn eoi(&self, intid: u32) {
         // SAFETY: ICC_EOIR1_EL1 write of an acknowledged INTID.
-        unsafe { asm!("msr S3_0_C12_C12_1, {}", "isb", in(reg) u64::from(intid), options(nostack)) };
-    }
-
-    pub fn typer_lines(&self) -> u32 {
-        (gicd(self.gicd).typer.get() & 0x1f + 1) * 32
+        unsafe {
+            asm!("msr S3_0_C12_C12_1, {}", "isb", in(reg) u64::from(intid), options(nostack))
+        };
     }
 }

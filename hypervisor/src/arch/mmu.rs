@@ -16,7 +16,8 @@ pub struct HeapTables;
 
 impl TableMemory for HeapTables {
     fn alloc_table(&mut self) -> Option<u64> {
-        let layout = core::alloc::Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
+        let layout =
+            core::alloc::Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
         (!p.is_null()).then_some(p as u64)
@@ -56,5 +57,8 @@ pub fn enable(table: &PageTable) {
     for (slot, v) in MMU_CONFIG.iter().zip([mair, tcr, table.root(), sctlr]) {
         slot.store(v, Ordering::Relaxed);
     }
-    super::clean_dcache(MMU_CONFIG.as_ptr() as u64, core::mem::size_of_val(&MMU_CONFIG) as u64);
+    super::clean_dcache(
+        MMU_CONFIG.as_ptr() as u64,
+        core::mem::size_of_val(&MMU_CONFIG) as u64,
+    );
 }

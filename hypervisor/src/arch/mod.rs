@@ -55,11 +55,16 @@ extern "C" {
 /// The hypervisor image in memory, BSS included: `[start, end)`.
 pub fn image_range() -> (u64, u64) {
     // SAFETY: linker symbols; only their addresses are taken.
-    unsafe { (&__image_start as *const u8 as u64, &__image_end as *const u8 as u64) }
+    unsafe {
+        (
+            &__image_start as *const u8 as u64,
+            &__image_end as *const u8 as u64,
+        )
+    }
 }
 
 pub fn secondary_entry_point() -> u64 {
-    secondary_entry as usize as u64
+    secondary_entry as *const () as u64
 }
 
 /// Loads `frame` and erets into the guest on this CPU.
@@ -76,7 +81,11 @@ pub fn park(stack_top: u64) -> ! {
 }
 
 pub fn syndrome() -> Syndrome {
-    Syndrome { esr: ESR_EL2.get(), far: FAR_EL2.get(), hpfar: HPFAR_EL2.get() }
+    Syndrome {
+        esr: ESR_EL2.get(),
+        far: FAR_EL2.get(),
+        hpfar: HPFAR_EL2.get(),
+    }
 }
 
 pub fn mpidr() -> u64 {
@@ -105,16 +114,6 @@ pub fn smc(fid: u32, a1: u64, a2: u64, a3: u64) -> u64 {
     r0
 }
 
-/// Counter ticks since boot, and their frequency.
-pub fn counter() -> u64 {
-    barrier::isb(barrier::SY);
-    CNTPCT_EL0.get()
-}
-
-pub fn counter_freq() -> u64 {
-    CNTFRQ_EL0.get()
-}
-
 pub fn wait_for_event() {
     aarch64_cpu::asm::wfe();
 }
@@ -124,22 +123,18 @@ pub fn send_event() {
     aarch64_cpu::asm::sev();
 }
 
-pub fn irqs_enabled<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: unmasks IRQs at EL2 around `f`; the vectors handle them.
-    unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
-    let r = f();
-    unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
-    r
-}
-
-pub fn wait_for_interrupt() {
-    aarch64_cpu::asm::wfi();
+/// CTR_EL0, which aarch64-cpu does not provide: cache line sizes.
+fn dcache_line() -> u64 {
+    let ctr: u64;
+    // SAFETY: reads an ID register.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    4 << ((ctr >> 16) & 0xf)
 }
 
 /// Cleans `[start, start + len)` to the point of coherency, so a CPU with
 /// its MMU off sees what this one wrote through its cache.
 pub fn clean_dcache(start: u64, len: u64) {
-    let line = 4 << ((CTR_EL0.get() >> 16) & 0xf);
+    let line = dcache_line();
     let mut a = start & !(line - 1);
     while a < start + len {
         // SAFETY: cache maintenance by address has no memory effects.
@@ -153,8 +148,7 @@ pub fn clean_dcache(start: u64, len: u64) {
 /// fetches: after copying a guest image, which the guest fetches with its
 /// MMU (and so its caches) off.
 pub fn sync_guest_image(start: u64, len: u64) {
-    let ctr = CTR_EL0.get();
-    let line = 4 << ((ctr >> 16) & 0xf);
+    let line = dcache_line();
     let mut a = start & !(line - 1);
     while a < start + len {
         // SAFETY: as above.
@@ -178,7 +172,8 @@ pub struct VcpuSetup {
 
 pub fn configure_vcpu(v: &VcpuSetup) {
     // Guests see a MIDR of the real core and the MPIDR of their own numbering.
-    VPIDR_EL2.set(MIDR_EL1.get());
+    // SAFETY: VPIDR_EL2 (absent from aarch64-cpu) only affects what EL1 reads.
+    unsafe { asm!("msr vpidr_el2, {}", in(reg) MIDR_EL1.get(), options(nomem, nostack)) };
     VMPIDR_EL2.set(v.vmpidr);
     VTCR_EL2.write(
         VTCR_EL2::RES1::SET
@@ -219,7 +214,10 @@ pub fn configure_vcpu(v: &VcpuSetup) {
 /// hardware would deliver a data abort to the guest's own vectors.
 pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
     let e = partita_core::trap::abort_entry(frame.spsr, VBAR_EL1.get());
-    ESR_EL1.set(partita_core::trap::injected_data_abort_esr(e.from_lower_el, write));
+    ESR_EL1.set(partita_core::trap::injected_data_abort_esr(
+        e.from_lower_el,
+        write,
+    ));
     FAR_EL1.set(far);
     ELR_EL1.set(frame.elr);
     SPSR_EL1.set(frame.spsr);

@@ -1,0 +1,265 @@
+//! A bare-metal test guest. It reads its device tree like any OS would,
+//! prints through the console UART named there, and runs the scenarios its
+//! bootargs list, each printing lines the regression tests look for:
+//!
+//! - `hello`: its view of the machine;
+//! - `calls`: PSCI queries, and unknown HVC/SMC calls that must fail cleanly;
+//! - `smp`: starts every other vCPU with PSCI CPU_ON, and stops them again;
+//! - `abort`: reads outside its memory and expects a data abort;
+//! - `reset`: resets itself once with SYSTEM_RESET;
+//! - `count=N`: prints N numbered lines, slowly;
+//! - `jump-away`: branches outside its memory (the hypervisor stops it);
+//! - `stay`: never powers off.
+//!
+//! Without `stay` it ends with PSCI SYSTEM_OFF.
+#![no_std]
+#![no_main]
+
+mod uart;
+
+use core::arch::{asm, global_asm};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+global_asm!(include_str!("start.S"));
+
+const PSCI_VERSION: u64 = 0x8400_0000;
+const PSCI_CPU_OFF: u64 = 0x8400_0002;
+const PSCI_CPU_ON: u64 = 0xc400_0003;
+const PSCI_AFFINITY_INFO: u64 = 0xc400_0004;
+const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
+const PSCI_FEATURES: u64 = 0x8400_000a;
+
+fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> i64 {
+    let r: u64;
+    // SAFETY: an SMCCC call to the hypervisor; it preserves x4 and up.
+    unsafe {
+        asm!("hvc #0", inout("x0") x0 => r, inout("x1") x1 => _, inout("x2") x2 => _, inout("x3") x3 => _)
+    };
+    r as i64
+}
+
+fn smc(x0: u64) -> i64 {
+    let r: u64;
+    // SAFETY: as `hvc`; the hypervisor traps SMC from EL1.
+    unsafe { asm!("smc #0", inout("x0") x0 => r, out("x1") _, out("x2") _, out("x3") _) };
+    r as i64
+}
+
+macro_rules! println {
+    ($($a:tt)*) => { uart::print(format_args!($($a)*)) };
+}
+
+extern "C" {
+    fn secondary_start();
+}
+
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
+static ABORTS: AtomicU64 = AtomicU64::new(0);
+
+#[no_mangle]
+extern "C" fn guest_main(dtb: usize) -> ! {
+    // SAFETY: the hypervisor put a valid device tree at x0.
+    let fdt = match unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
+        Ok(f) => f,
+        Err(_) => loop {
+            // No device tree means no console: nothing to say it on.
+            core::hint::spin_loop()
+        },
+    };
+    if let Some(base) = console_base(&fdt) {
+        uart::init(base);
+    }
+    let args = fdt.chosen().bootargs().unwrap_or("");
+    println!("testguest: up on vcpu 0, bootargs \"{args}\"");
+    let mem = fdt
+        .memory()
+        .regions()
+        .next()
+        .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64));
+    let cpus = fdt.cpus().count();
+    for word in args.split_whitespace() {
+        match word {
+            "hello" => {
+                let (base, size) = mem.unwrap_or((0, 0));
+                println!(
+                    "hello: {} with {cpus} vcpu(s), memory {base:#x}+{size:#x}",
+                    fdt.root().model()
+                );
+            }
+            "calls" => calls(),
+            "smp" => smp(cpus),
+            "abort" => abort(),
+            "reset" => reset(mem.map_or(0, |m| m.0)),
+            "jump-away" => {
+                println!("jump-away: branching to 0x0");
+                // SAFETY: deliberately not; the hypervisor must stop us.
+                unsafe { asm!("br {}", in(reg) 0u64, options(noreturn)) }
+            }
+            "stay" => {}
+            w if w.starts_with("count=") => count(w[6..].parse().unwrap_or(10)),
+            w => println!("testguest: unknown scenario `{w}`"),
+        }
+    }
+    if args.split_whitespace().any(|w| w == "stay") {
+        println!("testguest: staying up");
+        loop {
+            // SAFETY: waits for an interrupt, of which none are enabled.
+            unsafe { asm!("wfi") };
+        }
+    }
+    println!("testguest: done, powering off");
+    hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+    println!("testguest: SYSTEM_OFF returned!");
+    loop {
+        core::hint::spin_loop()
+    }
+}
+
+fn console_base(fdt: &fdt::Fdt<'_>) -> Option<u64> {
+    let path = fdt
+        .find_node("/chosen")?
+        .property("stdout-path")?
+        .as_str()?;
+    let node = fdt.find_node(path.split(':').next()?)?;
+    Some(node.reg()?.next()?.starting_address as u64)
+}
+
+fn calls() {
+    let v = hvc(PSCI_VERSION, 0, 0, 0);
+    println!("calls: psci version {}.{}", v >> 16, v & 0xffff);
+    println!(
+        "calls: features(CPU_ON) = {}",
+        hvc(PSCI_FEATURES, PSCI_CPU_ON, 0, 0)
+    );
+    println!(
+        "calls: features(CPU_SUSPEND) = {}",
+        hvc(PSCI_FEATURES, 0x8400_0001, 0, 0)
+    );
+    println!("calls: unknown hvc returned {}", hvc(0x8600_1234, 0, 0, 0));
+    println!("calls: unknown smc returned {}", smc(0xc200_0042));
+    println!("calls: smc psci version {:#x}", smc(PSCI_VERSION));
+    println!("calls: still running");
+}
+
+fn smp(cpus: usize) {
+    println!("smp: {cpus} vcpus in the device tree");
+    for i in 1..cpus {
+        let r = hvc(
+            PSCI_CPU_ON,
+            i as u64,
+            secondary_start as *const () as u64,
+            i as u64,
+        );
+        println!("smp: cpu_on({i}) = {r}");
+    }
+    while ONLINE.load(Ordering::Acquire) < cpus - 1 {
+        core::hint::spin_loop();
+    }
+    for i in 1..cpus {
+        while hvc(PSCI_AFFINITY_INFO, i as u64, 0, 0) != 1 {
+            core::hint::spin_loop();
+        }
+    }
+    println!("smp: cpu_on(0) = {}", hvc(PSCI_CPU_ON, 0, 0, 0));
+    println!(
+        "smp: cpu_on({}) = {}",
+        cpus + 7,
+        hvc(PSCI_CPU_ON, cpus as u64 + 7, 0, 0)
+    );
+    println!(
+        "smp: all {} secondary vcpus ran and are off again",
+        cpus - 1
+    );
+}
+
+#[no_mangle]
+extern "C" fn guest_secondary(index: usize) -> ! {
+    let mpidr: u64;
+    // SAFETY: reads an ID register (virtualized by VMPIDR_EL2).
+    unsafe { asm!("mrs {}, mpidr_el1", out(reg) mpidr) };
+    println!("smp: vcpu {index} online, mpidr {:#x}", mpidr & 0xff_ffff);
+    ONLINE.fetch_add(1, Ordering::Release);
+    hvc(PSCI_CPU_OFF, 0, 0, 0);
+    println!("smp: CPU_OFF returned!");
+    loop {
+        core::hint::spin_loop()
+    }
+}
+
+fn abort() {
+    // Flash at 0 on QEMU virt: a device no domain is given.
+    let v = unsafe { core::ptr::read_volatile(0x1000 as *const u32) };
+    println!(
+        "abort: read returned {v:#x}, aborts taken: {}",
+        ABORTS.load(Ordering::Relaxed)
+    );
+}
+
+/// Boot count, kept in the guest's memory outside its image so that it
+/// survives the image being reloaded at reset.
+fn reset(mem_base: u64) {
+    const MAGIC: u64 = 0x5245_5345_5400_0000;
+    let slot = (mem_base + (1 << 20)) as *mut u64;
+    // SAFETY: 1 MiB into our own memory, past this small image.
+    let seen = unsafe { slot.read_volatile() };
+    if seen == MAGIC {
+        unsafe { slot.write_volatile(0) };
+        println!("reset: second boot, after SYSTEM_RESET");
+    } else {
+        unsafe { slot.write_volatile(MAGIC) };
+        println!("reset: first boot, resetting");
+        hvc(PSCI_SYSTEM_RESET, 0, 0, 0);
+        println!("reset: SYSTEM_RESET returned!");
+    }
+}
+
+fn count(n: u32) {
+    for i in 1..=n {
+        for _ in 0..200_000 {
+            core::hint::spin_loop();
+        }
+        println!("count {i}/{n}");
+    }
+}
+
+/// Synchronous exception at EL1: a data abort we provoked is counted and
+/// skipped; anything else is reported and we stop.
+#[no_mangle]
+extern "C" fn on_sync(esr: u64, far: u64, elr: u64) -> u64 {
+    let ec = esr >> 26;
+    if ec == 0x25 {
+        ABORTS.fetch_add(1, Ordering::Relaxed);
+        println!("abort: caught data abort, ESR {esr:#x} FAR {far:#x}");
+        return elr + 4;
+    }
+    on_unexpected(esr, far, elr)
+}
+
+#[no_mangle]
+extern "C" fn on_unexpected(esr: u64, far: u64, elr: u64) -> ! {
+    println!("testguest: unexpected exception ESR {esr:#x} FAR {far:#x} ELR {elr:#x}");
+    hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+    loop {
+        core::hint::spin_loop()
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("testguest: panic: {info}");
+    hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+    loop {
+        core::hint::spin_loop()
+    }
+}
+
+impl Write for uart::Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            self.put(b);
+        }
+        Ok(())
+    }
+}

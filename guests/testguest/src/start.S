@@ -1,0 +1,124 @@
+// Entry of a bare-metal guest under the arm64 Linux boot protocol:
+// x0 = device tree, MMU off, at EL1.
+
+.section .text.head, "ax"
+.global _start
+_start:
+    b       primary
+    .long   0
+    .quad   0                   // text_offset
+    .quad   __image_size        // footprint, stacks included
+    .quad   0xa                 // little-endian, 4 KiB pages, anywhere in RAM
+    .quad   0, 0, 0
+    .ascii  "ARM\x64"
+    .long   0
+
+primary:
+    mov     x19, x0
+    adr     x20, _start         // where we run; we are linked at 0
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+1:  cmp     x1, x2
+    b.hs    2f
+    ldp     x3, x4, [x1], #16   // r_offset, r_info
+    ldr     x5, [x1], #8        // r_addend
+    cmp     x4, #1027           // R_AARCH64_RELATIVE
+    b.ne    1b
+    add     x5, x5, x20
+    str     x5, [x20, x3]
+    b       1b
+2:  adrp    x1, __bss_start
+    add     x1, x1, :lo12:__bss_start
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+3:  cmp     x1, x2
+    b.hs    4f
+    str     xzr, [x1], #8
+    b       3b
+4:  mov     x0, #0
+    bl      cpu_setup
+    mov     x0, x19
+    bl      guest_main
+5:  wfi
+    b       5b
+
+// PSCI CPU_ON entry; x0 = the vCPU's index (the context we passed).
+.global secondary_start
+secondary_start:
+    mov     x19, x0
+    bl      cpu_setup
+    mov     x0, x19
+    bl      guest_secondary
+6:  wfi
+    b       6b
+
+// x0 = vCPU index: FP on, vectors, a stack of 16 KiB per vCPU.
+cpu_setup:
+    mov     x1, #(3 << 20)
+    msr     cpacr_el1, x1
+    adrp    x1, vectors
+    add     x1, x1, :lo12:vectors
+    msr     vbar_el1, x1
+    isb
+    adrp    x1, __stacks_top
+    add     x1, x1, :lo12:__stacks_top
+    lsl     x2, x0, #14
+    sub     sp, x1, x2
+    ret
+
+.macro unexpected
+    .balign 0x80
+    mrs     x0, esr_el1
+    mrs     x1, far_el1
+    mrs     x2, elr_el1
+    b       on_unexpected
+.endm
+
+// Synchronous exceptions at EL1 go to `on_sync`, which returns where to
+// resume; everything else is unexpected in these tests.
+.balign 0x800
+vectors:
+    unexpected
+    unexpected
+    unexpected
+    unexpected
+    .balign 0x80
+    sub     sp, sp, #(20 * 8)
+    stp     x0, x1, [sp, #0]
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x30, [sp, #144]
+    mrs     x0, esr_el1
+    mrs     x1, far_el1
+    mrs     x2, elr_el1
+    bl      on_sync
+    msr     elr_el1, x0
+    b       sync_return
+    unexpected
+    unexpected
+    unexpected
+    .rept 8
+    unexpected
+    .endr
+
+sync_return:
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x30, [sp, #144]
+    add     sp, sp, #(20 * 8)
+    eret

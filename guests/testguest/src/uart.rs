@@ -1,0 +1,38 @@
+//! A polling PL011 driver, found through the device tree.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+static BASE: AtomicU64 = AtomicU64::new(0);
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+pub struct Uart(u64);
+
+pub fn init(base: u64) {
+    BASE.store(base, Ordering::Relaxed);
+}
+
+impl Uart {
+    pub fn put(&mut self, b: u8) {
+        // SAFETY: the PL011 the device tree names; FR at 0x18, DR at 0.
+        unsafe {
+            while core::ptr::read_volatile((self.0 + 0x18) as *const u32) & (1 << 5) != 0 {}
+            core::ptr::write_volatile(self.0 as *mut u32, u32::from(b));
+        }
+    }
+}
+
+/// Prints one line; vCPUs take turns so lines stay whole.
+pub fn print(args: core::fmt::Arguments<'_>) {
+    let base = BASE.load(Ordering::Relaxed);
+    if base == 0 {
+        return;
+    }
+    while LOCK.swap(true, Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    let mut u = Uart(base);
+    let _ = u.write_fmt(args);
+    let _ = u.write_str("\n");
+    LOCK.store(false, Ordering::Release);
+}

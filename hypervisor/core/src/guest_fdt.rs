@@ -1,0 +1,222 @@
+//! Each guest's device tree, generated from its domain's slice of the SDT:
+//! its CPUs (numbered from 0), its memory, its devices, PSCI through HVC,
+//! the timer, the interrupt controller and `chosen`.
+
+use crate::layout::GuestLayout;
+use crate::sdt::{Domain, GicVersion, SystemConfig};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use fdt::Fdt;
+use vm_fdt::FdtWriter;
+
+/// Space reserved for a guest's device tree.
+pub const DTB_MAX: u64 = 64 << 10;
+
+/// Properties not copied from a device node: they name hardware the guest
+/// does not get (power domains, resets, pin control, DMA, IOMMUs) or are
+/// replaced (the interrupt parent is the root's).
+fn dropped(name: &str) -> bool {
+    matches!(
+        name,
+        "interrupt-parent"
+            | "interrupts-extended"
+            | "phandle"
+            | "linux,phandle"
+            | "resets"
+            | "reset-names"
+            | "power-domains"
+            | "pinctrl-names"
+            | "dmas"
+            | "dma-names"
+            | "iommus"
+            | "phys"
+            | "phy-names"
+    ) || name.starts_with("pinctrl-")
+        || name.ends_with("-supply")
+        || name.ends_with("-gpios")
+}
+
+#[derive(Debug)]
+pub struct GuestFdtError(pub String);
+
+impl core::fmt::Display for GuestFdtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<vm_fdt::Error> for GuestFdtError {
+    fn from(e: vm_fdt::Error) -> Self {
+        GuestFdtError(format!("writing the guest device tree: {e}"))
+    }
+}
+
+fn be32(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|c| c.to_be_bytes()).collect()
+}
+
+fn reg_cells(ranges: impl Iterator<Item = (u64, u64)>) -> Vec<u64> {
+    ranges.flat_map(|(b, s)| [b, s]).collect()
+}
+
+fn leaf(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Builds the device tree for `domain` of `sys`, read from `sdt`.
+pub fn build(
+    sdt: &[u8],
+    sys: &SystemConfig,
+    domain: &Domain,
+    layout: &GuestLayout,
+) -> Result<Vec<u8>, GuestFdtError> {
+    let tree = Fdt::new(sdt).map_err(|e| GuestFdtError(format!("SDT: {e:?}")))?;
+    let node = |path: &str| {
+        tree.find_node(path)
+            .ok_or_else(|| GuestFdtError(format!("SDT node {path} vanished")))
+    };
+    let root = node("/")?;
+    let mut w = FdtWriter::new()?;
+    let r = w.begin_node("")?;
+    w.property_string(
+        "model",
+        &format!("Partita domain {} on {}", domain.name, sys.model),
+    )?;
+    if let Some(c) = root.property("compatible") {
+        w.property("compatible", c.value)?;
+    }
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_u32("interrupt-parent", sys.gic.phandle)?;
+
+    let console = domain.console(sys).map(|c| sys.devices[c].path.as_str());
+    let n = w.begin_node("chosen")?;
+    if let Some(args) = &domain.bootargs {
+        w.property_string("bootargs", args)?;
+    }
+    if let Some(c) = console {
+        w.property_string("stdout-path", c)?;
+    }
+    if let Some(i) = layout.initrd {
+        w.property_u64("linux,initrd-start", i.base)?;
+        w.property_u64("linux,initrd-end", i.end())?;
+    }
+    w.end_node(n)?;
+    if let Some(c) = console {
+        let n = w.begin_node("aliases")?;
+        w.property_string("serial0", c)?;
+        w.end_node(n)?;
+    }
+
+    let cpus = w.begin_node("cpus")?;
+    w.property_u32("#address-cells", 1)?;
+    w.property_u32("#size-cells", 0)?;
+    for (v, &p) in domain.cpus.iter().enumerate() {
+        let c = w.begin_node(&format!("cpu@{v:x}"))?;
+        w.property_string("device_type", "cpu")?;
+        if let Some(compat) = node(&sys.cpus[p].path)?.property("compatible") {
+            w.property("compatible", compat.value)?;
+        }
+        w.property_u32("reg", v as u32)?;
+        w.property_string("enable-method", "psci")?;
+        w.end_node(c)?;
+    }
+    w.end_node(cpus)?;
+
+    let n = w.begin_node("psci")?;
+    w.property("compatible", b"arm,psci-1.0\0arm,psci-0.2\0")?;
+    w.property_string("method", "hvc")?;
+    w.end_node(n)?;
+
+    for m in &domain.memory {
+        let n = w.begin_node(&format!("memory@{:x}", m.base))?;
+        w.property_string("device_type", "memory")?;
+        w.property_array_u64("reg", &[m.base, m.size])?;
+        w.end_node(n)?;
+    }
+
+    // The guest's interrupt controller: the distributor where the board has
+    // it, and one redistributor (GICv3) per vCPU; accesses are emulated.
+    let gic = &sys.gic;
+    let n = w.begin_node(leaf(&gic.path))?;
+    w.property(
+        "compatible",
+        node(&gic.path)?
+            .property("compatible")
+            .map_or(&b""[..], |p| p.value),
+    )?;
+    w.property_u32("#interrupt-cells", 3)?;
+    w.property_null("interrupt-controller")?;
+    let regs = match gic.version {
+        GicVersion::V3 => reg_cells(
+            [
+                (gic.regs[0].base, gic.regs[0].size),
+                (gic.regs[1].base, 0x20000 * domain.cpus.len() as u64),
+            ]
+            .into_iter(),
+        ),
+        GicVersion::V2 => reg_cells(gic.regs[..2].iter().map(|r| (r.base, r.size))),
+    };
+    w.property_array_u64("reg", &regs)?;
+    w.property_phandle(gic.phandle)?;
+    w.end_node(n)?;
+
+    let n = w.begin_node("timer")?;
+    w.property("compatible", b"arm,armv8-timer\0")?;
+    let irqs: Vec<u32> = sys.timer_interrupts.iter().flatten().copied().collect();
+    w.property("interrupts", &be32(&irqs))?;
+    w.property_null("always-on")?;
+    w.end_node(n)?;
+
+    // Devices, copied property by property; fixed clocks they name come along.
+    let mut clocks: Vec<u32> = Vec::new();
+    for &i in &domain.devices {
+        let dev = &sys.devices[i];
+        let dn = node(&dev.path)?;
+        let n = w.begin_node(leaf(&dev.path))?;
+        for p in dn.properties().filter(|p| !dropped(p.name)) {
+            if p.name == "clocks" {
+                clocks.extend(
+                    p.value
+                        .chunks_exact(4)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+                );
+            }
+            w.property(p.name, p.value)?;
+        }
+        w.end_node(n)?;
+    }
+    clocks.sort_unstable();
+    clocks.dedup();
+    for ph in clocks {
+        let Some(cn) = tree.find_phandle(ph) else {
+            continue;
+        };
+        let fixed = cn
+            .compatible()
+            .is_some_and(|c| c.all().any(|c| c == "fixed-clock"));
+        if !fixed {
+            return Err(GuestFdtError(format!(
+                "clock {} is not a fixed-clock; only fixed clocks are given to guests",
+                cn.name
+            )));
+        }
+        let n = w.begin_node(cn.name)?;
+        for p in cn.properties().filter(|p| p.name != "phandle") {
+            w.property(p.name, p.value)?;
+        }
+        w.property_phandle(ph)?;
+        w.end_node(n)?;
+    }
+
+    w.end_node(r)?;
+    let blob = w.finish()?;
+    if blob.len() as u64 > DTB_MAX {
+        return Err(GuestFdtError(format!(
+            "device tree of {} bytes exceeds {DTB_MAX}",
+            blob.len()
+        )));
+    }
+    Ok(blob)
+}

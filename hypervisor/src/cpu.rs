@@ -1,0 +1,90 @@
+//! Per-CPU state: each physical CPU's stack, the vCPU it runs, and the
+//! mailbox through which other CPUs ask it to start or stop one.
+
+use crate::arch;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Mutex;
+
+pub const MAX_CPUS: usize = 8;
+const STACK_SIZE: usize = 64 << 10;
+
+/// Work another CPU leaves for this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Start {
+        partition: usize,
+        vcpu: usize,
+        entry: u64,
+        context: u64,
+    },
+    Stop,
+}
+
+pub struct PerCpu {
+    request: Mutex<Option<Request>>,
+    /// (partition + 1) << 8 | vcpu while a vCPU runs here; 0 when parked.
+    running: AtomicUsize,
+    mpidr: AtomicU64,
+}
+
+static CPUS: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        request: Mutex::new(None),
+        running: AtomicUsize::new(0),
+        mpidr: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+/// Stack tops, read by `secondary_entry` before a stack exists.
+#[no_mangle]
+static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+pub fn get(cpu: usize) -> &'static PerCpu {
+    &CPUS[cpu]
+}
+
+/// Allocates CPU `cpu`'s stack (the boot CPU's is in BSS and given here).
+pub fn prepare(cpu: usize, mpidr: u64, stack_top: Option<u64>) {
+    let top = stack_top.unwrap_or_else(|| {
+        let stack = alloc::vec![0u8; STACK_SIZE].leak();
+        stack.as_ptr() as u64 + STACK_SIZE as u64
+    });
+    STACK_TOPS[cpu].store(top, Ordering::Release);
+    CPUS[cpu].mpidr.store(mpidr, Ordering::Relaxed);
+}
+
+pub fn stack_top(cpu: usize) -> u64 {
+    STACK_TOPS[cpu].load(Ordering::Acquire)
+}
+
+impl PerCpu {
+    pub fn mpidr(&self) -> u64 {
+        self.mpidr.load(Ordering::Relaxed)
+    }
+
+    pub fn post(&self, r: Request) {
+        *self.request.lock() = Some(r);
+        arch::send_event();
+    }
+
+    pub fn take(&self) -> Option<Request> {
+        self.request.lock().take()
+    }
+
+    pub fn running(&self) -> Option<(usize, usize)> {
+        match self.running.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(((v >> 8) - 1, v & 0xff)),
+        }
+    }
+
+    pub fn set_running(&self, r: Option<(usize, usize)>) {
+        self.running
+            .store(r.map_or(0, |(p, v)| ((p + 1) << 8) | v), Ordering::Release);
+    }
+}
+
+/// The partition and vCPU this CPU runs.
+pub fn current() -> Option<(usize, usize)> {
+    CPUS[arch::cpu_index()].running()
+}

@@ -1,0 +1,296 @@
+//! Partita: a static partitioning hypervisor for AArch64, at EL2.
+//!
+//! `primary_main` brings the machine up from the System Device Tree in the
+//! boot package; every CPU then waits in `park_loop` for a vCPU to run.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod cpu;
+mod partition;
+mod uart;
+mod vcpu;
+
+use alloc::vec::Vec;
+use arch::gic::GicV3;
+use cpu::Request;
+use log::{error, info, warn};
+use partita_core::package::{self, Package};
+use partita_core::pagetable::{Attrs, PageTable, Regime};
+use partita_core::psci::Power;
+use partita_core::sdt::{self, GicVersion, SystemConfig};
+use partition::Partition;
+
+#[global_allocator]
+static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
+
+/// Everything built at boot, read-only afterwards (mutable state sits
+/// behind each partition's own locks).
+pub struct System {
+    pub config: SystemConfig,
+    pub partitions: Vec<Partition>,
+    pub gic: GicV3,
+}
+
+static SYSTEM: spin::Once<System> = spin::Once::new();
+
+pub fn system() -> &'static System {
+    SYSTEM.get().expect("used only after boot")
+}
+
+/// PSCI function IDs the hypervisor itself calls in firmware.
+const FW_CPU_ON: u32 = 0xc400_0003;
+const FW_SYSTEM_OFF: u32 = 0x8400_0008;
+
+/// The boot package that `partita-tool pack` appended after the image.
+fn boot_package() -> Result<Package<'static>, package::PackageError> {
+    let (_, end) = arch::image_range();
+    let mut need = 16;
+    let len = loop {
+        // SAFETY: the bootloader loaded the whole file, package included,
+        // right after the image; `need` grows only as the table asks.
+        let prefix = unsafe { core::slice::from_raw_parts(end as *const u8, need) };
+        match package::span(prefix) {
+            Ok(len) => break len,
+            Err(package::PackageError::Truncated(n)) if n > need => need = n,
+            Err(e) => return Err(e),
+        }
+    };
+    // SAFETY: as above, now with the length the table states.
+    Package::parse(unsafe { core::slice::from_raw_parts(end as *const u8, len) })
+}
+
+/// Ends the boot with a clear line when the configuration cannot run.
+fn refuse(what: core::fmt::Arguments<'_>) -> ! {
+    error!("{what}");
+    error!("nothing was started; powering off");
+    arch::smc(FW_SYSTEM_OFF, 0, 0, 0);
+    loop {
+        arch::wait_for_event();
+    }
+}
+
+#[no_mangle]
+extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
+    let package = match boot_package() {
+        Ok(p) => p,
+        // No console is known without the SDT: nothing to say it on.
+        Err(_) => loop {
+            arch::wait_for_event();
+        },
+    };
+    let Some(sdt_blob) = package.get(package::SDT) else {
+        loop {
+            arch::wait_for_event()
+        }
+    };
+    let Some(early) = sdt::early(sdt_blob) else {
+        loop {
+            arch::wait_for_event()
+        }
+    };
+    let (image_start, _) = arch::image_range();
+    let heap_start = (arch::image_range().1 + package.len() as u64).next_multiple_of(4096);
+    // SAFETY: the console UART named by the SDT; MMU off, so it is device memory.
+    unsafe { console::init(early.console) };
+    info!("Partita {} starting at EL2", env!("CARGO_PKG_VERSION"));
+    if image_start < early.hypervisor.base || heap_start + (4 << 20) > early.hypervisor.end() {
+        refuse(format_args!(
+            "the hypervisor and its boot package ({:#x}..{:#x}) do not fit its reserved memory {} with a 4 MiB heap",
+            image_start, heap_start, early.hypervisor
+        ));
+    }
+    // SAFETY: from the end of the boot package to the end of the
+    // hypervisor's reserved memory, which nothing else uses.
+    unsafe {
+        HEAP.lock().init(
+            heap_start as usize,
+            (early.hypervisor.end() - heap_start) as usize,
+        )
+    };
+
+    let config = SystemConfig::from_dtb(sdt_blob)
+        .unwrap_or_else(|e| refuse(format_args!("bad System Device Tree: {e}")));
+    info!(
+        "board: {}, {} CPUs, GIC{:?}",
+        config.model,
+        config.cpus.len(),
+        config.gic.version
+    );
+
+    let mpidr = arch::mpidr();
+    let Some(boot_cpu) = config.cpus.iter().position(|c| c.mpidr == mpidr) else {
+        refuse(format_args!(
+            "the boot CPU (MPIDR {mpidr:#x}) is not in the SDT"
+        ));
+    };
+    if config.cpus.len() > cpu::MAX_CPUS {
+        refuse(format_args!(
+            "{} CPUs in the SDT; at most {} supported",
+            config.cpus.len(),
+            cpu::MAX_CPUS
+        ));
+    }
+    arch::set_cpu_index(boot_cpu);
+    enable_mmu(&config);
+
+    if config.gic.version != GicVersion::V3 {
+        refuse(format_args!(
+            "{}: only GICv3 is supported so far",
+            config.gic.path
+        ));
+    }
+    let gic = GicV3::new(
+        config.gic.regs[0].base,
+        config.gic.regs[1].base,
+        config.gic.regs[1].size,
+    );
+    gic.init_distributor();
+    if let Err(e) = gic.init_cpu(mpidr) {
+        refuse(format_args!("{e}"));
+    }
+
+    info!("partitions:");
+    for l in config.partition_table().lines() {
+        info!("{l}");
+    }
+    let mut partitions = Vec::new();
+    for i in 0..config.domains.len() {
+        match Partition::build(i, &config, sdt_blob, &package) {
+            Ok(p) => partitions.push(p),
+            Err(e) => refuse(format_args!("{}: {}", e.path, e.reason)),
+        }
+    }
+    SYSTEM.call_once(|| System {
+        config,
+        partitions,
+        gic,
+    });
+    let sys = system();
+
+    extern "C" {
+        static __boot_stack_top: u8;
+    }
+    // SAFETY: a linker symbol; only its address is taken.
+    cpu::prepare(
+        boot_cpu,
+        mpidr,
+        Some(unsafe { &__boot_stack_top as *const u8 as u64 }),
+    );
+    for (i, c) in sys.config.cpus.iter().enumerate() {
+        if i == boot_cpu {
+            continue;
+        }
+        cpu::prepare(i, c.mpidr, None);
+        let r = arch::smc(FW_CPU_ON, c.mpidr, arch::secondary_entry_point(), i as u64);
+        if r != 0 {
+            warn!(
+                "firmware refused CPU_ON for {} ({:#x}); it stays off",
+                c.path, r as i64
+            );
+        }
+    }
+
+    for p in &sys.partitions {
+        p.power.lock().set(0, Power::OnPending);
+        cpu::get(p.pcpus[0]).post(Request::Start {
+            partition: p.index,
+            vcpu: 0,
+            entry: p.layout.kernel,
+            context: p.layout.dtb,
+        });
+    }
+    park_loop()
+}
+
+/// The identity map: RAM as normal memory, and the devices the hypervisor
+/// drives itself (console, GIC) as device memory.
+fn enable_mmu(sys: &SystemConfig) {
+    let mut tables = arch::mmu::HeapTables;
+    let mut t = PageTable::new(&mut tables, Regime::El2)
+        .unwrap_or_else(|e| refuse(format_args!("EL2 tables: {e:?}")));
+    for r in &sys.ram {
+        t.map(&mut tables, r.base, r.base, r.size, Attrs::RAM)
+            .unwrap_or_else(|e| refuse(format_args!("mapping RAM {r}: {e:?}")));
+    }
+    let console = &sys.devices[sys.console].regs[0];
+    for r in core::iter::once(console).chain(sys.gic.regs.iter()) {
+        let p = r.pages();
+        t.map(&mut tables, p.base, p.base, p.size, Attrs::DEVICE)
+            .unwrap_or_else(|e| refuse(format_args!("mapping device {r}: {e:?}")));
+    }
+    arch::mmu::enable(&t);
+}
+
+#[no_mangle]
+extern "C" fn secondary_main(index: usize) -> ! {
+    arch::set_cpu_index(index);
+    let sys = system();
+    if let Err(e) = sys.gic.init_cpu(arch::mpidr()) {
+        error!("{e}; this CPU stays parked");
+        loop {
+            arch::wait_for_event();
+        }
+    }
+    info!("online (MPIDR {:#x})", arch::mpidr());
+    park_loop()
+}
+
+/// Where a CPU without a running vCPU waits for a start request.
+#[no_mangle]
+pub extern "C" fn park_loop() -> ! {
+    let me = cpu::get(arch::cpu_index());
+    me.set_running(None);
+    loop {
+        if let Some(Request::Start {
+            partition,
+            vcpu,
+            entry,
+            context,
+        }) = me.take()
+        {
+            vcpu::enter(partition, vcpu, entry, context);
+        }
+        arch::wait_for_event();
+    }
+}
+
+/// Called when a partition has stopped: once every partition has, the
+/// machine powers off.
+pub fn maybe_power_off() {
+    let sys = system();
+    if sys.partitions.iter().all(|p| p.power.lock().all_off()) {
+        info!("all partitions are off; powering off");
+        arch::smc(FW_SYSTEM_OFF, 0, 0, 0);
+    }
+}
+
+/// The exception class and registers of a fatal trap, readable by a person.
+pub fn report_fatal(what: &str, frame: &arch::TrapFrame) {
+    let s = arch::syndrome();
+    let ec = partita_core::trap::ec_of(s.esr);
+    let who = match cpu::current() {
+        Some((p, v)) => alloc::format!(" in partition {} vcpu {v}", system().partitions[p].name),
+        None => alloc::string::String::new(),
+    };
+    error!(
+        "{what}{who}: {} (EC {ec:#04x}) ESR {:#x} FAR {:#x} ELR {:#x} SPSR {:#x}",
+        partita_core::trap::ec_name(ec),
+        s.esr,
+        s.far,
+        frame.elr,
+        frame.spsr
+    );
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::emergency(format_args!("PANIC on cpu{}: {info}", arch::cpu_index()));
+    console::emergency(format_args!("this CPU is halted"));
+    loop {
+        arch::wait_for_event();
+    }
+}
