@@ -115,7 +115,7 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
     let config = SystemConfig::from_dtb(sdt_blob)
         .unwrap_or_else(|e| refuse(format_args!("bad System Device Tree: {e}")));
     info!(
-        "board: {}, {} CPUs, GIC{:?}",
+        "board: {}, {} CPUs, {}",
         config.model,
         config.cpus.len(),
         config.gic.version

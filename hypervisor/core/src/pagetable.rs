@@ -342,7 +342,7 @@ pub(crate) mod tests {
             Err(MapError::OutOfRange)
         );
         assert_eq!(
-            t.map(&mut m, u64::MAX & !0xfff, 0, 0x2000, Attrs::RAM),
+            t.map(&mut m, !0xfff, 0, 0x2000, Attrs::RAM),
             Err(MapError::OutOfRange)
         );
         t.map(&mut m, 0x20_0000, 0, 0x20_0000, Attrs::RAM).unwrap();

@@ -86,6 +86,15 @@ pub enum GicVersion {
     V3,
 }
 
+impl fmt::Display for GicVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GicVersion::V2 => "GICv2",
+            GicVersion::V3 => "GICv3",
+        })
+    }
+}
+
 /// The interrupt controller: distributor plus redistributors (GICv3), or
 /// CPU interface, hypervisor control and virtual CPU interface (GICv2).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,7 +306,7 @@ fn ranges(path: &str, v: &[u8], name: &str, ac: usize, sc: usize) -> Result<Vec<
     if !(1..=2).contains(&ac)
         || !(1..=2).contains(&sc)
         || v.is_empty()
-        || v.len() % ((ac + sc) * 4) != 0
+        || !v.len().is_multiple_of((ac + sc) * 4)
     {
         return err(
             path,
@@ -564,7 +573,7 @@ fn read_timer(tree: &Tree<'_, '_>) -> Result<Vec<[u32; 3]>, SdtError> {
         return err("/", "no architected timer (compatible \"arm,armv8-timer\")");
     };
     let v = prop(n.node, "interrupts").unwrap_or(&[]);
-    if v.is_empty() || v.len() % 12 != 0 {
+    if v.is_empty() || !v.len().is_multiple_of(12) {
         return err(
             path,
             "`interrupts` must list the timer's PPIs as 3-cell GIC specifiers",
@@ -706,7 +715,7 @@ fn read_domain_cpus(
     v: &[u8],
 ) -> Result<Vec<usize>, SdtError> {
     let c: Vec<u32> = cells(v).collect();
-    if c.is_empty() || c.len() % 3 != 0 {
+    if c.is_empty() || !c.len().is_multiple_of(3) {
         return err(
             path,
             "`cpus` must be <&cluster cpu-mask execution-level> triplets",
@@ -787,7 +796,7 @@ fn read_access(
     let access: Vec<u32> = prop(n.node, "access")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
-    if access.len() % (1 + flag_cells) != 0 {
+    if !access.len().is_multiple_of(1 + flag_cells) {
         return err(
             path,
             format!("`access` is not a list of <&device> with {flag_cells} flag cells"),

@@ -57,7 +57,7 @@ fn shipped_two_guests_config() {
     assert_eq!((a.name.as_str(), a.id, &a.cpus[..]), ("alpha", 1, &[0][..]));
     assert_eq!((b.name.as_str(), b.id, &b.cpus[..]), ("beta", 2, &[1][..]));
     assert_eq!(a.memory, [Range::new(0x4800_0000, 0x200_0000)]);
-    assert_eq!(a.bootargs.as_deref(), Some("hello"));
+    assert_eq!(a.bootargs.as_deref(), Some("hello calls"));
     assert_eq!(a.kernel, "testguest");
     assert!(a.console(&sys).is_some() && b.console(&sys).is_some());
     let rtc = &sys.devices[a.devices[1]];
@@ -148,7 +148,7 @@ fn refuses_a_mask_beyond_the_cluster() {
 fn refuses_missing_properties() {
     let e = refused(&edit("memory = <0x0 0x4a000000 0x0 0x2000000>;", ""));
     assert_eq!(e, "/domains/beta: missing property `memory`");
-    let e = refused(&edit("partita,kernel = \"testguest\";\n\t\t\tchosen {\n\t\t\t\tbootargs = \"hello\";\n\t\t\t};\n\t\t};\n\n\t\tbeta", "chosen { };\n\t\t};\n\n\t\tbeta"));
+    let e = refused(&edit("partita,kernel = \"testguest\";\n\t\t\tchosen {\n\t\t\t\tbootargs = \"hello calls\";\n\t\t\t};\n\t\t};\n\n\t\tbeta", "chosen { };\n\t\t};\n\n\t\tbeta"));
     assert!(
         e.starts_with("/domains/alpha: missing property `partita,kernel`"),
         "{e}"
@@ -231,7 +231,7 @@ fn guest_device_tree_holds_only_its_domain() {
     let dts = String::from_utf8(out.stdout).unwrap();
     for want in [
         "model = \"Partita domain beta on QEMU virt\"",
-        "bootargs = \"hello\"",
+        "bootargs = \"hello count=5\"",
         "stdout-path = \"/pl011@9000000\"",
         "cpu@0 {",
         "method = \"hvc\"",

@@ -1,0 +1,262 @@
+//! The regression-test harness: builds the images once, boots a scenario
+//! in QEMU with a time limit, and lets tests assert on the serial output.
+//! Every failed assertion prints the tail of the log and the QEMU command.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `scripts/build` once per test process.
+pub fn images() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let st = Command::new(root().join("scripts/build"))
+                .status()
+                .expect("scripts/build runs");
+            assert!(st.success(), "scripts/build failed");
+            root().join("target/images")
+        })
+        .clone()
+}
+
+fn scratch() -> PathBuf {
+    let d = root().join("target/test-scratch");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A System Device Tree for QEMU virt: the board plus `domains`, the body
+/// of a `/domains` node. Compiled with dtc and packed with test guests
+/// under every kernel name it uses.
+pub fn virt_image(name: &str, domains: &str) -> PathBuf {
+    let dts = format!("/dts-v1/;\n/include/ \"board.dtsi\"\n/ {{\n\tdomains {{\n\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n{domains}\n\t}};\n}};\n");
+    image_from_dts(name, &dts, false)
+}
+
+/// Packs `dts` (which may include the board's .dtsi) into a boot image.
+/// `unchecked` skips the tool's own validation, to test the hypervisor's.
+pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
+    let imgs = images();
+    let dir = scratch();
+    let (src, dtb, img) = (
+        dir.join(format!("{name}.dts")),
+        dir.join(format!("{name}.dtb")),
+        dir.join(format!("{name}.img")),
+    );
+    std::fs::write(&src, dts).unwrap();
+    let st = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-i"])
+        .arg(root().join("platform/qemu-virt"))
+        .arg("-o")
+        .arg(&dtb)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "dtc failed on {}", src.display());
+    // Every kernel and initrd the tree names is a test guest here.
+    let mut kernels: Vec<&str> = ["partita,kernel = \"", "partita,initrd = \""]
+        .iter()
+        .flat_map(|p| dts.split(p).skip(1).filter_map(|s| s.split('"').next()))
+        .collect();
+    kernels.sort();
+    kernels.dedup();
+    let mut cmd = Command::new(root().join("target/release/partita-tool"));
+    cmd.arg("pack")
+        .arg("--hypervisor")
+        .arg(imgs.join("partita.bin"))
+        .arg("--sdt")
+        .arg(&dtb);
+    for k in kernels {
+        cmd.arg("--image")
+            .arg(format!("{k}={}", imgs.join("testguest.bin").display()));
+    }
+    if unchecked {
+        cmd.arg("--unchecked");
+    }
+    let out = cmd.arg("-o").arg(&img).output().unwrap();
+    assert!(
+        out.status.success(),
+        "pack failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img
+}
+
+/// One test-guest domain for `virt_image`.
+pub fn domain(name: &str, id: u32, cpu_mask: u32, mem_base: u64, bootargs: &str) -> String {
+    format!(
+        "\t\t{name} {{\n\t\t\tcompatible = \"openamp,domain-v1\";\n\t\t\tid = <{id}>;\n\t\t\tos,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 {cpu_mask:#x} 0x1>;\n\t\t\tmemory = <0x0 {mem_base:#x} 0x0 0x2000000>;\n\t\t\t#access-flags-cells = <1>;\n\t\t\taccess = <&uart0 0x1>;\n\t\t\tpartita,kernel = \"testguest\";\n\t\t\tchosen {{\n\t\t\t\tbootargs = \"{bootargs}\";\n\t\t\t}};\n\t\t}};\n"
+    )
+}
+
+/// What one QEMU run printed, and how it ended.
+pub struct Run {
+    pub output: String,
+    pub exit: Option<i32>,
+    pub timed_out: bool,
+    pub command: String,
+}
+
+/// Boots `image` on QEMU virt and collects the serial output until QEMU
+/// exits or `limit` passes.
+pub fn boot(image: &Path, limit: Duration) -> Run {
+    boot_with(image, limit, &[], None)
+}
+
+/// As `boot`, with extra environment for qemu/virt and bytes fed to the
+/// serial input once `after` appears in the output.
+pub fn boot_with(
+    image: &Path,
+    limit: Duration,
+    env: &[(&str, &str)],
+    input: Option<(&str, &[u8])>,
+) -> Run {
+    let script = root().join("qemu/virt");
+    let mut cmd = Command::new(&script);
+    cmd.arg(image).args(["-monitor", "none"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let command = format!(
+        "{} {} {}",
+        env.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        script.display(),
+        image.display()
+    );
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu/virt starts");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut fed = input.is_none();
+    let mut stdin = child.stdin.take();
+    let mut timed_out = false;
+    let exit = loop {
+        while let Ok(chunk) = rx.try_recv() {
+            out.extend_from_slice(&chunk);
+        }
+        if let (false, Some((after, bytes))) = (fed, input) {
+            if String::from_utf8_lossy(&out).contains(after) {
+                use std::io::Write;
+                if let Some(s) = stdin.as_mut() {
+                    for b in bytes {
+                        let _ = s.write_all(&[*b]);
+                        let _ = s.flush();
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                fed = true;
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            timed_out = true;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    while let Ok(chunk) = rx.try_recv() {
+        out.extend_from_slice(&chunk);
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let mut output = String::from_utf8_lossy(&out).replace('\r', "");
+    if !err.is_empty() {
+        output.push_str(&format!("\n--- qemu stderr ---\n{err}"));
+    }
+    Run {
+        output,
+        exit,
+        timed_out,
+        command,
+    }
+}
+
+impl Run {
+    fn fail(&self, why: &str) -> ! {
+        let lines: Vec<&str> = self.output.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        panic!(
+            "{why}\n--- last {} lines of the serial log ---\n{tail}\n--- command: {} (exit {:?}{}) ---",
+            lines.len().min(40),
+            self.command,
+            self.exit,
+            if self.timed_out { ", timed out" } else { "" }
+        );
+    }
+
+    /// The index of the first line containing `text`.
+    pub fn line(&self, text: &str) -> usize {
+        self.output
+            .lines()
+            .position(|l| l.contains(text))
+            .unwrap_or_else(|| self.fail(&format!("no line contains `{text}`")))
+    }
+
+    pub fn has(&self, text: &str) -> bool {
+        self.output.contains(text)
+    }
+
+    /// Asserts each text appears on a line, in this order.
+    pub fn expect_in_order(&self, texts: &[&str]) {
+        let mut from = 0;
+        let lines: Vec<&str> = self.output.lines().collect();
+        for t in texts {
+            match lines[from..].iter().position(|l| l.contains(t)) {
+                Some(i) => from += i + 1,
+                None => self.fail(&format!("no line contains `{t}` after line {from}")),
+            }
+        }
+    }
+
+    pub fn expect_absent(&self, text: &str) {
+        if self.output.contains(text) {
+            self.fail(&format!("unexpected `{text}`"));
+        }
+    }
+
+    /// QEMU exited by itself with status 0: every partition powered off.
+    pub fn expect_clean_exit(&self) {
+        if self.timed_out || self.exit != Some(0) {
+            self.fail("QEMU did not power off cleanly");
+        }
+    }
+
+    pub fn lines_with(&self, text: &str) -> Vec<&str> {
+        self.output.lines().filter(|l| l.contains(text)).collect()
+    }
+}
+
+/// The time limit for a scenario: boots take well under a second of host
+/// time, so this only catches hangs.
+pub const LIMIT: Duration = Duration::from_secs(60);
