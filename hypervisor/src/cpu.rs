@@ -2,7 +2,7 @@
 //! mailbox through which other CPUs ask it to start or stop one.
 
 use crate::arch;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 pub const MAX_CPUS: usize = 8;
@@ -25,6 +25,9 @@ pub struct PerCpu {
     /// (partition + 1) << 8 | vcpu while a vCPU runs here; 0 when parked.
     running: AtomicUsize,
     mpidr: AtomicU64,
+    /// The running vCPU has new pending virtual interrupts to load into
+    /// list registers before it resumes.
+    flush: AtomicBool,
 }
 
 static CPUS: [PerCpu; MAX_CPUS] = [const {
@@ -32,6 +35,7 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
         request: Mutex::new(None),
         running: AtomicUsize::new(0),
         mpidr: AtomicU64::new(0),
+        flush: AtomicBool::new(false),
     }
 }; MAX_CPUS];
 
@@ -69,6 +73,14 @@ impl PerCpu {
 
     pub fn take(&self) -> Option<Request> {
         self.request.lock().take()
+    }
+
+    pub fn request_flush(&self) {
+        self.flush.store(true, Ordering::Relaxed);
+    }
+
+    pub fn take_flush(&self) -> bool {
+        self.flush.swap(false, Ordering::Relaxed)
     }
 
     pub fn running(&self) -> Option<(usize, usize)> {

@@ -10,12 +10,13 @@ extern crate alloc;
 mod arch;
 mod console;
 mod cpu;
+mod irq;
 mod partition;
 mod uart;
 mod vcpu;
 
 use alloc::vec::Vec;
-use arch::gic::GicV3;
+use arch::gic::Gic;
 use cpu::Request;
 use log::{error, info, warn};
 use partita_core::package::{self, Package};
@@ -32,7 +33,19 @@ static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::Lo
 pub struct System {
     pub config: SystemConfig,
     pub partitions: Vec<Partition>,
-    pub gic: GicV3,
+    pub gic: Gic,
+    /// Which partition owns each passed-through SPI.
+    spi_owners: Vec<Option<u16>>,
+}
+
+impl System {
+    pub fn spi_owner(&self, intid: u32) -> Option<usize> {
+        self.spi_owners
+            .get(intid as usize)
+            .copied()
+            .flatten()
+            .map(usize::from)
+    }
 }
 
 static SYSTEM: spin::Once<System> = spin::Once::new();
@@ -137,17 +150,19 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
     arch::set_cpu_index(boot_cpu);
     enable_mmu(&config);
 
-    if config.gic.version != GicVersion::V3 {
-        refuse(format_args!(
-            "{}: only GICv3 is supported so far",
-            config.gic.path
-        ));
-    }
-    let gic = GicV3::new(
-        config.gic.regs[0].base,
-        config.gic.regs[1].base,
-        config.gic.regs[1].size,
-    );
+    let r = &config.gic.regs;
+    let gic = match config.gic.version {
+        GicVersion::V3 => Gic::V3 {
+            gicd: r[0].base,
+            gicr: r[1].base,
+            gicr_size: r[1].size,
+        },
+        GicVersion::V2 => Gic::V2 {
+            gicd: r[0].base,
+            gicc: r[1].base,
+            gich: r[2].base,
+        },
+    };
     gic.init_distributor();
     if let Err(e) = gic.init_cpu(mpidr) {
         refuse(format_args!("{e}"));
@@ -158,9 +173,18 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
         info!("{l}");
     }
     let mut partitions = Vec::new();
+    let lines = gic.lines();
+    let mut spi_owners = alloc::vec![None; lines as usize];
     for i in 0..config.domains.len() {
-        match Partition::build(i, &config, sdt_blob, &package) {
-            Ok(p) => partitions.push(p),
+        match Partition::build(i, &config, sdt_blob, &package, lines) {
+            Ok(p) => {
+                for &spi in &p.hw_spis {
+                    if let Some(o) = spi_owners.get_mut(spi as usize) {
+                        *o = Some(i as u16);
+                    }
+                }
+                partitions.push(p)
+            }
             Err(e) => refuse(format_args!("{}: {}", e.path, e.reason)),
         }
     }
@@ -168,6 +192,7 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
         config,
         partitions,
         gic,
+        spi_owners,
     });
     let sys = system();
 

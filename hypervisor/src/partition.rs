@@ -9,13 +9,17 @@ use partita_core::layout::{self, GuestLayout};
 use partita_core::package::Package;
 use partita_core::pagetable::{Attrs, PageTable};
 use partita_core::psci::PowerStates;
+use partita_core::sdt::GicVersion;
 use partita_core::sdt::{Domain, Range, SystemConfig};
+use partita_core::vgic::{self, Vgic};
 use partita_core::vuart::{LineBuffer, VirtualPl011};
 use spin::Mutex;
 
 /// The emulated console UART of one partition.
 pub struct VirtualConsole {
     pub base: u64,
+    /// Its interrupt, emulated (level-sensitive).
+    pub spi: Option<u32>,
     pub state: Mutex<(VirtualPl011, LineBuffer)>,
 }
 
@@ -33,6 +37,13 @@ pub struct Partition {
     pub kernel: &'static [u8],
     pub initrd: Option<&'static [u8]>,
     pub console: Option<VirtualConsole>,
+    pub vgic: Mutex<Vgic>,
+    /// Guest addresses of the emulated distributor and (GICv3) redistributors.
+    pub gic_dist: u64,
+    pub gic_redist: u64,
+    /// Passed-through SPIs.
+    pub hw_spis: Vec<u32>,
+    pub gic_lines: u32,
 }
 
 /// A configuration the SDT allowed but the boot package or memory cannot
@@ -55,6 +66,7 @@ impl Partition {
         sys: &SystemConfig,
         sdt: &[u8],
         package: &Package<'static>,
+        gic_lines: u32,
     ) -> Result<Partition, BuildError> {
         let d = &sys.domains[index];
         let kernel = package.get(&d.kernel).ok_or_else(|| {
@@ -88,16 +100,47 @@ impl Partition {
             s2.map(&mut tables, m.base, m.base, m.size, Attrs::RAM)
                 .map_err(|e| fail(d, alloc::format!("mapping memory {m}: {e:?}")))?;
         }
+        let version = match sys.gic.version {
+            GicVersion::V3 => vgic::Version::V3,
+            GicVersion::V2 => vgic::Version::V2,
+        };
+        let mut vgic = crate::irq::new_vgic(d.cpus.len(), version, gic_lines);
+        let (gic_dist, gic_redist) = match sys.gic.version {
+            GicVersion::V3 => (sys.gic.regs[0].base, sys.gic.regs[1].base),
+            GicVersion::V2 => {
+                // The guest's CPU interface is the hardware's virtual one.
+                let (gicc, gicv) = (sys.gic.regs[1], sys.gic.regs[3]);
+                let size = gicc.size.min(gicv.size) & !0xfff;
+                s2.map(&mut tables, gicc.base, gicv.base, size, Attrs::DEVICE)
+                    .map_err(|e| {
+                        fail(
+                            d,
+                            alloc::format!("mapping the virtual CPU interface: {e:?}"),
+                        )
+                    })?;
+                (sys.gic.regs[0].base, 0)
+            }
+        };
         let mut console = None;
+        let mut hw_spis = Vec::new();
         for &i in &d.devices {
             let dev = &sys.devices[i];
             if dev.is_console {
                 // Left unmapped: every access traps and is emulated.
+                let spi = dev.spis.first().copied();
+                if let Some(spi) = spi {
+                    vgic.own_spi(spi, false);
+                }
                 console = Some(VirtualConsole {
                     base: dev.regs[0].base,
+                    spi,
                     state: Mutex::new(Default::default()),
                 });
                 continue;
+            }
+            for &spi in &dev.spis {
+                vgic.own_spi(spi, true);
+                hw_spis.push(spi);
             }
             for r in &dev.regs {
                 let p = r.pages();
@@ -118,6 +161,11 @@ impl Partition {
             kernel,
             initrd,
             console,
+            vgic: Mutex::new(vgic),
+            gic_dist,
+            gic_redist,
+            gic_lines,
+            hw_spis,
         };
         p.load();
         Ok(p)
@@ -139,6 +187,38 @@ impl Partition {
             copy(r.base, i);
         }
         copy(self.layout.dtb, &self.dtb);
+    }
+
+    /// Raises or lowers the emulated console's interrupt to match its state.
+    pub fn resample_console(&self) {
+        let Some(con) = &self.console else { return };
+        let Some(spi) = con.spi else { return };
+        let level = con.state.lock().0.irq_pending();
+        let mut g = self.vgic.lock();
+        if level {
+            g.raise(0, spi, &mut crate::irq::Hw { p: self });
+        } else {
+            g.lower(0, spi);
+        }
+    }
+
+    /// Back to the state of a fresh boot: passed-through interrupts off and
+    /// a new virtual GIC (after the partition stopped).
+    pub fn reset_interrupts(&self) {
+        let mut g = self.vgic.lock();
+        let version = match crate::system().config.gic.version {
+            GicVersion::V3 => vgic::Version::V3,
+            GicVersion::V2 => vgic::Version::V2,
+        };
+        let mut fresh = crate::irq::new_vgic(self.pcpus.len(), version, self.gic_lines);
+        for &spi in &self.hw_spis {
+            crate::system().gic.set_enabled(spi, 0, false);
+            fresh.own_spi(spi, true);
+        }
+        if let Some(spi) = self.console.as_ref().and_then(|c| c.spi) {
+            fresh.own_spi(spi, false);
+        }
+        *g = fresh;
     }
 
     pub fn owns(&self, addr: u64, len: u64) -> bool {

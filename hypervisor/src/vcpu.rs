@@ -3,12 +3,17 @@
 
 use crate::arch::{self, gic::SGI_KICK, TrapFrame, VcpuSetup};
 use crate::cpu::{self, Request};
+use crate::irq;
 use crate::partition::Partition;
 use crate::{report_fatal, system};
 use log::{debug, info, warn};
 use partita_core::psci::{self, Action, Power};
-use partita_core::trap::{MmioAccess, Trap};
+use partita_core::trap::{sysreg, MmioAccess, Trap};
 use partita_core::vuart::Effect;
+
+const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
+const ICC_ASGI1R_EL1: u32 = sysreg(3, 1, 12, 11, 6);
+const ICC_SGI0R_EL1: u32 = sysreg(3, 2, 12, 11, 7);
 
 /// Partita's own hypercalls (SMCCC vendor-specific hypervisor service).
 const HVC_NULL: u64 = 0xc600_0000;
@@ -37,20 +42,38 @@ fn current() -> (&'static Partition, usize) {
 extern "C" fn guest_sync(frame: &mut TrapFrame) {
     let (p, vcpu) = current();
     let s = arch::syndrome();
-    match Trap::decode(&s) {
+    handle_sync(frame, p, vcpu, &s);
+    irq::flush_if_needed();
+}
+
+fn handle_sync(
+    frame: &mut TrapFrame,
+    p: &'static Partition,
+    vcpu: usize,
+    s: &partita_core::trap::Syndrome,
+) {
+    match Trap::decode(s) {
         Trap::Hvc { .. } => call(frame, p, vcpu),
         Trap::Smc { .. } => {
             // A trapped SMC returns to the SMC itself (ELR points at it).
             frame.elr += 4;
             call(frame, p, vcpu)
         }
-        Trap::Mmio(a) => mmio(frame, p, a, s.far),
+        Trap::Mmio(a) => mmio(frame, p, vcpu, a, s.far),
         Trap::DataAbort { ipa, write, fsc } => {
             warn!("{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
                 p.name, if write { "write" } else { "read" });
             arch::inject_data_abort(frame, s.far, write);
         }
         Trap::Wfx => frame.elr += 4,
+        Trap::SysReg(r) if !r.read && r.id == ICC_SGI1R_EL1 => {
+            irq::sgi1r(p, vcpu, frame.reg(r.reg));
+            frame.elr += 4;
+        }
+        Trap::SysReg(r) if !r.read && (r.id == ICC_SGI0R_EL1 || r.id == ICC_ASGI1R_EL1) => {
+            debug!("{}: vcpu {vcpu} Group 0 or secure SGI ignored", p.name);
+            frame.elr += 4;
+        }
         Trap::InstructionAbort { .. } | Trap::SysReg(_) | Trap::Other { .. } => {
             report_fatal("unhandled guest exception", frame);
             stop_partition(p, "stopped after an unhandled exception")
@@ -60,18 +83,7 @@ extern "C" fn guest_sync(frame: &mut TrapFrame) {
 
 #[no_mangle]
 extern "C" fn guest_irq(_frame: &mut TrapFrame) {
-    let gic = &system().gic;
-    while let Some(id) = gic.ack() {
-        gic.eoi(id);
-        if id == SGI_KICK {
-            if let Some(Request::Stop) = cpu::get(arch::cpu_index()).take() {
-                cpu::get(arch::cpu_index()).set_running(None);
-                arch::park(cpu::stack_top(arch::cpu_index()));
-            }
-        } else {
-            debug!("spurious physical interrupt {id}");
-        }
-    }
+    irq::handle_physical();
 }
 
 #[no_mangle]
@@ -96,11 +108,7 @@ extern "C" fn el2_fatal(frame: &mut TrapFrame) -> ! {
 
 #[no_mangle]
 extern "C" fn el2_irq(_frame: &mut TrapFrame) {
-    // The hypervisor runs with interrupts masked; nothing is expected here.
-    let gic = &system().gic;
-    while let Some(id) = gic.ack() {
-        gic.eoi(id);
-    }
+    irq::handle_physical();
 }
 
 /// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED.
@@ -162,7 +170,7 @@ fn stop_siblings(p: &Partition) {
     for &c in p.pcpus.iter().filter(|&&c| c != me) {
         if cpu::get(c).running().is_some_and(|(q, _)| q == p.index) {
             cpu::get(c).post(Request::Stop);
-            system().gic.send_sgi(cpu::get(c).mpidr(), SGI_KICK);
+            system().gic.send_sgi(cpu::get(c).mpidr(), c, SGI_KICK);
             while cpu::get(c).running().is_some() {
                 core::hint::spin_loop();
             }
@@ -173,6 +181,7 @@ fn stop_siblings(p: &Partition) {
 /// Ends partition `p` (SYSTEM_OFF, or a fault it caused); the others run on.
 pub fn stop_partition(p: &Partition, why: &str) -> ! {
     stop_siblings(p);
+    p.reset_interrupts();
     info!("{}: {why}", p.name);
     crate::maybe_power_off();
     let me = arch::cpu_index();
@@ -183,6 +192,7 @@ pub fn stop_partition(p: &Partition, why: &str) -> ! {
 /// SYSTEM_RESET: stop, reload the images, start vCPU 0 again.
 fn reset_partition(p: &Partition, vcpu: usize) -> ! {
     stop_siblings(p);
+    p.reset_interrupts();
     info!("{}: reset by vcpu {vcpu}; reloading its images", p.name);
     p.load();
     p.power.lock().set(0, Power::OnPending);
@@ -202,7 +212,11 @@ fn reset_partition(p: &Partition, vcpu: usize) -> ! {
 }
 
 /// A trapped load or store: the partition's emulated devices, or an abort.
-fn mmio(frame: &mut TrapFrame, p: &Partition, a: MmioAccess, far: u64) {
+fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
+    if irq::emulate(frame, p, vcpu, &a) {
+        frame.elr += 4;
+        return;
+    }
     if let Some(con) = p
         .console
         .as_ref()
@@ -234,6 +248,8 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, a: MmioAccess, far: u64) {
             });
             frame.set_reg(a.reg, a.load_result(u64::from(v)));
         }
+        drop(st);
+        p.resample_console();
         frame.elr += 4;
         return;
     }

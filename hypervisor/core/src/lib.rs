@@ -13,4 +13,5 @@ pub mod pagetable;
 pub mod psci;
 pub mod sdt;
 pub mod trap;
+pub mod vgic;
 pub mod vuart;

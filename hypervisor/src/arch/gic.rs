@@ -1,104 +1,158 @@
-//! The physical GICv3: the hypervisor's own interrupts (inter-processor
-//! requests) are taken at EL2 as Group 1 non-secure interrupts.
+//! The physical GIC, version 3 or 2 behind one interface: the hypervisor's
+//! own interrupts, passed-through interrupts forwarded to guests, and the
+//! virtual CPU interface's list registers.
+//!
+//! Interrupts are taken at EL2 with EOImode 1: the hypervisor's EOI only
+//! drops priority. Its own interrupts it deactivates itself; forwarded ones
+//! stay active until the guest's EOI deactivates them through the list
+//! register's hardware bit.
 
 use core::arch::asm;
-use tock_registers::interfaces::{Readable, Writeable};
-use tock_registers::register_structs;
-use tock_registers::registers::{ReadOnly, ReadWrite};
+use partita_core::vgic::lr;
 
-register_structs! {
-    Gicd {
-        (0x0000 => ctlr: ReadWrite<u32>),
-        (0x0004 => typer: ReadOnly<u32>),
-        (0x0008 => _reserved0),
-        (0x0080 => igroupr: [ReadWrite<u32>; 32]),
-        (0x0100 => isenabler: [ReadWrite<u32>; 32]),
-        (0x0180 => icenabler: [ReadWrite<u32>; 32]),
-        (0x0200 => _reserved1),
-        (0x10000 => @END),
-    }
-}
-
-register_structs! {
-    GicrRd {
-        (0x0000 => ctlr: ReadWrite<u32>),
-        (0x0004 => iidr: ReadOnly<u32>),
-        (0x0008 => typer: ReadOnly<u64>),
-        (0x0010 => _reserved0),
-        (0x0014 => waker: ReadWrite<u32>),
-        (0x0018 => _reserved1),
-        (0x10000 => @END),
-    }
-}
-
-register_structs! {
-    GicrSgi {
-        (0x0000 => _reserved0),
-        (0x0080 => igroupr0: ReadWrite<u32>),
-        (0x0084 => _reserved1),
-        (0x0100 => isenabler0: ReadWrite<u32>),
-        (0x0104 => _reserved2),
-        (0x0180 => icenabler0: ReadWrite<u32>),
-        (0x0184 => _reserved3),
-        (0x0400 => ipriorityr: [ReadWrite<u32>; 8]),
-        (0x0420 => _reserved4),
-        (0x10000 => @END),
-    }
-}
-
-const GICD_CTLR_RWP: u32 = 1 << 31;
-const GICD_CTLR_ARE_NS: u32 = 1 << 4;
-const GICD_CTLR_ENABLE_G1NS: u32 = 1 << 1;
-const GICR_WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
-const GICR_WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
-const GICR_TYPER_LAST: u64 = 1 << 4;
-const GICR_FRAME: u64 = 0x20000;
-
-/// The hypervisor's software-generated interrupt: "look at your mailbox".
+/// The hypervisor's "look at your mailbox" SGI.
 pub const SGI_KICK: u32 = 0;
+/// The virtual CPU interface's maintenance interrupt (PPI 9).
+pub const MAINTENANCE: u32 = 25;
+const PRIORITY: u32 = 0xa0;
 
-pub struct GicV3 {
-    gicd: u64,
-    gicr: u64,
-    gicr_size: u64,
+// Distributor (both versions).
+const GICD_CTLR: u64 = 0x000;
+const GICD_ISENABLER: u64 = 0x100;
+const GICD_ICENABLER: u64 = 0x180;
+const GICD_IGROUPR: u64 = 0x080;
+const GICD_IPRIORITYR: u64 = 0x400;
+const GICD_ITARGETSR: u64 = 0x800;
+const GICD_SGIR: u64 = 0xf00;
+const GICD_IROUTER: u64 = 0x6000;
+// GICv3 redistributor frames.
+const GICR_TYPER: u64 = 0x0008;
+const GICR_WAKER: u64 = 0x0014;
+const GICR_SGI: u64 = 0x10000;
+const GICR_FRAME: u64 = 0x20000;
+// GICv2 CPU interface and virtual interface control.
+const GICC_CTLR: u64 = 0x000;
+const GICC_PMR: u64 = 0x004;
+const GICC_IAR: u64 = 0x00c;
+const GICC_EOIR: u64 = 0x010;
+const GICC_DIR: u64 = 0x1000;
+const GICH_HCR: u64 = 0x000;
+const GICH_VTR: u64 = 0x004;
+const GICH_VMCR: u64 = 0x008;
+const GICH_EISR0: u64 = 0x020;
+const GICH_ELRSR0: u64 = 0x030;
+const GICH_APR: u64 = 0x0f0;
+const GICH_LR: u64 = 0x100;
+
+fn rd(addr: u64) -> u32 {
+    // SAFETY: every address passed here lies in a GIC frame from the SDT,
+    // mapped Device in the EL2 identity map for the hypervisor's life.
+    unsafe { (addr as *const u32).read_volatile() }
 }
 
-fn gicd(base: u64) -> &'static Gicd {
-    // SAFETY: `base` is the distributor from the SDT, mapped Device by the
-    // EL2 identity map for the hypervisor's whole life.
-    unsafe { &*(base as *const Gicd) }
+fn wr(addr: u64, v: u32) {
+    // SAFETY: as in `rd`.
+    unsafe { (addr as *mut u32).write_volatile(v) }
 }
 
-impl GicV3 {
-    pub const fn new(gicd: u64, gicr: u64, gicr_size: u64) -> Self {
-        GicV3 {
-            gicd,
-            gicr,
-            gicr_size,
+fn wr64(addr: u64, v: u64) {
+    // SAFETY: as in `rd`.
+    unsafe { (addr as *mut u64).write_volatile(v) }
+}
+
+macro_rules! sysreg {
+    (read $r:literal) => {{
+        let v: u64;
+        // SAFETY: a GIC system register read at EL2; no memory effects.
+        unsafe { asm!(concat!("mrs {}, ", $r), out(reg) v, options(nomem, nostack)) };
+        v
+    }};
+    (write $r:literal, $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: a GIC system register write at EL2; no memory effects.
+        unsafe { asm!(concat!("msr ", $r, ", {}"), in(reg) v, options(nomem, nostack)) };
+    }};
+}
+
+macro_rules! ich_lr {
+    ($op:ident, $n:expr $(, $v:expr)?) => {
+        match $n {
+            0 => sysreg!($op "S3_4_C12_C12_0" $(, $v)?),
+            1 => sysreg!($op "S3_4_C12_C12_1" $(, $v)?),
+            2 => sysreg!($op "S3_4_C12_C12_2" $(, $v)?),
+            3 => sysreg!($op "S3_4_C12_C12_3" $(, $v)?),
+            4 => sysreg!($op "S3_4_C12_C12_4" $(, $v)?),
+            5 => sysreg!($op "S3_4_C12_C12_5" $(, $v)?),
+            6 => sysreg!($op "S3_4_C12_C12_6" $(, $v)?),
+            _ => sysreg!($op "S3_4_C12_C12_7" $(, $v)?),
+        }
+    };
+}
+
+/// Where the GIC's frames are, from the SDT.
+pub enum Gic {
+    V3 {
+        gicd: u64,
+        gicr: u64,
+        gicr_size: u64,
+    },
+    V2 {
+        gicd: u64,
+        gicc: u64,
+        gich: u64,
+    },
+}
+
+impl Gic {
+    /// Once, on the boot CPU: the distributor on, every SPI off.
+    pub fn init_distributor(&self) {
+        match *self {
+            Gic::V3 { gicd, .. } => {
+                wr(gicd + GICD_CTLR, 0);
+                while rd(gicd + GICD_CTLR) & (1 << 31) != 0 {}
+                for i in 1..32 {
+                    wr(gicd + GICD_ICENABLER + 4 * i, u32::MAX);
+                    wr(gicd + GICD_IGROUPR + 4 * i, u32::MAX);
+                }
+                // ARE_NS and EnableGrp1NS.
+                wr(gicd + GICD_CTLR, (1 << 4) | (1 << 1));
+                while rd(gicd + GICD_CTLR) & (1 << 31) != 0 {}
+            }
+            Gic::V2 { gicd, .. } => {
+                wr(gicd + GICD_CTLR, 0);
+                for i in 1..32 {
+                    wr(gicd + GICD_ICENABLER + 4 * i, u32::MAX);
+                }
+                // Both groups: without security extensions (QEMU) interrupts
+                // reset to Group 0; behind a secure monitor (ZynqMP) the
+                // non-secure view has only bit 0.
+                wr(gicd + GICD_CTLR, 0b11);
+            }
         }
     }
 
-    /// Once, on the boot CPU: affinity routing and Group 1 on.
-    pub fn init_distributor(&self) {
-        let d = gicd(self.gicd);
-        d.ctlr.set(0);
-        while d.ctlr.get() & GICD_CTLR_RWP != 0 {}
-        d.ctlr.set(GICD_CTLR_ARE_NS | GICD_CTLR_ENABLE_G1NS);
-        while d.ctlr.get() & GICD_CTLR_RWP != 0 {}
+    /// Interrupt lines the distributor implements (GICD_TYPER).
+    pub fn lines(&self) -> u32 {
+        let (Gic::V3 { gicd, .. } | Gic::V2 { gicd, .. }) = *self;
+        ((rd(gicd + 0x004) & 0x1f) + 1) * 32
     }
 
-    /// This CPU's redistributor, found by its affinity.
     fn redistributor(&self, mpidr: u64) -> Option<u64> {
+        let Gic::V3 {
+            gicr, gicr_size, ..
+        } = *self
+        else {
+            return None;
+        };
         let aff = ((mpidr >> 8) & 0xff_0000_0000) | (mpidr & 0xff_ffff);
-        let mut frame = self.gicr;
-        while frame < self.gicr + self.gicr_size {
+        let mut frame = gicr;
+        while frame < gicr + gicr_size {
             // SAFETY: inside the redistributor region, mapped Device.
-            let rd = unsafe { &*(frame as *const GicrRd) };
-            let typer = rd.typer.get();
+            let typer = unsafe { ((frame + GICR_TYPER) as *const u64).read_volatile() };
             if typer >> 32 == aff {
                 return Some(frame);
             }
-            if typer & GICR_TYPER_LAST != 0 {
+            if typer & (1 << 4) != 0 {
                 break;
             }
             frame += GICR_FRAME;
@@ -106,71 +160,240 @@ impl GicV3 {
         None
     }
 
-    /// On every CPU: wake its redistributor, enable the kick SGI, and turn on
-    /// the system-register CPU interface at EL2.
+    /// On every CPU: its banked interrupts, its CPU interface at EL2 with
+    /// EOImode 1, and the virtual CPU interface's maintenance interrupt.
     pub fn init_cpu(&self, mpidr: u64) -> Result<(), &'static str> {
-        let frame = self
-            .redistributor(mpidr)
-            .ok_or("no GICv3 redistributor for this CPU")?;
-        // SAFETY: as in `redistributor`; the SGI frame follows RD_base.
-        let (rd, sgi) = unsafe {
-            (
-                &*(frame as *const GicrRd),
-                &*((frame + 0x10000) as *const GicrSgi),
-            )
+        let banked = match *self {
+            Gic::V3 { .. } => {
+                let f = self
+                    .redistributor(mpidr)
+                    .ok_or("no GICv3 redistributor for this CPU")?;
+                wr(f + GICR_WAKER, rd(f + GICR_WAKER) & !0b10);
+                while rd(f + GICR_WAKER) & 0b100 != 0 {}
+                let sgi = f + GICR_SGI;
+                wr(sgi + GICD_ICENABLER, u32::MAX);
+                wr(sgi + GICD_IGROUPR, u32::MAX);
+                sgi
+            }
+            Gic::V2 { gicd, .. } => {
+                wr(gicd + GICD_ICENABLER, u32::MAX);
+                gicd
+            }
         };
-        rd.waker.set(rd.waker.get() & !GICR_WAKER_PROCESSOR_SLEEP);
-        while rd.waker.get() & GICR_WAKER_CHILDREN_ASLEEP != 0 {}
-        sgi.icenabler0.set(u32::MAX);
-        sgi.igroupr0.set(u32::MAX);
-        for p in sgi.ipriorityr.iter() {
-            p.set(0x8080_8080);
+        for i in 0..8 {
+            wr(banked + GICD_IPRIORITYR + 4 * i, PRIORITY * 0x0101_0101);
         }
-        sgi.isenabler0.set(1 << SGI_KICK);
-        // SAFETY: ICC_SRE_EL2 = SRE | Enable (lower ELs may use system
-        // registers too); then priority mask open, EOI drops and deactivates,
-        // Group 1 on. No memory effects.
-        unsafe {
-            asm!(
-                "msr S3_4_C12_C9_5, {sre}",
-                "isb",
-                "msr S3_0_C4_C6_0, {pmr}",
-                "msr S3_0_C12_C12_4, xzr",
-                "msr S3_0_C12_C12_7, {one}",
-                "isb",
-                sre = in(reg) 0b1001u64,
-                pmr = in(reg) 0xffu64,
-                one = in(reg) 1u64,
-                options(nostack)
-            );
+        wr(
+            banked + GICD_ISENABLER,
+            (1 << SGI_KICK) | (1 << MAINTENANCE),
+        );
+        match *self {
+            Gic::V3 { .. } => {
+                // ICC_SRE_EL2: SRE, and Enable so EL1 may use its system registers.
+                sysreg!(write "S3_4_C12_C9_5", 0b1001);
+                // SAFETY: synchronises the SRE change.
+                unsafe { asm!("isb", options(nomem, nostack)) };
+                sysreg!(write "S3_0_C4_C6_0", 0xff); // ICC_PMR_EL1
+                sysreg!(write "S3_0_C12_C12_4", 0b10); // ICC_CTLR_EL1.EOImode
+                sysreg!(write "S3_0_C12_C12_7", 1); // ICC_IGRPEN1_EL1
+            }
+            Gic::V2 { gicc, .. } => {
+                wr(gicc + GICC_PMR, 0xff);
+                // Enable, and EOImode for both groups (bits 9 and 10 without
+                // security extensions; the non-secure view has bit 9 only).
+                wr(gicc + GICC_CTLR, 0b11 | (1 << 9) | (1 << 10));
+            }
         }
         Ok(())
     }
 
-    /// Sends SGI `intid` to the CPU with affinity `mpidr`.
-    pub fn send_sgi(&self, mpidr: u64, intid: u32) {
-        let aff0 = mpidr & 0xf;
-        let aff1 = (mpidr >> 8) & 0xff;
-        let aff2 = (mpidr >> 16) & 0xff;
-        let aff3 = (mpidr >> 32) & 0xff;
-        let v = (aff3 << 48) | (aff2 << 32) | (u64::from(intid) << 24) | (aff1 << 16) | (1 << aff0);
-        // SAFETY: ICC_SGI1R_EL1 write; the dsb orders the mailbox stores before it.
-        unsafe { asm!("dsb ishst", "msr S3_0_C12_C11_5, {}", "isb", in(reg) v, options(nostack)) };
+    /// Sends SGI `intid` to the CPU with affinity `mpidr` (GICv3) or CPU
+    /// interface number `index` (GICv2).
+    pub fn send_sgi(&self, mpidr: u64, index: usize, intid: u32) {
+        match *self {
+            Gic::V3 { .. } => {
+                let v = (((mpidr >> 32) & 0xff) << 48)
+                    | (((mpidr >> 16) & 0xff) << 32)
+                    | (u64::from(intid) << 24)
+                    | (((mpidr >> 8) & 0xff) << 16)
+                    | (1 << (mpidr & 0xf));
+                // SAFETY: orders the mailbox stores before the SGI.
+                unsafe { asm!("dsb ishst", options(nostack)) };
+                sysreg!(write "S3_0_C12_C11_5", v); // ICC_SGI1R_EL1
+            }
+            Gic::V2 { gicd, .. } => {
+                // SAFETY: as above.
+                unsafe { asm!("dsb ishst", options(nostack)) };
+                wr(gicd + GICD_SGIR, (1 << (16 + index)) | intid);
+            }
+        }
     }
 
-    /// Acknowledges the highest-priority pending interrupt, if any.
+    /// Acknowledges the highest-priority pending interrupt, if any, and
+    /// drops the running priority.
     pub fn ack(&self) -> Option<u32> {
-        let iar: u64;
-        // SAFETY: ICC_IAR1_EL1 read.
-        unsafe { asm!("mrs {}, S3_0_C12_C12_0", out(reg) iar, options(nostack)) };
-        let id = (iar & 0xff_ffff) as u32;
-        (id < 1020).then_some(id)
+        let id = match *self {
+            Gic::V3 { .. } => sysreg!(read "S3_0_C12_C12_0") as u32 & 0xff_ffff,
+            Gic::V2 { gicc, .. } => rd(gicc + GICC_IAR) & 0x3ff,
+        };
+        if id >= 1020 {
+            return None;
+        }
+        match *self {
+            Gic::V3 { .. } => sysreg!(write "S3_0_C12_C12_1", u64::from(id)),
+            Gic::V2 { gicc, .. } => wr(gicc + GICC_EOIR, id),
+        }
+        Some(id)
     }
 
-    pub fn eoi(&self, intid: u32) {
-        // SAFETY: ICC_EOIR1_EL1 write of an acknowledged INTID.
-        unsafe {
-            asm!("msr S3_0_C12_C12_1, {}", "isb", in(reg) u64::from(intid), options(nostack))
-        };
+    /// Deactivates an interrupt the hypervisor handled itself.
+    pub fn deactivate(&self, id: u32) {
+        match *self {
+            Gic::V3 { .. } => sysreg!(write "S3_0_C12_C11_1", u64::from(id)), // ICC_DIR_EL1
+            Gic::V2 { gicc, .. } => wr(gicc + GICC_DIR, id),
+        }
+    }
+
+    /// Enables or disables a physical SPI, or the PPI of the CPU `mpidr`.
+    pub fn set_enabled(&self, intid: u32, mpidr: u64, on: bool) {
+        let reg = if on { GICD_ISENABLER } else { GICD_ICENABLER };
+        let bit = 1 << (intid % 32);
+        match *self {
+            Gic::V3 { gicd, .. } if intid >= 32 => {
+                wr(
+                    gicd + GICD_IPRIORITYR + u64::from(intid & !3),
+                    PRIORITY * 0x0101_0101,
+                );
+                wr(gicd + reg + 4 * u64::from(intid / 32), bit);
+            }
+            Gic::V3 { .. } => {
+                if let Some(f) = self.redistributor(mpidr) {
+                    wr(f + GICR_SGI + reg, bit);
+                }
+            }
+            // GICv2 PPIs are banked: only the CPU itself can reach its own.
+            Gic::V2 { gicd, .. } => {
+                if intid >= 32 {
+                    wr(
+                        gicd + GICD_IPRIORITYR + u64::from(intid & !3),
+                        PRIORITY * 0x0101_0101,
+                    );
+                }
+                wr(gicd + reg + 4 * u64::from(intid / 32), bit);
+            }
+        }
+    }
+
+    /// Routes a physical SPI to the CPU `mpidr` (GICv3) or interface `index`.
+    pub fn route(&self, intid: u32, mpidr: u64, index: usize) {
+        match *self {
+            Gic::V3 { gicd, .. } => wr64(
+                gicd + GICD_IROUTER + 8 * u64::from(intid),
+                mpidr & 0xff_00ff_ffff,
+            ),
+            Gic::V2 { gicd, .. } => {
+                let a = gicd + GICD_ITARGETSR + u64::from(intid & !3);
+                let shift = 8 * (intid % 4);
+                wr(a, (rd(a) & !(0xff << shift)) | ((1 << index) << shift));
+            }
+        }
+    }
+
+    // The virtual CPU interface of this CPU.
+
+    pub fn lr_count(&self) -> usize {
+        match *self {
+            Gic::V3 { .. } => (sysreg!(read "S3_4_C12_C11_1") & 0x1f) as usize + 1,
+            Gic::V2 { gich, .. } => (rd(gich + GICH_VTR) & 0x3f) as usize + 1,
+        }
+        .min(8)
+    }
+
+    pub fn read_lr(&self, i: usize) -> u64 {
+        match *self {
+            Gic::V3 { .. } => ich_lr!(read, i),
+            Gic::V2 { gich, .. } => u64::from(rd(gich + GICH_LR + 4 * i as u64)),
+        }
+    }
+
+    pub fn write_lr(&self, i: usize, v: u64) {
+        match *self {
+            Gic::V3 { .. } => ich_lr!(write, i, v),
+            Gic::V2 { gich, .. } => wr(gich + GICH_LR + 4 * i as u64, v as u32),
+        }
+    }
+
+    /// Bitmap of list registers that hold nothing.
+    pub fn empty_lrs(&self) -> u32 {
+        match *self {
+            Gic::V3 { .. } => sysreg!(read "S3_4_C12_C11_5") as u32,
+            Gic::V2 { gich, .. } => rd(gich + GICH_ELRSR0),
+        }
+    }
+
+    /// Bitmap of list registers whose interrupt the guest EOId and that
+    /// asked for a maintenance interrupt then.
+    pub fn eoi_lrs(&self) -> u32 {
+        match *self {
+            Gic::V3 { .. } => sysreg!(read "S3_4_C12_C11_3") as u32,
+            Gic::V2 { gich, .. } => rd(gich + GICH_EISR0),
+        }
+    }
+
+    /// Turns the virtual CPU interface on, optionally with the underflow
+    /// maintenance interrupt (more pending than list registers).
+    pub fn set_virtual_interface(&self, underflow: bool) {
+        let hcr = 1 | (u64::from(underflow) << 1);
+        match *self {
+            Gic::V3 { .. } => sysreg!(write "S3_4_C12_C11_0", hcr),
+            Gic::V2 { gich, .. } => wr(gich + GICH_HCR, hcr as u32),
+        }
+    }
+
+    /// A clean virtual CPU interface for a vCPU's first instruction.
+    pub fn reset_virtual_interface(&self) {
+        for i in 0..self.lr_count() {
+            self.write_lr(i, 0);
+        }
+        match *self {
+            Gic::V3 { .. } => {
+                sysreg!(write "S3_4_C12_C9_0", 0); // ICH_AP1R0_EL2
+                sysreg!(write "S3_4_C12_C8_0", 0); // ICH_AP0R0_EL2
+                sysreg!(write "S3_4_C12_C11_7", 0); // ICH_VMCR_EL2
+            }
+            Gic::V2 { gich, .. } => {
+                wr(gich + GICH_APR, 0);
+                wr(gich + GICH_VMCR, 0);
+            }
+        }
+        self.set_virtual_interface(false);
+    }
+
+    pub fn lr_encode(&self, e: &partita_core::vgic::LrEntry) -> u64 {
+        match self {
+            Gic::V3 { .. } => lr::encode_v3(e),
+            Gic::V2 { .. } => lr::encode_v2(e),
+        }
+    }
+
+    pub fn lr_intid(&self, v: u64) -> u32 {
+        match self {
+            Gic::V3 { .. } => lr::intid_v3(v),
+            Gic::V2 { .. } => lr::intid_v2(v),
+        }
+    }
+
+    pub fn lr_state(&self, v: u64) -> u64 {
+        match self {
+            Gic::V3 { .. } => lr::state_v3(v),
+            Gic::V2 { .. } => lr::state_v2(v),
+        }
+    }
+
+    pub fn lr_with_state(&self, v: u64, s: u64) -> u64 {
+        match self {
+            Gic::V3 { .. } => lr::with_state_v3(v, s),
+            Gic::V2 { .. } => lr::with_state_v2(v, s),
+        }
     }
 }

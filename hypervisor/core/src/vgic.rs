@@ -1,0 +1,848 @@
+//! The virtual GIC of one partition: distributor and (GICv3) redistributor
+//! registers as state, and the choice of what goes into the list registers.
+//!
+//! A partition sees and changes only its own interrupts: SGIs and PPIs of
+//! its vCPUs, and the SPIs of its devices (passed through or emulated).
+//! Every other interrupt reads as zero and ignores writes. Hardware effects
+//! (enabling a passed-through interrupt, routing it, telling a vCPU it has
+//! work) go through [`Backend`], so all of this runs in host tests.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+/// Interrupt IDs below this are SGIs (0-15) and PPIs (16-31), banked per vCPU.
+pub const SPI_BASE: u32 = 32;
+/// The highest INTID plus one that a distributor can have.
+pub const MAX_INTID: u32 = 1020;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Irq {
+    owned: bool,
+    /// Passed through: the physical interrupt with the same INTID backs it.
+    hw: bool,
+    enabled: bool,
+    /// Waiting for a list register.
+    pending: bool,
+    edge: bool,
+    group1: bool,
+    priority: u8,
+    /// SPIs: the vCPU it is routed to.
+    target: u8,
+}
+
+/// A virtual interrupt to put in a list register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LrEntry {
+    pub intid: u32,
+    pub priority: u8,
+    /// The physical interrupt with the same INTID is deactivated by the
+    /// guest's EOI.
+    pub hw: bool,
+    pub group1: bool,
+    /// Ask for a maintenance interrupt at EOI (level-sensitive emulated
+    /// interrupts, whose line is sampled again then).
+    pub eoi_maintenance: bool,
+    /// GICv2 SGIs: the sending vCPU.
+    pub source: u8,
+}
+
+/// What the vGIC needs done in hardware.
+pub trait Backend {
+    /// A passed-through SPI, or a PPI of `vcpu`, is enabled or disabled.
+    fn hw_enable(&mut self, intid: u32, vcpu: usize, on: bool);
+    /// A passed-through SPI now goes to `vcpu`'s physical CPU.
+    fn hw_route(&mut self, intid: u32, vcpu: usize);
+    /// `vcpu` has a new pending interrupt: load it now if it runs here,
+    /// or signal its CPU.
+    fn notify(&mut self, vcpu: usize);
+}
+
+/// A register access the vGIC does not implement (logged, read as zero).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unhandled;
+
+pub struct Vgic {
+    version: Version,
+    vcpus: usize,
+    /// Interrupt lines the distributor reports (a multiple of 32).
+    lines: u32,
+    ctlr: u32,
+    spis: Vec<Irq>,
+    banked: Vec<[Irq; 32]>,
+    /// GICv2: sender of each pending SGI, per vCPU.
+    sgi_source: Vec<[u8; 16]>,
+    /// GICv3 GICR_WAKER.ProcessorSleep per vCPU.
+    asleep: Vec<bool>,
+}
+
+const PRIORITY_DEFAULT: u8 = 0xa0;
+
+impl Vgic {
+    /// A vGIC with `vcpus` vCPUs and `lines` interrupt lines. SGIs and PPIs
+    /// are owned; SPIs are added with [`Vgic::own_spi`].
+    pub fn new(version: Version, vcpus: usize, lines: u32) -> Self {
+        let lines = lines.clamp(64, MAX_INTID + 4).next_multiple_of(32);
+        let ppi = Irq {
+            owned: true,
+            group1: version == Version::V3,
+            priority: PRIORITY_DEFAULT,
+            ..Default::default()
+        };
+        let mut banked = [ppi; 32];
+        for sgi in banked.iter_mut().take(16) {
+            sgi.enabled = version == Version::V2; // GICv2 SGIs are always enabled
+            sgi.edge = true;
+        }
+        Vgic {
+            version,
+            vcpus,
+            lines,
+            ctlr: 0,
+            spis: vec![Irq::default(); (lines - SPI_BASE) as usize],
+            banked: vec![banked; vcpus],
+            sgi_source: vec![[0; 16]; vcpus],
+            asleep: vec![true; vcpus],
+        }
+    }
+
+    /// Gives the partition SPI `intid`; `hw` if a physical one backs it.
+    pub fn own_spi(&mut self, intid: u32, hw: bool) {
+        if let Some(i) = self.spis.get_mut((intid.wrapping_sub(SPI_BASE)) as usize) {
+            *i = Irq {
+                owned: true,
+                hw,
+                priority: PRIORITY_DEFAULT,
+                group1: self.version == Version::V3,
+                ..Default::default()
+            };
+        }
+    }
+
+    /// Marks PPI `intid` as backed by the physical PPI of each vCPU's CPU
+    /// (the virtual timer).
+    pub fn own_hw_ppi(&mut self, intid: u32) {
+        for b in &mut self.banked {
+            if let Some(i) = b.get_mut(intid as usize) {
+                i.hw = true;
+            }
+        }
+    }
+
+    pub fn vcpus(&self) -> usize {
+        self.vcpus
+    }
+
+    fn irq(&self, vcpu: usize, intid: u32) -> Option<&Irq> {
+        let i = if intid < SPI_BASE {
+            self.banked.get(vcpu)?.get(intid as usize)?
+        } else {
+            self.spis.get((intid - SPI_BASE) as usize)?
+        };
+        i.owned.then_some(i)
+    }
+
+    fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
+        let i = if intid < SPI_BASE {
+            self.banked.get_mut(vcpu)?.get_mut(intid as usize)?
+        } else {
+            self.spis.get_mut((intid - SPI_BASE) as usize)?
+        };
+        i.owned.then_some(i)
+    }
+
+    fn target_of(&self, vcpu: usize, intid: u32) -> usize {
+        if intid < SPI_BASE {
+            vcpu
+        } else {
+            self.irq(vcpu, intid).map_or(0, |i| usize::from(i.target))
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.ctlr
+            & if self.version == Version::V3 {
+                0b10
+            } else {
+                0b1
+            }
+            != 0
+    }
+
+    /// Makes `intid` pending for `vcpu` (SGIs, PPIs) or its target (SPIs):
+    /// a physical interrupt that arrived, or an emulated device's.
+    pub fn raise(&mut self, vcpu: usize, intid: u32, be: &mut impl Backend) {
+        let Some(irq) = self.irq_mut(vcpu, intid) else {
+            return;
+        };
+        irq.pending = true;
+        let t = self.target_of(vcpu, intid);
+        if self.deliverable(t, intid) {
+            be.notify(t);
+        }
+    }
+
+    /// A level-sensitive emulated line went low before it was taken.
+    pub fn lower(&mut self, vcpu: usize, intid: u32) {
+        if let Some(irq) = self.irq_mut(vcpu, intid) {
+            irq.pending = false;
+        }
+    }
+
+    /// An SGI from `from` to every vCPU in `targets` (a bitmap).
+    pub fn send_sgi(&mut self, from: usize, targets: u32, intid: u32, be: &mut impl Backend) {
+        if intid >= 16 {
+            return;
+        }
+        for t in (0..self.vcpus).filter(|t| targets & (1 << t) != 0) {
+            self.sgi_source[t][intid as usize] = from as u8;
+            self.raise(t, intid, be);
+        }
+    }
+
+    fn deliverable(&self, vcpu: usize, intid: u32) -> bool {
+        self.irq(vcpu, intid)
+            .is_some_and(|i| i.pending && i.enabled)
+            && (self.enabled() || intid < SPI_BASE)
+    }
+
+    /// The highest-priority interrupt ready for `vcpu`, taken off the
+    /// pending set to go into a list register.
+    pub fn next_for_lr(&mut self, vcpu: usize) -> Option<LrEntry> {
+        let mut best: Option<(u32, u8)> = None;
+        let mut consider = |intid: u32, irq: &Irq| {
+            if irq.owned && irq.pending && irq.enabled && best.is_none_or(|(_, p)| irq.priority < p)
+            {
+                best = Some((intid, irq.priority));
+            }
+        };
+        for (i, irq) in self.banked.get(vcpu)?.iter().enumerate() {
+            consider(i as u32, irq);
+        }
+        if self.enabled() {
+            for (i, irq) in self
+                .spis
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| usize::from(i.target) == vcpu)
+            {
+                consider(i as u32 + SPI_BASE, irq);
+            }
+        }
+        let (intid, _) = best?;
+        let source = if intid < 16 {
+            self.sgi_source[vcpu][intid as usize]
+        } else {
+            0
+        };
+        let irq = self.irq_mut(vcpu, intid)?;
+        irq.pending = false;
+        Some(LrEntry {
+            intid,
+            priority: irq.priority,
+            hw: irq.hw,
+            group1: irq.group1,
+            eoi_maintenance: !irq.hw && !irq.edge && intid >= SPI_BASE,
+            source,
+        })
+    }
+
+    /// Whether `vcpu` still has interrupts waiting for a list register.
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        (0..32).any(|i| self.deliverable(vcpu, i))
+            || (self.enabled()
+                && self
+                    .spis
+                    .iter()
+                    .any(|i| i.owned && i.pending && i.enabled && usize::from(i.target) == vcpu))
+    }
+
+    /// Distributor access by `vcpu` at `off` (GICD, 64 KiB).
+    pub fn dist_access(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        width: u8,
+        write: Option<u64>,
+        be: &mut impl Backend,
+    ) -> Result<u64, Unhandled> {
+        let v3 = self.version == Version::V3;
+        match off {
+            0x000 => match write {
+                Some(v) => {
+                    let was = self.enabled();
+                    // GICv3: EnableGrp1A (bit 1) and ARE_NS (bit 4, fixed on).
+                    self.ctlr = if v3 {
+                        (v as u32 & 0b10) | 0x10
+                    } else {
+                        v as u32 & 1
+                    };
+                    if !was && self.enabled() {
+                        for t in 0..self.vcpus {
+                            if self.has_pending(t) {
+                                be.notify(t);
+                            }
+                        }
+                    }
+                    Ok(0)
+                }
+                None => Ok(u64::from(if v3 { self.ctlr | 0x10 } else { self.ctlr })),
+            },
+            0x004 => {
+                let it_lines = u64::from(self.lines / 32 - 1);
+                Ok(if v3 {
+                    it_lines | (9 << 19)
+                } else {
+                    it_lines | ((self.vcpus as u64 - 1) << 5)
+                })
+            }
+            0x008 => Ok(0x43b), // IIDR: implementer ARM
+            0x080..=0x0ff => self.bits(vcpu, off - 0x080, 1, write, v3, |i| &mut i.group1, be),
+            0x100..=0x17f => self.enable_bits(vcpu, off - 0x100, write.map(|v| (v, true)), v3, be),
+            0x180..=0x1ff => self.enable_bits(vcpu, off - 0x180, write.map(|v| (v, false)), v3, be),
+            0x200..=0x27f => self.pend_bits(vcpu, off - 0x200, write.map(|v| (v, true)), v3, be),
+            0x280..=0x2ff => self.pend_bits(vcpu, off - 0x280, write.map(|v| (v, false)), v3, be),
+            // Active state lives in the list registers; the set reads as
+            // zero and writes are ignored.
+            0x300..=0x3ff => Ok(0),
+            0x400..=0x7fb => self.bytes(vcpu, off - 0x400, width, write, v3, be, Field::Priority),
+            0x800..=0xbfb if !v3 => {
+                self.bytes(vcpu, off - 0x800, width, write, false, be, Field::Target)
+            }
+            0xc00..=0xcff => self.config(vcpu, off - 0xc00, write, v3),
+            0xf00 if !v3 => {
+                if let Some(v) = write {
+                    let filter = (v >> 24) & 3;
+                    let all = (1u32 << self.vcpus) - 1;
+                    let targets = match filter {
+                        0 => (v >> 16) as u32 & 0xff,
+                        1 => all & !(1 << vcpu),
+                        2 => 1 << vcpu,
+                        _ => 0,
+                    };
+                    self.send_sgi(vcpu, targets, v as u32 & 0xf, be);
+                }
+                Ok(0)
+            }
+            0xf10..=0xf2f if !v3 => Ok(0),
+            0x6100..=0x7fd8 if v3 => self.router(vcpu, off - 0x6000, write, be),
+            0xffe8 => Ok(if v3 { 0x3b } else { 0x2b }), // PIDR2: architecture revision
+            0xffd0..=0xfffc => Ok(0),
+            _ => Err(Unhandled),
+        }
+    }
+
+    /// Redistributor access to the frame of `vcpu` at `off` (GICv3: RD_base
+    /// then SGI_base, 128 KiB per vCPU).
+    pub fn redist_access(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        width: u8,
+        write: Option<u64>,
+        be: &mut impl Backend,
+    ) -> Result<u64, Unhandled> {
+        if vcpu >= self.vcpus {
+            return Err(Unhandled);
+        }
+        match off {
+            0x0000 => Ok(0),     // CTLR: no LPIs
+            0x0004 => Ok(0x43b), // IIDR
+            0x0008 => {
+                let last = if vcpu + 1 == self.vcpus { 1 << 4 } else { 0 };
+                let typer = ((vcpu as u64) << 32) | ((vcpu as u64) << 8) | last;
+                Ok(if width == 4 {
+                    typer & 0xffff_ffff
+                } else {
+                    typer
+                })
+            }
+            0x000c => Ok(vcpu as u64), // upper half of TYPER: affinity
+            0x0014 => {
+                if let Some(v) = write {
+                    self.asleep[vcpu] = v & 0b10 != 0;
+                }
+                let s = u64::from(self.asleep[vcpu]);
+                Ok((s << 1) | (s << 2))
+            }
+            0xffe8 => Ok(0x3b),
+            0xffd0..=0xfffc => Ok(0),
+            0x10080 => self.bits(vcpu, 0, 1, write, false, |i| &mut i.group1, be),
+            0x10100 => self.enable_bits(vcpu, 0, write.map(|v| (v, true)), false, be),
+            0x10180 => self.enable_bits(vcpu, 0, write.map(|v| (v, false)), false, be),
+            0x10200 => self.pend_bits(vcpu, 0, write.map(|v| (v, true)), false, be),
+            0x10280 => self.pend_bits(vcpu, 0, write.map(|v| (v, false)), false, be),
+            0x10300..=0x1037f => Ok(0),
+            0x10400..=0x1041f => self.bytes(
+                vcpu,
+                off - 0x10400,
+                width,
+                write,
+                false,
+                be,
+                Field::Priority,
+            ),
+            0x10c00..=0x10c07 => self.config(vcpu, off - 0x10c00, write, false),
+            0x10d00 => Ok(0), // IGRPMODR0
+            _ => Err(Unhandled),
+        }
+    }
+
+    /// Registers with one bit per interrupt, starting at INTID `32 * (off / 4)`.
+    /// With `spi_only` (GICv3 distributor) the banked first word is RAZ/WI.
+    #[allow(clippy::too_many_arguments)]
+    fn bits(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        _w: u8,
+        write: Option<u64>,
+        spi_only: bool,
+        field: fn(&mut Irq) -> &mut bool,
+        _be: &mut impl Backend,
+    ) -> Result<u64, Unhandled> {
+        let base = (off / 4) as u32 * 32;
+        if spi_only && base < SPI_BASE {
+            return Ok(0);
+        }
+        let mut r = 0u64;
+        for bit in 0..32 {
+            if let Some(irq) = self.irq_mut(vcpu, base + bit) {
+                if let Some(v) = write {
+                    *field(irq) = v & (1 << bit) != 0;
+                }
+                r |= u64::from(*field(irq)) << bit;
+            }
+        }
+        Ok(r)
+    }
+
+    fn enable_bits(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        write: Option<(u64, bool)>,
+        spi_only: bool,
+        be: &mut impl Backend,
+    ) -> Result<u64, Unhandled> {
+        let base = (off / 4) as u32 * 32;
+        if spi_only && base < SPI_BASE {
+            return Ok(0);
+        }
+        let mut r = 0u64;
+        for bit in 0..32 {
+            let intid = base + bit;
+            let target = self.target_of(vcpu, intid);
+            let v2_sgi = self.version == Version::V2 && intid < 16;
+            let Some(irq) = self.irq_mut(vcpu, intid) else {
+                continue;
+            };
+            if let Some((v, set)) = write {
+                if v & (1 << bit) != 0 && !v2_sgi && irq.enabled != set {
+                    irq.enabled = set;
+                    if irq.hw {
+                        be.hw_enable(intid, target, set);
+                    }
+                    if set && self.deliverable(target, intid) {
+                        be.notify(target);
+                    }
+                }
+            }
+            r |= u64::from(self.irq(vcpu, intid).is_some_and(|i| i.enabled)) << bit;
+        }
+        Ok(r)
+    }
+
+    fn pend_bits(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        write: Option<(u64, bool)>,
+        spi_only: bool,
+        be: &mut impl Backend,
+    ) -> Result<u64, Unhandled> {
+        let base = (off / 4) as u32 * 32;
+        if spi_only && base < SPI_BASE {
+            return Ok(0);
+        }
+        let mut r = 0u64;
+        for bit in 0..32 {
+            let intid = base + bit;
+            let Some(irq) = self.irq(vcpu, intid) else {
+                continue;
+            };
+            // Pending state of passed-through interrupts is the hardware's.
+            let hw = irq.hw;
+            if let Some((v, set)) = write.filter(|(v, _)| v & (1 << bit) != 0 && !hw) {
+                let _ = v;
+                if set {
+                    self.raise(vcpu, intid, be);
+                } else {
+                    self.lower(vcpu, intid);
+                }
+            }
+            r |= u64::from(self.irq(vcpu, intid).is_some_and(|i| i.pending)) << bit;
+        }
+        Ok(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bytes(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        width: u8,
+        write: Option<u64>,
+        spi_only: bool,
+        be: &mut impl Backend,
+        f: Field,
+    ) -> Result<u64, Unhandled> {
+        let mut r = 0u64;
+        for b in 0..u64::from(width.min(8)) {
+            let intid = (off + b) as u32;
+            if spi_only && intid < SPI_BASE {
+                continue;
+            }
+            let Some(irq) = self.irq(vcpu, intid).copied() else {
+                continue;
+            };
+            let cur = match f {
+                Field::Priority => irq.priority,
+                Field::Target if intid < SPI_BASE => 1 << vcpu,
+                Field::Target => 1 << irq.target,
+            };
+            let mut now = cur;
+            if let Some(v) = write {
+                let byte = (v >> (8 * b)) as u8;
+                match f {
+                    Field::Priority => now = byte,
+                    // A GICv2 target mask: its lowest vCPU that exists.
+                    Field::Target if intid >= SPI_BASE && byte != 0 => {
+                        let t = byte.trailing_zeros() as usize;
+                        if t < self.vcpus {
+                            now = 1 << t;
+                            self.retarget(vcpu, intid, t, be);
+                        }
+                    }
+                    Field::Target => {}
+                }
+                if let (Field::Priority, Some(i)) = (f, self.irq_mut(vcpu, intid)) {
+                    i.priority = now;
+                }
+            }
+            r |= u64::from(now) << (8 * b);
+        }
+        Ok(r)
+    }
+
+    fn retarget(&mut self, vcpu: usize, intid: u32, t: usize, be: &mut impl Backend) {
+        let Some(irq) = self.irq_mut(vcpu, intid) else {
+            return;
+        };
+        if usize::from(irq.target) == t {
+            return;
+        }
+        irq.target = t as u8;
+        if irq.hw {
+            be.hw_route(intid, t);
+        }
+        if self.deliverable(t, intid) {
+            be.notify(t);
+        }
+    }
+
+    fn config(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        write: Option<u64>,
+        spi_only: bool,
+    ) -> Result<u64, Unhandled> {
+        let base = (off / 4) as u32 * 16;
+        if spi_only && base < SPI_BASE {
+            // SGIs are edge-triggered, PPIs as configured by the hardware.
+            return Ok(if base == 0 { 0xaaaa_aaaa } else { 0 });
+        }
+        let mut r = 0u64;
+        for i in 0..16 {
+            let intid = base + i;
+            let Some(irq) = self.irq_mut(vcpu, intid) else {
+                continue;
+            };
+            if let Some(v) = write.filter(|_| intid >= 16) {
+                irq.edge = v & (2 << (2 * i)) != 0;
+            }
+            r |= u64::from(irq.edge) << (2 * i + 1);
+        }
+        Ok(r)
+    }
+
+    /// GICD_IROUTER<n>: Aff0 is the vCPU.
+    fn router(
+        &mut self,
+        vcpu: usize,
+        off: u64,
+        write: Option<u64>,
+        be: &mut impl Backend,
+    ) -> Result<u64, Unhandled> {
+        let intid = (off / 8) as u32;
+        let Some(irq) = self.irq(vcpu, intid) else {
+            return Ok(0);
+        };
+        let cur = irq.target;
+        if let Some(v) = write.filter(|_| off % 8 == 0) {
+            let t = (v & 0xff) as usize;
+            if v & (1 << 31) == 0 && t < self.vcpus {
+                self.retarget(vcpu, intid, t, be);
+            }
+        }
+        Ok(u64::from(self.irq(vcpu, intid).map_or(cur, |i| i.target)))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Priority,
+    Target,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Rec {
+        enables: Vec<(u32, usize, bool)>,
+        routes: Vec<(u32, usize)>,
+        notified: Vec<usize>,
+    }
+
+    impl Backend for Rec {
+        fn hw_enable(&mut self, intid: u32, vcpu: usize, on: bool) {
+            self.enables.push((intid, vcpu, on));
+        }
+        fn hw_route(&mut self, intid: u32, vcpu: usize) {
+            self.routes.push((intid, vcpu));
+        }
+        fn notify(&mut self, vcpu: usize) {
+            self.notified.push(vcpu);
+        }
+    }
+
+    fn v3() -> (Vgic, Rec) {
+        let mut g = Vgic::new(Version::V3, 2, 288);
+        g.own_spi(34, true);
+        g.own_spi(33, false);
+        g.own_hw_ppi(27);
+        (g, Rec::default())
+    }
+
+    #[test]
+    fn a_partition_cannot_touch_interrupts_it_does_not_own() {
+        let (mut g, mut be) = v3();
+        // SPI 39 (word 1, bit 7) belongs to someone else.
+        assert_eq!(g.dist_access(0, 0x104, 4, Some(1 << 7), &mut be), Ok(0));
+        assert_eq!(g.dist_access(0, 0x104, 4, None, &mut be), Ok(0));
+        assert_eq!(g.dist_access(0, 0x400 + 39, 1, Some(0x10), &mut be), Ok(0));
+        assert_eq!(
+            g.dist_access(0, 0x6000 + 8 * 39, 8, Some(1), &mut be),
+            Ok(0)
+        );
+        assert!(be.enables.is_empty() && be.routes.is_empty());
+        g.raise(0, 39, &mut be);
+        assert_eq!(g.next_for_lr(0), None);
+    }
+
+    #[test]
+    fn enabling_a_passed_through_spi_enables_the_physical_one() {
+        let (mut g, mut be) = v3();
+        g.dist_access(0, 0x104, 4, Some(1 << 2), &mut be).unwrap();
+        assert_eq!(be.enables, [(34, 0, true)]);
+        assert_eq!(g.dist_access(0, 0x104, 4, None, &mut be), Ok(1 << 2));
+        g.dist_access(0, 0x184, 4, Some(1 << 2), &mut be).unwrap();
+        assert_eq!(be.enables[1], (34, 0, false));
+        g.dist_access(0, 0x6000 + 8 * 34, 8, Some(1), &mut be)
+            .unwrap();
+        assert_eq!(be.routes, [(34, 1)]);
+        assert_eq!(g.dist_access(0, 0x6000 + 8 * 34, 8, None, &mut be), Ok(1));
+    }
+
+    #[test]
+    fn pending_interrupts_wait_for_enable_and_distributor() {
+        let (mut g, mut be) = v3();
+        g.raise(0, 33, &mut be);
+        assert!(be.notified.is_empty());
+        g.dist_access(0, 0x104, 4, Some(1 << 1), &mut be).unwrap();
+        assert_eq!(g.next_for_lr(0), None, "distributor still disabled");
+        g.dist_access(0, 0x000, 4, Some(0b10), &mut be).unwrap();
+        assert_eq!(be.notified, [0]);
+        let e = g.next_for_lr(0).unwrap();
+        assert_eq!((e.intid, e.hw, e.eoi_maintenance), (33, false, true));
+        assert_eq!(g.next_for_lr(0), None);
+        assert!(!g.has_pending(0));
+    }
+
+    #[test]
+    fn highest_priority_first_and_sgis_reach_their_targets() {
+        let (mut g, mut be) = v3();
+        g.redist_access(1, 0x10100, 4, Some(0b11 | (1 << 27)), &mut be)
+            .unwrap();
+        assert_eq!(be.enables, [(27, 1, true)]);
+        g.redist_access(1, 0x10400, 1, Some(0x80), &mut be).unwrap();
+        g.redist_access(1, 0x10401, 1, Some(0x40), &mut be).unwrap();
+        g.send_sgi(0, 0b10, 0, &mut be);
+        g.send_sgi(0, 0b10, 1, &mut be);
+        g.send_sgi(0, 0b01, 1, &mut be); // vCPU 0 has SGI 1 disabled
+        assert_eq!(be.notified, [1, 1]);
+        assert_eq!(g.next_for_lr(1).map(|e| e.intid), Some(1));
+        assert_eq!(g.next_for_lr(1).map(|e| e.intid), Some(0));
+        assert_eq!(g.next_for_lr(0), None);
+        g.raise(1, 27, &mut be);
+        let e = g.next_for_lr(1).unwrap();
+        assert!(e.hw && !e.eoi_maintenance && e.intid == 27);
+    }
+
+    #[test]
+    fn redistributors_describe_one_frame_per_vcpu() {
+        let (mut g, mut be) = v3();
+        assert_eq!(g.redist_access(0, 0x8, 8, None, &mut be), Ok(0));
+        assert_eq!(
+            g.redist_access(1, 0x8, 8, None, &mut be),
+            Ok((1 << 32) | (1 << 8) | (1 << 4))
+        );
+        assert_eq!(g.redist_access(2, 0x8, 8, None, &mut be), Err(Unhandled));
+        assert_eq!(g.redist_access(0, 0x14, 4, None, &mut be), Ok(0b110));
+        g.redist_access(0, 0x14, 4, Some(0), &mut be).unwrap();
+        assert_eq!(g.redist_access(0, 0x14, 4, None, &mut be), Ok(0));
+        assert_eq!(g.dist_access(0, 0x1234, 4, None, &mut be), Err(Unhandled));
+    }
+
+    #[test]
+    fn gicv2_targets_sgir_and_typer() {
+        let mut g = Vgic::new(Version::V2, 2, 96);
+        g.own_spi(40, true);
+        let mut be = Rec::default();
+        assert_eq!(g.dist_access(0, 0x004, 4, None, &mut be), Ok(2 | (1 << 5)));
+        assert_eq!(g.dist_access(1, 0x800, 4, None, &mut be), Ok(0x0202_0202));
+        g.dist_access(0, 0x828, 1, Some(0b10), &mut be).unwrap();
+        assert_eq!(be.routes, [(40, 1)]);
+        assert_eq!(g.dist_access(0, 0x828, 1, None, &mut be), Ok(0b10));
+        // SGIR: SGI 3 to "all but self".
+        g.dist_access(0, 0x000, 4, Some(1), &mut be).unwrap();
+        g.dist_access(0, 0xf00, 4, Some((1 << 24) | 3), &mut be)
+            .unwrap();
+        let e = g.next_for_lr(1).unwrap();
+        assert_eq!((e.intid, e.source, e.group1), (3, 0, false));
+    }
+}
+
+/// List-register encodings (GICv3 ICH_LR<n>_EL2, GICv2 GICH_LR<n>).
+pub mod lr {
+    use super::LrEntry;
+
+    pub const PENDING: u64 = 0b01;
+    pub const ACTIVE: u64 = 0b10;
+
+    pub fn encode_v3(e: &LrEntry) -> u64 {
+        let mut v = (PENDING << 62) | (u64::from(e.priority) << 48) | u64::from(e.intid);
+        if e.group1 {
+            v |= 1 << 60;
+        }
+        if e.hw {
+            v |= (1 << 61) | (u64::from(e.intid) << 32);
+        } else if e.eoi_maintenance {
+            v |= 1 << 41;
+        }
+        v
+    }
+
+    pub fn state_v3(v: u64) -> u64 {
+        v >> 62
+    }
+
+    pub fn with_state_v3(v: u64, s: u64) -> u64 {
+        (v & !(3 << 62)) | (s << 62)
+    }
+
+    pub fn intid_v3(v: u64) -> u32 {
+        v as u32
+    }
+
+    pub fn encode_v2(e: &LrEntry) -> u64 {
+        let mut v =
+            (PENDING << 28) | (u64::from(e.priority >> 3) << 23) | u64::from(e.intid & 0x3ff);
+        if e.group1 {
+            v |= 1 << 30;
+        }
+        if e.hw {
+            v |= (1 << 31) | (u64::from(e.intid & 0x3ff) << 10);
+        } else {
+            if e.eoi_maintenance {
+                v |= 1 << 19;
+            }
+            if e.intid < 16 {
+                v |= u64::from(e.source & 7) << 10;
+            }
+        }
+        v
+    }
+
+    pub fn state_v2(v: u64) -> u64 {
+        (v >> 28) & 3
+    }
+
+    pub fn with_state_v2(v: u64, s: u64) -> u64 {
+        (v & !(3 << 28)) | (s << 28)
+    }
+
+    pub fn intid_v2(v: u64) -> u32 {
+        (v & 0x3ff) as u32
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn encodings_match_the_gic_architecture() {
+            let timer = LrEntry {
+                intid: 27,
+                priority: 0xa0,
+                hw: true,
+                group1: true,
+                eoi_maintenance: false,
+                source: 0,
+            };
+            assert_eq!(
+                encode_v3(&timer),
+                (1 << 62) | (1 << 61) | (1 << 60) | (0xa0 << 48) | (27 << 32) | 27
+            );
+            let uart = LrEntry {
+                intid: 33,
+                priority: 0x80,
+                hw: false,
+                group1: false,
+                eoi_maintenance: true,
+                source: 0,
+            };
+            assert_eq!(encode_v2(&uart), (1 << 28) | (0x10 << 23) | (1 << 19) | 33);
+            let sgi = LrEntry {
+                intid: 2,
+                priority: 0,
+                hw: false,
+                group1: false,
+                eoi_maintenance: false,
+                source: 3,
+            };
+            assert_eq!(encode_v2(&sgi), (1 << 28) | (3 << 10) | 2);
+            assert_eq!(state_v3(with_state_v3(encode_v3(&timer), 3)), 3);
+            assert_eq!(intid_v2(with_state_v2(encode_v2(&uart), 2)), 33);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Interrupts: physical ones taken at EL2 and forwarded, the partitions'
+//! virtual GICs, and loading list registers.
+
+use crate::arch::gic::{MAINTENANCE, SGI_KICK};
+use crate::arch::{self, TrapFrame};
+use crate::cpu::{self, Request};
+use crate::partition::Partition;
+use crate::system;
+use log::debug;
+use partita_core::trap::MmioAccess;
+use partita_core::vgic::{self, Backend, Vgic};
+
+/// The virtual timer's PPI, forwarded with the hardware bit.
+pub const VTIMER: u32 = 27;
+
+/// Carries out what a partition's vGIC asks of the hardware.
+pub struct Hw<'a> {
+    pub p: &'a Partition,
+}
+
+impl Backend for Hw<'_> {
+    fn hw_enable(&mut self, intid: u32, vcpu: usize, on: bool) {
+        let sys = system();
+        let pcpu = self.p.pcpus[vcpu];
+        if intid >= vgic::SPI_BASE && on {
+            sys.gic.route(intid, sys.config.cpus[pcpu].mpidr, pcpu);
+        }
+        // GICv2 PPIs are banked per CPU; a vCPU only reaches its own.
+        if intid < vgic::SPI_BASE
+            && pcpu != arch::cpu_index()
+            && matches!(sys.gic, arch::gic::Gic::V2 { .. })
+        {
+            return;
+        }
+        sys.gic.set_enabled(intid, sys.config.cpus[pcpu].mpidr, on);
+    }
+
+    fn hw_route(&mut self, intid: u32, vcpu: usize) {
+        let sys = system();
+        let pcpu = self.p.pcpus[vcpu];
+        sys.gic.route(intid, sys.config.cpus[pcpu].mpidr, pcpu);
+    }
+
+    fn notify(&mut self, vcpu: usize) {
+        let pcpu = self.p.pcpus[vcpu];
+        if pcpu == arch::cpu_index() {
+            cpu::get(pcpu).request_flush();
+        } else {
+            let sys = system();
+            sys.gic
+                .send_sgi(sys.config.cpus[pcpu].mpidr, pcpu, SGI_KICK);
+        }
+    }
+}
+
+/// Moves pending virtual interrupts of `vcpu` (running on this CPU) into
+/// free list registers; more than fit wait for the underflow maintenance
+/// interrupt.
+pub fn flush(p: &Partition, vcpu: usize) {
+    let gic = &system().gic;
+    let mut g = p.vgic.lock();
+    let n = gic.lr_count();
+    let mut free = gic.empty_lrs() & ((1 << n) - 1);
+    while free != 0 {
+        let Some(e) = g.next_for_lr(vcpu) else { break };
+        // Already in a list register: an active one becomes active and
+        // pending again; a pending one absorbs the new edge.
+        let held = (0..n).filter(|i| free & (1 << i) == 0).find(|&i| {
+            let v = gic.read_lr(i);
+            gic.lr_state(v) != 0 && gic.lr_intid(v) == e.intid
+        });
+        match held {
+            Some(i) => {
+                let v = gic.read_lr(i);
+                gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING));
+            }
+            None => {
+                let i = free.trailing_zeros() as usize;
+                free &= !(1 << i);
+                gic.write_lr(i, gic.lr_encode(&e));
+            }
+        }
+    }
+    gic.set_virtual_interface(g.has_pending(vcpu));
+}
+
+/// Loads list registers if something became pending for this CPU's vCPU.
+pub fn flush_if_needed() {
+    let me = arch::cpu_index();
+    if cpu::get(me).take_flush() {
+        if let Some((p, v)) = cpu::get(me).running() {
+            flush(&system().partitions[p], v);
+        }
+    }
+}
+
+/// Every physical interrupt pending at EL2, guest running or not.
+pub fn handle_physical() {
+    let sys = system();
+    let me = arch::cpu_index();
+    while let Some(id) = sys.gic.ack() {
+        match id {
+            SGI_KICK => {
+                sys.gic.deactivate(id);
+                if let Some(Request::Stop) = cpu::get(me).take() {
+                    cpu::get(me).set_running(None);
+                    arch::park(cpu::stack_top(me));
+                }
+                cpu::get(me).request_flush();
+            }
+            MAINTENANCE => {
+                sys.gic.deactivate(id);
+                maintenance();
+            }
+            VTIMER => match cpu::get(me).running() {
+                Some((p, v)) => {
+                    let p = &sys.partitions[p];
+                    p.vgic.lock().raise(v, id, &mut Hw { p });
+                }
+                None => sys.gic.deactivate(id),
+            },
+            spi if spi >= vgic::SPI_BASE => match sys.spi_owner(spi) {
+                Some(p) => {
+                    let p = &sys.partitions[p];
+                    p.vgic.lock().raise(0, spi, &mut Hw { p });
+                }
+                None => {
+                    debug!("physical SPI {spi} belongs to no partition");
+                    sys.gic.deactivate(id);
+                }
+            },
+            other => {
+                debug!("unexpected physical interrupt {other}");
+                sys.gic.deactivate(other);
+            }
+        }
+    }
+    flush_if_needed();
+}
+
+/// The guest EOId level-sensitive emulated interrupts: free their list
+/// registers and sample their lines again.
+fn maintenance() {
+    let me = arch::cpu_index();
+    let Some((p, _)) = cpu::get(me).running() else {
+        return;
+    };
+    let p = &system().partitions[p];
+    let gic = &system().gic;
+    let done = gic.eoi_lrs();
+    for i in (0..gic.lr_count()).filter(|i| done & (1 << i) != 0) {
+        gic.write_lr(i, 0);
+    }
+    p.resample_console();
+    cpu::get(me).request_flush();
+}
+
+/// A trapped access to the partition's distributor or redistributors.
+/// Returns false when the address is not one of them.
+pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess) -> bool {
+    let (gicd, gicr) = (p.gic_dist, p.gic_redist);
+    let write = a.write.then(|| a.store_value(frame.reg(a.reg)));
+    let r = if (gicd..gicd + 0x10000).contains(&a.ipa) {
+        p.vgic
+            .lock()
+            .dist_access(vcpu, a.ipa - gicd, a.width, write, &mut Hw { p })
+    } else if gicr != 0 && (gicr..gicr + 0x20000 * p.pcpus.len() as u64).contains(&a.ipa) {
+        let off = a.ipa - gicr;
+        p.vgic.lock().redist_access(
+            (off / 0x20000) as usize,
+            off % 0x20000,
+            a.width,
+            write,
+            &mut Hw { p },
+        )
+    } else {
+        return false;
+    };
+    let v = r.unwrap_or_else(|vgic::Unhandled| {
+        debug!(
+            "{}: vcpu {vcpu} {} unemulated GIC register at {:#x}",
+            p.name,
+            if a.write { "wrote" } else { "read" },
+            a.ipa
+        );
+        0
+    });
+    if !a.write {
+        frame.set_reg(a.reg, a.load_result(v));
+    }
+    true
+}
+
+/// ICC_SGI1R_EL1 written by a GICv3 guest: SGIs to its own vCPUs only.
+pub fn sgi1r(p: &Partition, vcpu: usize, v: u64) {
+    let intid = ((v >> 24) & 0xf) as u32;
+    let targets = if v & (1 << 40) != 0 {
+        ((1u32 << p.pcpus.len()) - 1) & !(1 << vcpu)
+    } else if v & (0xff << 48 | 0xff << 32 | 0xff << 16 | 0xf << 44) != 0 {
+        0 // affinities above Aff0 name no vCPU of ours
+    } else {
+        (v & 0xffff) as u32
+    };
+    p.vgic.lock().send_sgi(vcpu, targets, intid, &mut Hw { p });
+}
+
+pub fn new_vgic(p_vcpus: usize, version: vgic::Version, lines: u32) -> Vgic {
+    let mut g = Vgic::new(version, p_vcpus, lines);
+    g.own_hw_ppi(VTIMER);
+    g
+}
