@@ -89,10 +89,30 @@ pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
     img
 }
 
+/// As `virt_image`, on QEMU virt with a GICv2 (`PARTITA_GIC=2`).
+pub fn virt_image_gicv2(name: &str, domains: &str) -> PathBuf {
+    let dts = format!(
+        "/dts-v1/;\n/include/ \"board.dtsi\"\n/include/ \"gicv2.dtsi\"\n/ {{\n\tdomains {{\n\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n{domains}\n\t}};\n}};\n"
+    );
+    image_from_dts(name, &dts, false)
+}
+
 /// One test-guest domain for `virt_image`.
 pub fn domain(name: &str, id: u32, cpu_mask: u32, mem_base: u64, bootargs: &str) -> String {
+    domain_with(name, id, cpu_mask, mem_base, bootargs, "<&uart0 0x1>")
+}
+
+/// A test-guest domain with the given `access` list.
+pub fn domain_with(
+    name: &str,
+    id: u32,
+    cpu_mask: u32,
+    mem_base: u64,
+    bootargs: &str,
+    access: &str,
+) -> String {
     format!(
-        "\t\t{name} {{\n\t\t\tcompatible = \"openamp,domain-v1\";\n\t\t\tid = <{id}>;\n\t\t\tos,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 {cpu_mask:#x} 0x1>;\n\t\t\tmemory = <0x0 {mem_base:#x} 0x0 0x2000000>;\n\t\t\t#access-flags-cells = <1>;\n\t\t\taccess = <&uart0 0x1>;\n\t\t\tpartita,kernel = \"testguest\";\n\t\t\tchosen {{\n\t\t\t\tbootargs = \"{bootargs}\";\n\t\t\t}};\n\t\t}};\n"
+        "\t\t{name} {{\n\t\t\tcompatible = \"openamp,domain-v1\";\n\t\t\tid = <{id}>;\n\t\t\tos,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 {cpu_mask:#x} 0x1>;\n\t\t\tmemory = <0x0 {mem_base:#x} 0x0 0x2000000>;\n\t\t\t#access-flags-cells = <1>;\n\t\t\taccess = {access};\n\t\t\tpartita,kernel = \"testguest\";\n\t\t\tchosen {{\n\t\t\t\tbootargs = \"{bootargs}\";\n\t\t\t}};\n\t\t}};\n"
     )
 }
 

@@ -9,12 +9,18 @@
 //! - `reset`: resets itself once with SYSTEM_RESET;
 //! - `count=N`: prints N numbered lines, slowly;
 //! - `jump-away`: branches outside its memory (the hypervisor stops it);
+//! - `timer`: 1,000 virtual-timer ticks at 1 kHz on every vCPU;
+//! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
+//! - `rtc`: two alarms of its passed-through PL031;
+//! - `steal=INTID`: tries to enable another partition's SPI;
 //! - `stay`: never powers off.
 //!
 //! Without `stay` it ends with PSCI SYSTEM_OFF.
 #![no_std]
 #![no_main]
 
+mod gic;
+mod irqs;
 mod uart;
 
 use core::arch::{asm, global_asm};
@@ -23,15 +29,15 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 global_asm!(include_str!("start.S"));
 
-const PSCI_VERSION: u64 = 0x8400_0000;
+pub const PSCI_VERSION: u64 = 0x8400_0000;
 const PSCI_CPU_OFF: u64 = 0x8400_0002;
-const PSCI_CPU_ON: u64 = 0xc400_0003;
-const PSCI_AFFINITY_INFO: u64 = 0xc400_0004;
+pub const PSCI_CPU_ON: u64 = 0xc400_0003;
+pub const PSCI_AFFINITY_INFO: u64 = 0xc400_0004;
 const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
 const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
 const PSCI_FEATURES: u64 = 0x8400_000a;
 
-fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> i64 {
+pub fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> i64 {
     let r: u64;
     // SAFETY: an SMCCC call to the hypervisor; it preserves x4 and up.
     unsafe {
@@ -47,12 +53,13 @@ fn smc(x0: u64) -> i64 {
     r as i64
 }
 
+#[macro_export]
 macro_rules! println {
-    ($($a:tt)*) => { uart::print(format_args!($($a)*)) };
+    ($($a:tt)*) => { $crate::uart::print(format_args!($($a)*)) };
 }
 
 extern "C" {
-    fn secondary_start();
+    pub fn secondary_start();
 }
 
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
@@ -73,6 +80,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     }
     let args = fdt.chosen().bootargs().unwrap_or("");
     println!("testguest: up on vcpu 0, bootargs \"{args}\"");
+    gic::probe(&fdt);
     let mem = fdt
         .memory()
         .regions()
@@ -98,6 +106,10 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                 unsafe { asm!("br {}", in(reg) 0u64, options(noreturn)) }
             }
             "stay" => {}
+            "timer" => irqs::timer(cpus),
+            "rtc" => irqs::rtc(&fdt),
+            w if w.starts_with("ipi=") => irqs::ipi(w[4..].parse().unwrap_or(10), cpus),
+            w if w.starts_with("steal=") => irqs::steal(w[6..].parse().unwrap_or(39)),
             w if w.starts_with("count=") => count(w[6..].parse().unwrap_or(10)),
             w => println!("testguest: unknown scenario `{w}`"),
         }
@@ -174,13 +186,26 @@ fn smp(cpus: usize) {
     );
 }
 
-#[no_mangle]
-extern "C" fn guest_secondary(index: usize) -> ! {
+/// This vCPU's number: Aff0 of its (virtual) MPIDR.
+pub fn vcpu_index() -> usize {
     let mpidr: u64;
     // SAFETY: reads an ID register (virtualized by VMPIDR_EL2).
     unsafe { asm!("mrs {}, mpidr_el1", out(reg) mpidr) };
-    println!("smp: vcpu {index} online, mpidr {:#x}", mpidr & 0xff_ffff);
-    ONLINE.fetch_add(1, Ordering::Release);
+    (mpidr & 0xff) as usize
+}
+
+/// Entry of vCPUs started with CPU_ON; the context says which job to do.
+#[no_mangle]
+extern "C" fn guest_secondary(context: usize) -> ! {
+    let index = context & 0xff;
+    match context >> 8 {
+        1 => irqs::timer_on_this_vcpu(),
+        2 => irqs::ipi_receiver(),
+        _ => {
+            println!("smp: vcpu {index} online, mpidr {:#x}", vcpu_index());
+            ONLINE.fetch_add(1, Ordering::Release);
+        }
+    }
     hvc(PSCI_CPU_OFF, 0, 0, 0);
     println!("smp: CPU_OFF returned!");
     loop {

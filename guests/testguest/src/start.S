@@ -44,10 +44,11 @@ primary:
 5:  wfi
     b       5b
 
-// PSCI CPU_ON entry; x0 = the vCPU's index (the context we passed).
+// PSCI CPU_ON entry; x0 = the context we passed (vCPU index and job).
 .global secondary_start
 secondary_start:
     mov     x19, x0
+    and     x0, x0, #0xff       // the vCPU index; higher bits name a job
     bl      cpu_setup
     mov     x0, x19
     bl      guest_secondary
@@ -77,7 +78,7 @@ cpu_setup:
 .endm
 
 // Synchronous exceptions at EL1 go to `on_sync`, which returns where to
-// resume; everything else is unexpected in these tests.
+// resume, and IRQs to `on_irq`; everything else is unexpected here.
 .balign 0x800
 vectors:
     unexpected
@@ -102,7 +103,20 @@ vectors:
     bl      on_sync
     msr     elr_el1, x0
     b       sync_return
-    unexpected
+    .balign 0x80
+    sub     sp, sp, #(20 * 8)
+    stp     x0, x1, [sp, #0]
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x30, [sp, #144]
+    bl      on_irq
+    b       sync_return
     unexpected
     unexpected
     .rept 8

@@ -302,7 +302,7 @@ impl Vgic {
                 })
             }
             0x008 => Ok(0x43b), // IIDR: implementer ARM
-            0x080..=0x0ff => self.bits(vcpu, off - 0x080, 1, write, v3, |i| &mut i.group1, be),
+            0x080..=0x0ff => self.bits(vcpu, off - 0x080, write, v3, |i| &mut i.group1),
             0x100..=0x17f => self.enable_bits(vcpu, off - 0x100, write.map(|v| (v, true)), v3, be),
             0x180..=0x1ff => self.enable_bits(vcpu, off - 0x180, write.map(|v| (v, false)), v3, be),
             0x200..=0x27f => self.pend_bits(vcpu, off - 0x200, write.map(|v| (v, true)), v3, be),
@@ -372,7 +372,7 @@ impl Vgic {
             }
             0xffe8 => Ok(0x3b),
             0xffd0..=0xfffc => Ok(0),
-            0x10080 => self.bits(vcpu, 0, 1, write, false, |i| &mut i.group1, be),
+            0x10080 => self.bits(vcpu, 0, write, false, |i| &mut i.group1),
             0x10100 => self.enable_bits(vcpu, 0, write.map(|v| (v, true)), false, be),
             0x10180 => self.enable_bits(vcpu, 0, write.map(|v| (v, false)), false, be),
             0x10200 => self.pend_bits(vcpu, 0, write.map(|v| (v, true)), false, be),
@@ -395,16 +395,13 @@ impl Vgic {
 
     /// Registers with one bit per interrupt, starting at INTID `32 * (off / 4)`.
     /// With `spi_only` (GICv3 distributor) the banked first word is RAZ/WI.
-    #[allow(clippy::too_many_arguments)]
     fn bits(
         &mut self,
         vcpu: usize,
         off: u64,
-        _w: u8,
         write: Option<u64>,
         spi_only: bool,
         field: fn(&mut Irq) -> &mut bool,
-        _be: &mut impl Backend,
     ) -> Result<u64, Unhandled> {
         let base = (off / 4) as u32 * 32;
         if spi_only && base < SPI_BASE {
@@ -595,7 +592,7 @@ impl Vgic {
             return Ok(0);
         };
         let cur = irq.target;
-        if let Some(v) = write.filter(|_| off % 8 == 0) {
+        if let Some(v) = write.filter(|_| off.is_multiple_of(8)) {
             let t = (v & 0xff) as usize;
             if v & (1 << 31) == 0 && t < self.vcpus {
                 self.retarget(vcpu, intid, t, be);

@@ -1,0 +1,241 @@
+//! Interrupt scenarios: the virtual timer, SGIs between vCPUs, a passed-
+//! through device's interrupt, and the isolation of other partitions'.
+
+use crate::{gic, hvc, println, secondary_start, vcpu_index, PSCI_AFFINITY_INFO, PSCI_CPU_ON};
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+const VTIMER: u32 = 27;
+const SGI: u32 = 1;
+pub const TICKS: u32 = 1000;
+
+static TICK_COUNT: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
+static SGI_COUNT: AtomicU32 = AtomicU32::new(0);
+static RTC_COUNT: AtomicU32 = AtomicU32::new(0);
+static RTC_BASE: AtomicU64 = AtomicU64::new(0);
+static RTC_SPI: AtomicU32 = AtomicU32::new(0);
+static READY: AtomicBool = AtomicBool::new(false);
+static DONE: AtomicU32 = AtomicU32::new(0);
+
+/// What a secondary vCPU does once started (bits 8 and up of its context).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Job {
+    Timer = 1,
+    Ipi = 2,
+}
+
+fn counter() -> u64 {
+    let v: u64;
+    // SAFETY: reads the virtual counter.
+    unsafe { asm!("isb", "mrs {}, cntvct_el0", out(reg) v) };
+    v
+}
+
+fn freq() -> u64 {
+    let v: u64;
+    // SAFETY: reads the counter frequency.
+    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v) };
+    v
+}
+
+fn unmask() {
+    // SAFETY: IRQs on at EL1; the vector table handles them.
+    unsafe { asm!("msr daifclr, #2") };
+}
+
+fn arm_timer() {
+    let tval = freq() / 1000;
+    // SAFETY: the virtual timer belongs to the guest.
+    unsafe {
+        asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) tval, in(reg) 1u64)
+    };
+}
+
+fn stop_timer() {
+    // SAFETY: as above.
+    unsafe { asm!("msr cntv_ctl_el0, xzr", "isb") };
+}
+
+/// Counts TICKS virtual-timer interrupts at 1 kHz on this vCPU.
+pub fn timer_on_this_vcpu() {
+    let me = vcpu_index();
+    gic::init_cpu(me);
+    gic::enable(VTIMER, me);
+    let start = counter();
+    arm_timer();
+    unmask();
+    while TICK_COUNT[me].load(Ordering::Acquire) < TICKS {
+        // SAFETY: wait for the next interrupt.
+        unsafe { asm!("wfi") };
+    }
+    stop_timer();
+    let us = (counter() - start) * 1_000_000 / freq();
+    println!("timer: vcpu {me} counted {TICKS} ticks in {us} us");
+}
+
+pub fn timer(cpus: usize) {
+    gic::init_distributor();
+    for i in 1..cpus {
+        hvc(
+            PSCI_CPU_ON,
+            i as u64,
+            secondary_start as *const () as u64,
+            (i as u64) | ((Job::Timer as u64) << 8),
+        );
+    }
+    timer_on_this_vcpu();
+    wait_secondaries(cpus);
+}
+
+fn wait_secondaries(cpus: usize) {
+    for i in 1..cpus {
+        while hvc(PSCI_AFFINITY_INFO, i as u64, 0, 0) != 1 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// vCPU 0 sends `n` SGIs to vCPU 1, each after the previous one arrived.
+pub fn ipi(n: u32, cpus: usize) {
+    if cpus < 2 {
+        println!("ipi: needs 2 vcpus");
+        return;
+    }
+    gic::init_distributor();
+    gic::init_cpu(0);
+    hvc(
+        PSCI_CPU_ON,
+        1,
+        secondary_start as *const () as u64,
+        1 | ((Job::Ipi as u64) << 8),
+    );
+    while !READY.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    let start = counter();
+    for i in 0..n {
+        gic::send_sgi(SGI, 1);
+        let mut spins = 0u64;
+        while SGI_COUNT.load(Ordering::Acquire) <= i {
+            spins += 1;
+            if spins > 50_000_000 {
+                println!("ipi: SGI {} lost", i + 1);
+                break;
+            }
+        }
+    }
+    let per = (counter() - start) / u64::from(n.max(1));
+    let received = SGI_COUNT.load(Ordering::Relaxed);
+    DONE.store(1, Ordering::Release);
+    // SAFETY: wakes vCPU 1 from its WFE.
+    unsafe { asm!("dsb sy", "sev") };
+    wait_secondaries(cpus);
+    println!("ipi: sent {n}, received {received} ({per} ticks per round trip)");
+}
+
+pub fn ipi_receiver() {
+    gic::init_cpu(1);
+    gic::enable(SGI, 1);
+    unmask();
+    READY.store(true, Ordering::Release);
+    while DONE.load(Ordering::Acquire) == 0 {
+        // SAFETY: waits for an interrupt or vCPU 0's SEV.
+        unsafe { asm!("wfe") };
+    }
+}
+
+/// The PL031 alarm, a passed-through device interrupt, taken twice; the
+/// handler disables and re-enables it while it is active.
+pub fn rtc(fdt: &fdt::Fdt<'_>) {
+    let Some(node) = fdt.find_compatible(&["arm,pl031"]) else {
+        println!("rtc: no pl031 in the device tree");
+        return;
+    };
+    let base = node
+        .reg()
+        .and_then(|mut r| r.next())
+        .map_or(0, |r| r.starting_address as u64);
+    // <type number flags>: the fdt crate reads only 1- or 2-cell specifiers.
+    let cells = node.property("interrupts").map(|p| p.value).unwrap_or(&[]);
+    let spi = cells
+        .get(4..8)
+        .map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        + 32;
+    RTC_BASE.store(base, Ordering::Relaxed);
+    RTC_SPI.store(spi, Ordering::Relaxed);
+    gic::init_distributor();
+    gic::init_cpu(0);
+    gic::enable(spi, 0);
+    rtc_arm(base);
+    unmask();
+    let start = counter();
+    while RTC_COUNT.load(Ordering::Acquire) < 2 {
+        if counter() - start > 10 * freq() {
+            println!("rtc: alarm lost");
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    println!("rtc: 2 alarms taken (spi {spi})");
+}
+
+fn rtc_arm(base: u64) {
+    // SAFETY: the PL031 our domain was given: data, match, mask registers.
+    unsafe {
+        let now = core::ptr::read_volatile(base as *const u32);
+        core::ptr::write_volatile((base + 0x4) as *mut u32, now + 1);
+        core::ptr::write_volatile((base + 0x10) as *mut u32, 1);
+    }
+}
+
+/// Tries to take over an SPI of another partition.
+pub fn steal(intid: u32) {
+    gic::init_distributor();
+    gic::enable(intid, 0);
+    let word = gic::enabled_word(intid, 0);
+    println!(
+        "steal: enable bit of SPI {intid} reads {}",
+        (word >> (intid % 32)) & 1
+    );
+}
+
+#[no_mangle]
+extern "C" fn on_irq() {
+    while let Some(iar) = gic::ack() {
+        let id = iar & 0x3ff;
+        let me = vcpu_index();
+        match id {
+            VTIMER => {
+                let n = TICK_COUNT[me].fetch_add(1, Ordering::AcqRel) + 1;
+                if n == TICKS / 2 {
+                    // Disabled and enabled again while active: nothing may be lost.
+                    gic::disable(VTIMER, me);
+                    gic::enable(VTIMER, me);
+                }
+                if n < TICKS {
+                    arm_timer();
+                } else {
+                    stop_timer();
+                }
+            }
+            SGI => {
+                SGI_COUNT.fetch_add(1, Ordering::AcqRel);
+            }
+            id if id == RTC_SPI.load(Ordering::Relaxed) => {
+                gic::disable(id, 0);
+                gic::enable(id, 0);
+                let base = RTC_BASE.load(Ordering::Relaxed);
+                // SAFETY: clear the PL031 interrupt (RTCICR).
+                unsafe { core::ptr::write_volatile((base + 0x1c) as *mut u32, 1) };
+                let n = RTC_COUNT.fetch_add(1, Ordering::AcqRel) + 1;
+                println!("rtc: alarm {n} taken");
+                if n < 2 {
+                    rtc_arm(base);
+                }
+            }
+            other => println!("irq: unexpected interrupt {other}"),
+        }
+        gic::eoi(iar);
+    }
+}
