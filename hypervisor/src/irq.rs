@@ -59,24 +59,28 @@ impl Backend for Hw<'_> {
 pub fn flush(p: &Partition, vcpu: usize) {
     let gic = &system().gic;
     let mut g = p.vgic.lock();
-    let n = gic.lr_count();
-    let mut free = gic.empty_lrs() & ((1 << n) - 1);
+    let all = (1u32 << gic.lr_count()) - 1;
+    let mut free = gic.empty_lrs() & all;
     while free != 0 {
         let Some(e) = g.next_for_lr(vcpu) else { break };
         // Already in a list register: an active one becomes active and
         // pending again; a pending one absorbs the new edge.
-        let held = (0..n).filter(|i| free & (1 << i) == 0).find(|&i| {
+        let mut used = !free & all;
+        let mut held = None;
+        while used != 0 {
+            let i = used.trailing_zeros() as usize;
+            used &= used - 1;
             let v = gic.read_lr(i);
-            gic.lr_state(v) != 0 && gic.lr_intid(v) == e.intid
-        });
-        match held {
-            Some(i) => {
-                let v = gic.read_lr(i);
-                gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING));
+            if gic.lr_state(v) != 0 && gic.lr_intid(v) == e.intid {
+                held = Some((i, v));
+                break;
             }
+        }
+        match held {
+            Some((i, v)) => gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING)),
             None => {
                 let i = free.trailing_zeros() as usize;
-                free &= !(1 << i);
+                free &= free - 1;
                 gic.write_lr(i, gic.lr_encode(&e));
             }
         }

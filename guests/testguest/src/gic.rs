@@ -55,6 +55,8 @@ pub fn init_cpu(vcpu: usize) {
         let rd_base = SECOND.load(Ordering::Relaxed) + 0x20000 * vcpu as u64;
         wr(rd_base + 0x14, rd(rd_base + 0x14) & !0b10);
         while rd(rd_base + 0x14) & 0b100 != 0 {}
+        // Group 1 for SGIs and PPIs (they reset to Group 0 on bare metal).
+        wr(rd_base + 0x10080, u32::MAX);
         // SAFETY: GICv3 CPU interface system registers at EL1.
         unsafe {
             asm!("mrs {t}, S3_0_C12_C12_5", "orr {t}, {t}, #1", "msr S3_0_C12_C12_5, {t}", "isb", t = out(reg) _);
@@ -79,6 +81,10 @@ fn enable_reg(intid: u32, vcpu: usize, set: bool) -> u64 {
 }
 
 pub fn enable(intid: u32, vcpu: usize) {
+    if version() == 3 && intid >= 32 {
+        let grp = gicd() + 0x80 + 4 * u64::from(intid / 32);
+        wr(grp, rd(grp) | (1 << (intid % 32)));
+    }
     wr(enable_reg(intid, vcpu, true), 1 << (intid % 32));
 }
 

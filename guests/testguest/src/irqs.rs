@@ -202,9 +202,15 @@ pub fn steal(intid: u32) {
 
 #[no_mangle]
 extern "C" fn on_irq() {
+    let entry = crate::bench::counter();
     while let Some(iar) = gic::ack() {
         let id = iar & 0x3ff;
         let me = vcpu_index();
+        if crate::BENCHING.load(Ordering::Relaxed) {
+            crate::bench::on_irq_entry(entry, id);
+            gic::eoi(iar);
+            continue;
+        }
         match id {
             VTIMER => {
                 let n = TICK_COUNT[me].fetch_add(1, Ordering::AcqRel) + 1;

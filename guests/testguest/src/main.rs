@@ -13,19 +13,21 @@
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
+//! - `bench-NAME=N`: N samples of timer, sgi, hvc or psci (see bench.rs);
 //! - `stay`: never powers off.
 //!
 //! Without `stay` it ends with PSCI SYSTEM_OFF.
 #![no_std]
 #![no_main]
 
+mod bench;
 mod gic;
 mod irqs;
 mod uart;
 
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 global_asm!(include_str!("start.S"));
 
@@ -62,6 +64,8 @@ extern "C" {
     pub fn secondary_start();
 }
 
+/// Interrupts are being timed: the handler only notes when they came.
+pub static BENCHING: AtomicBool = AtomicBool::new(false);
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
 static ABORTS: AtomicU64 = AtomicU64::new(0);
 
@@ -78,7 +82,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     if let Some(base) = console_base(&fdt) {
         uart::init(base);
     }
-    let args = fdt.chosen().bootargs().unwrap_or("");
+    let args = fdt.chosen().bootargs().unwrap_or("").trim_end_matches('\0');
     println!("testguest: up on vcpu 0, bootargs \"{args}\"");
     gic::probe(&fdt);
     let mem = fdt
@@ -109,6 +113,19 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "timer" => irqs::timer(cpus),
             "rtc" => irqs::rtc(&fdt),
             w if w.starts_with("ipi=") => irqs::ipi(w[4..].parse().unwrap_or(10), cpus),
+            w if w.starts_with("bench-") => {
+                let (name, n) = w[6..].split_once('=').unwrap_or((&w[6..], "1000"));
+                let n = n.parse().unwrap_or(1000);
+                BENCHING.store(true, Ordering::Relaxed);
+                match name {
+                    "timer" => bench::timer(n),
+                    "sgi" => bench::sgi(n),
+                    "hvc" => bench::null_hvc(n),
+                    "psci" => bench::psci_version(n),
+                    _ => println!("bench: unknown benchmark `{name}`"),
+                }
+                BENCHING.store(false, Ordering::Relaxed);
+            }
             w if w.starts_with("steal=") => irqs::steal(w[6..].parse().unwrap_or(39)),
             w if w.starts_with("count=") => count(w[6..].parse().unwrap_or(10)),
             w => println!("testguest: unknown scenario `{w}`"),

@@ -79,6 +79,12 @@ pub struct Vgic {
     sgi_source: Vec<[u8; 16]>,
     /// GICv3 GICR_WAKER.ProcessorSleep per vCPU.
     asleep: Vec<bool>,
+    /// Per vCPU, a bit per INTID that is pending for it: the list-register
+    /// path looks at these few bits, never at every interrupt line.
+    queued: Vec<[u64; 16]>,
+    /// Per vCPU, bit w set when `queued` word w is not empty, so an idle
+    /// vCPU costs one test.
+    summary: Vec<u16>,
 }
 
 const PRIORITY_DEFAULT: u8 = 0xa0;
@@ -108,6 +114,8 @@ impl Vgic {
             banked: vec![banked; vcpus],
             sgi_source: vec![[0; 16]; vcpus],
             asleep: vec![true; vcpus],
+            queued: vec![[0; 16]; vcpus],
+            summary: vec![0; vcpus],
         }
     }
 
@@ -182,15 +190,53 @@ impl Vgic {
         };
         irq.pending = true;
         let t = self.target_of(vcpu, intid);
+        self.queue(t, intid, true);
         if self.deliverable(t, intid) {
             be.notify(t);
         }
+    }
+
+    fn queue(&mut self, vcpu: usize, intid: u32, on: bool) {
+        let (Some(q), Some(sum)) = (self.queued.get_mut(vcpu), self.summary.get_mut(vcpu)) else { return };
+        let (w, b) = ((intid / 64) as usize, intid % 64);
+        if on {
+            q[w] |= 1 << b;
+        } else {
+            q[w] &= !(1 << b);
+        }
+        if q[w] == 0 {
+            *sum &= !(1 << w);
+        } else {
+            *sum |= 1 << w;
+        }
+    }
+
+    /// INTIDs queued for `vcpu`, lowest first.
+    fn queued(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
+        let mut words = self.summary.get(vcpu).copied().unwrap_or(0);
+        let mut w = 0;
+        let mut bits = 0u64;
+        core::iter::from_fn(move || loop {
+            if bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                return Some(w * 64 + b);
+            }
+            if words == 0 {
+                return None;
+            }
+            w = words.trailing_zeros();
+            words &= words - 1;
+            bits = self.queued[vcpu][w as usize];
+        })
     }
 
     /// A level-sensitive emulated line went low before it was taken.
     pub fn lower(&mut self, vcpu: usize, intid: u32) {
         if let Some(irq) = self.irq_mut(vcpu, intid) {
             irq.pending = false;
+            let t = self.target_of(vcpu, intid);
+            self.queue(t, intid, false);
         }
     }
 
@@ -215,31 +261,16 @@ impl Vgic {
     /// pending set to go into a list register.
     pub fn next_for_lr(&mut self, vcpu: usize) -> Option<LrEntry> {
         let mut best: Option<(u32, u8)> = None;
-        let mut consider = |intid: u32, irq: &Irq| {
-            if irq.owned && irq.pending && irq.enabled && best.is_none_or(|(_, p)| irq.priority < p)
-            {
-                best = Some((intid, irq.priority));
-            }
-        };
-        for (i, irq) in self.banked.get(vcpu)?.iter().enumerate() {
-            consider(i as u32, irq);
-        }
-        if self.enabled() {
-            for (i, irq) in self
-                .spis
-                .iter()
-                .enumerate()
-                .filter(|(_, i)| usize::from(i.target) == vcpu)
-            {
-                consider(i as u32 + SPI_BASE, irq);
+        let dist_on = self.enabled();
+        for intid in self.queued(vcpu) {
+            let Some(i) = self.irq(vcpu, intid) else { continue };
+            if i.enabled && (dist_on || intid < SPI_BASE) && best.is_none_or(|(_, bp)| i.priority < bp) {
+                best = Some((intid, i.priority));
             }
         }
         let (intid, _) = best?;
-        let source = if intid < 16 {
-            self.sgi_source[vcpu][intid as usize]
-        } else {
-            0
-        };
+        let source = if intid < 16 { self.sgi_source[vcpu][intid as usize] } else { 0 };
+        self.queue(vcpu, intid, false);
         let irq = self.irq_mut(vcpu, intid)?;
         irq.pending = false;
         Some(LrEntry {
@@ -254,12 +285,7 @@ impl Vgic {
 
     /// Whether `vcpu` still has interrupts waiting for a list register.
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        (0..32).any(|i| self.deliverable(vcpu, i))
-            || (self.enabled()
-                && self
-                    .spis
-                    .iter()
-                    .any(|i| i.owned && i.pending && i.enabled && usize::from(i.target) == vcpu))
+        self.summary.get(vcpu).is_some_and(|&s| s != 0) && self.queued(vcpu).any(|i| self.deliverable(vcpu, i))
     }
 
     /// Distributor access by `vcpu` at `off` (GICD, 64 KiB).
@@ -544,9 +570,14 @@ impl Vgic {
         if usize::from(irq.target) == t {
             return;
         }
+        let (old, pending) = (usize::from(irq.target), irq.pending);
         irq.target = t as u8;
         if irq.hw {
             be.hw_route(intid, t);
+        }
+        if pending {
+            self.queue(old, intid, false);
+            self.queue(t, intid, true);
         }
         if self.deliverable(t, intid) {
             be.notify(t);

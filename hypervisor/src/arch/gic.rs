@@ -8,6 +8,7 @@
 //! register's hardware bit.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use partita_core::vgic::lr;
 
 /// The hypervisor's "look at your mailbox" SGI.
@@ -301,12 +302,22 @@ impl Gic {
 
     // The virtual CPU interface of this CPU.
 
+    /// List registers of this CPU's virtual interface (read once; the
+    /// same on every CPU of the cluster).
     pub fn lr_count(&self) -> usize {
-        match *self {
-            Gic::V3 { .. } => (sysreg!(read "S3_4_C12_C11_1") & 0x1f) as usize + 1,
-            Gic::V2 { gich, .. } => (rd(gich + GICH_VTR) & 0x3f) as usize + 1,
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        match COUNT.load(Ordering::Relaxed) {
+            0 => {
+                let n = match *self {
+                    Gic::V3 { .. } => (sysreg!(read "S3_4_C12_C11_1") & 0x1f) as usize + 1,
+                    Gic::V2 { gich, .. } => (rd(gich + GICH_VTR) & 0x3f) as usize + 1,
+                }
+                .min(8);
+                COUNT.store(n, Ordering::Relaxed);
+                n
+            }
+            n => n,
         }
-        .min(8)
     }
 
     pub fn read_lr(&self, i: usize) -> u64 {

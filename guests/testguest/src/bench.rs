@@ -1,0 +1,106 @@
+//! Benchmarks, read from the guest's own counter: under QEMU with
+//! `-icount shift=0` and a 1 GHz counter, one tick is one instruction.
+//! Each prints `bench: NAME min M median M p99 P max X (N samples)`.
+
+use crate::{gic, hvc, println, vcpu_index, PSCI_VERSION};
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+const MAX_SAMPLES: usize = 4096;
+const HVC_NULL: u64 = 0xc600_0000;
+const VTIMER: u32 = 27;
+const SGI: u32 = 2;
+
+/// Counter value at the last interrupt's entry, for latency measurements.
+pub static IRQ_AT: AtomicU64 = AtomicU64::new(0);
+static mut SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
+
+pub fn counter() -> u64 {
+    let v: u64;
+    // SAFETY: reads the virtual counter; the ISB keeps it in program order.
+    unsafe { asm!("isb", "mrs {}, cntvct_el0", "isb", out(reg) v) };
+    v
+}
+
+fn report(name: &str, n: usize, mut sample: impl FnMut() -> u64) {
+    let n = n.clamp(1, MAX_SAMPLES);
+    // SAFETY: only vCPU 0 runs benchmarks, one at a time.
+    let s = unsafe { &mut *core::ptr::addr_of_mut!(SAMPLES) };
+    for slot in s.iter_mut().take(n) {
+        *slot = sample();
+    }
+    let s = &mut s[..n];
+    s.sort_unstable();
+    let p99 = s[(n * 99 / 100).min(n - 1)];
+    println!("bench: {name} min {} median {} p99 {p99} max {} ({n} samples)", s[0], s[n / 2], s[n - 1]);
+}
+
+/// Waits for the interrupt; IRQ_AT was cleared before it was provoked.
+fn wait_irq() -> u64 {
+    loop {
+        let t = IRQ_AT.load(Ordering::Acquire);
+        if t != 0 {
+            return t;
+        }
+        // SAFETY: sleeps until the interrupt.
+        unsafe { asm!("wfi") };
+    }
+}
+
+/// From the virtual timer's deadline to the first instruction of the handler.
+pub fn timer(n: usize) {
+    gic::init_distributor();
+    gic::init_cpu(vcpu_index());
+    gic::enable(VTIMER, vcpu_index());
+    // SAFETY: IRQs on; the vector table handles them.
+    unsafe { asm!("msr daifclr, #2") };
+    report("timer-latency", n, || {
+        IRQ_AT.store(0, Ordering::Release);
+        let deadline = counter() + 20_000;
+        // SAFETY: the virtual timer belongs to the guest.
+        unsafe { asm!("msr cntv_cval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) deadline, in(reg) 1u64) };
+        let at = wait_irq();
+        at.saturating_sub(deadline)
+    });
+}
+
+/// An SGI to itself, from the write of the SGI register to the handler.
+pub fn sgi(n: usize) {
+    gic::init_distributor();
+    gic::init_cpu(vcpu_index());
+    gic::enable(SGI, vcpu_index());
+    // SAFETY: as above.
+    unsafe { asm!("msr daifclr, #2") };
+    report("sgi-latency", n, || {
+        IRQ_AT.store(0, Ordering::Release);
+        let t0 = counter();
+        gic::send_sgi(SGI, vcpu_index());
+        let at = wait_irq();
+        at - t0
+    });
+}
+
+pub fn null_hvc(n: usize) {
+    report("null-hypercall", n, || {
+        let t0 = counter();
+        hvc(HVC_NULL, 0, 0, 0);
+        counter() - t0
+    });
+}
+
+pub fn psci_version(n: usize) {
+    report("psci-version", n, || {
+        let t0 = counter();
+        hvc(PSCI_VERSION, 0, 0, 0);
+        counter() - t0
+    });
+}
+
+/// Called first thing in the IRQ handler: stops the timer and notes the time.
+pub fn on_irq_entry(t: u64, id: u32) {
+    if id == VTIMER {
+        // SAFETY: masks the timer until the next sample arms it.
+        unsafe { asm!("msr cntv_ctl_el0, xzr", "isb") };
+    }
+    IRQ_AT.store(t, Ordering::Release);
+}
