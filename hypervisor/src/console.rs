@@ -1,18 +1,29 @@
 //! The physical console, shared by the hypervisor's log and every
 //! partition's emulated UART. Whole lines are written under one lock, so
-//! lines of different sources never mix.
+//! lines of different sources never mix; typed input goes to the partition
+//! in focus (see `partita_core::console` for the escape keys).
 
-use crate::uart::{Pl011, Uart};
+use crate::uart::Uart;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use partita_core::console::{self as keys, Input, InputRouter};
+use partita_core::sdt::UartKind;
 use spin::Mutex;
 
 struct Console {
-    uart: Option<Pl011>,
+    uart: Option<Uart>,
+    input: InputRouter,
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { uart: None });
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    uart: None,
+    input: InputRouter::new(),
+});
+static COLOUR: AtomicBool = AtomicBool::new(false);
+/// The partition that receives typed input.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
-struct Out<'a>(&'a Pl011);
+struct Out<'a>(&'a Uart);
 
 impl Write for Out<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -26,31 +37,51 @@ impl Write for Out<'_> {
     }
 }
 
-/// Starts the console on the PL011 at `base`.
+/// Starts the console on the UART at `base`.
 ///
 /// # Safety
 /// `base` must be the board's console UART, mapped for the hypervisor's life.
-pub unsafe fn init(base: u64) {
+pub unsafe fn init(kind: UartKind, base: u64) {
     // SAFETY: forwarded from the caller.
-    let uart = unsafe { Pl011::new(base) };
+    let uart = unsafe { Uart::new(kind, base) };
     uart.enable();
     CONSOLE.lock().uart = Some(uart);
     log::set_logger(&LOGGER).ok();
     log::set_max_level(log::LevelFilter::Info);
 }
 
-/// Writes one line with a prefix, atomically with respect to other lines.
-pub fn line(prefix: core::fmt::Arguments<'_>, text: core::fmt::Arguments<'_>) {
-    let c = CONSOLE.lock();
-    if let Some(u) = &c.uart {
-        let _ = writeln!(Out(u), "{prefix}{text}");
+/// Interrupts on typed input (the caller routes the UART's SPI here).
+pub fn enable_input() {
+    if let Some(u) = &CONSOLE.lock().uart {
+        u.enable_rx_interrupt();
     }
 }
 
-/// Writes a guest's line, its partition's name in front.
-pub fn guest_line(name: &str, text: &[u8]) {
+/// Colours line prefixes: asked for on the hypervisor's command line
+/// (`colour`), which `scripts/run` does when it runs in a terminal.
+pub fn set_colour(on: bool) {
+    COLOUR.store(on, Ordering::Relaxed);
+}
+
+fn write_line(start: &str, prefix: core::fmt::Arguments<'_>, text: core::fmt::Arguments<'_>) {
+    let c = CONSOLE.lock();
+    if let Some(u) = &c.uart {
+        if COLOUR.load(Ordering::Relaxed) {
+            let _ = writeln!(Out(u), "{start}{prefix}{}{text}", keys::RESET);
+        } else {
+            let _ = writeln!(Out(u), "{prefix}{text}");
+        }
+    }
+}
+
+/// Writes a partition's line, its name in front.
+pub fn guest_line(index: usize, name: &str, text: &[u8]) {
     let text = core::str::from_utf8(text).unwrap_or("<non-UTF-8 output>");
-    line(format_args!("[{name}] "), format_args!("{text}"));
+    write_line(
+        keys::colour(index),
+        format_args!("[{name}] "),
+        format_args!("{text}"),
+    );
 }
 
 /// Last resort for panics: takes the console even if its lock is held.
@@ -58,7 +89,77 @@ pub fn emergency(args: core::fmt::Arguments<'_>) {
     // SAFETY: only used when the system is going down; a torn line is
     // better than a silent hang on a lock the panicking CPU may own.
     unsafe { CONSOLE.force_unlock() };
-    line(format_args!("[partita] "), args);
+    write_line(keys::HYPERVISOR, format_args!("[partita] "), args);
+}
+
+/// The console UART's receive interrupt: drains it and routes each byte.
+pub fn receive() {
+    loop {
+        let (byte, action) = {
+            let mut c = CONSOLE.lock();
+            let Console { uart, input } = &mut *c;
+            let Some(u) = uart.as_ref() else { return };
+            let Some(b) = u.get() else {
+                u.ack_rx_interrupt();
+                return;
+            };
+            (b, input.feed(b))
+        };
+        let _ = byte;
+        match action {
+            Input::Byte(b) => {
+                let sys = crate::system();
+                if let Some(p) = sys.partitions.get(FOCUS.load(Ordering::Relaxed)) {
+                    if let Some(con) = &p.console {
+                        con.state.lock().0.push_rx(b);
+                        p.resample_console();
+                    }
+                }
+            }
+            Input::FocusNext => focus_next(),
+            Input::Status => status(),
+            Input::Nothing => {}
+        }
+    }
+}
+
+/// The partition with a console after the one in focus.
+fn focus_next() {
+    let parts = &crate::system().partitions;
+    let now = FOCUS.load(Ordering::Relaxed);
+    let next = (1..=parts.len())
+        .map(|i| (now + i) % parts.len())
+        .find(|&i| parts[i].console.is_some());
+    if let Some(n) = next {
+        FOCUS.store(n, Ordering::Relaxed);
+        log::info!("input now goes to {}", parts[n].name);
+    }
+}
+
+pub fn announce_focus() {
+    let parts = &crate::system().partitions;
+    if let Some(p) = parts.iter().find(|p| p.console.is_some()) {
+        FOCUS.store(p.index, Ordering::Relaxed);
+        log::info!("input goes to {}; Ctrl-\\ n moves it to the next partition, Ctrl-\\ s shows their status", p.name);
+    }
+}
+
+fn status() {
+    let parts = &crate::system().partitions;
+    let focus = FOCUS.load(Ordering::Relaxed);
+    log::info!("status: {} partitions", parts.len());
+    for p in parts {
+        let power = p.power.lock();
+        let on = (0..power.count())
+            .filter(|&v| power.get(v) != partita_core::psci::Power::Off)
+            .count();
+        log::info!(
+            "  {:<8} vcpus on {on}/{}{}",
+            p.name,
+            power.count(),
+            if p.index == focus { "  (input)" } else { "" }
+        );
+    }
 }
 
 struct Logger;
@@ -72,8 +173,16 @@ impl log::Log for Logger {
     fn log(&self, r: &log::Record<'_>) {
         let cpu = crate::arch::cpu_index();
         match r.level() {
-            log::Level::Info => line(format_args!("[partita cpu{cpu}] "), *r.args()),
-            l => line(format_args!("[partita cpu{cpu}] {l}: "), *r.args()),
+            log::Level::Info => write_line(
+                keys::HYPERVISOR,
+                format_args!("[partita cpu{cpu}] "),
+                *r.args(),
+            ),
+            l => write_line(
+                keys::HYPERVISOR,
+                format_args!("[partita cpu{cpu}] {l}: "),
+                *r.args(),
+            ),
         }
     }
 

@@ -2,6 +2,7 @@
 //! mailbox through which other CPUs ask it to start or stop one.
 
 use crate::arch;
+use crate::arch::gic::SGI_KICK;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
@@ -24,7 +25,6 @@ pub struct PerCpu {
     request: Mutex<Option<Request>>,
     /// (partition + 1) << 8 | vcpu while a vCPU runs here; 0 when parked.
     running: AtomicUsize,
-    mpidr: AtomicU64,
     /// The running vCPU has new pending virtual interrupts to load into
     /// list registers before it resumes.
     flush: AtomicBool,
@@ -34,7 +34,6 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         request: Mutex::new(None),
         running: AtomicUsize::new(0),
-        mpidr: AtomicU64::new(0),
         flush: AtomicBool::new(false),
     }
 }; MAX_CPUS];
@@ -48,13 +47,12 @@ pub fn get(cpu: usize) -> &'static PerCpu {
 }
 
 /// Allocates CPU `cpu`'s stack (the boot CPU's is in BSS and given here).
-pub fn prepare(cpu: usize, mpidr: u64, stack_top: Option<u64>) {
+pub fn prepare(cpu: usize, stack_top: Option<u64>) {
     let top = stack_top.unwrap_or_else(|| {
         let stack = alloc::vec![0u8; STACK_SIZE].leak();
         stack.as_ptr() as u64 + STACK_SIZE as u64
     });
     STACK_TOPS[cpu].store(top, Ordering::Release);
-    CPUS[cpu].mpidr.store(mpidr, Ordering::Relaxed);
 }
 
 pub fn stack_top(cpu: usize) -> u64 {
@@ -62,17 +60,23 @@ pub fn stack_top(cpu: usize) -> u64 {
 }
 
 impl PerCpu {
-    pub fn mpidr(&self) -> u64 {
-        self.mpidr.load(Ordering::Relaxed)
-    }
-
+    /// Leaves a request; the caller then kicks the CPU with an SGI.
     pub fn post(&self, r: Request) {
         *self.request.lock() = Some(r);
-        arch::send_event();
     }
 
     pub fn take(&self) -> Option<Request> {
         self.request.lock().take()
+    }
+
+    /// Takes the request only if it is `Stop` (a start waits for the park loop).
+    pub fn take_stop(&self) -> bool {
+        let mut r = self.request.lock();
+        let stop = *r == Some(Request::Stop);
+        if stop {
+            *r = None;
+        }
+        stop
     }
 
     pub fn request_flush(&self) {
@@ -99,4 +103,11 @@ impl PerCpu {
 /// The partition and vCPU this CPU runs.
 pub fn current() -> Option<(usize, usize)> {
     CPUS[arch::cpu_index()].running()
+}
+
+/// Posts `r` to CPU `cpu` and interrupts it, wherever it is.
+pub fn send(cpu: usize, r: Request) {
+    get(cpu).post(r);
+    let sys = crate::system();
+    sys.gic.send_sgi(sys.config.cpus[cpu].mpidr, cpu, SGI_KICK);
 }

@@ -3,7 +3,7 @@
 
 use crate::arch::gic::{MAINTENANCE, SGI_KICK};
 use crate::arch::{self, TrapFrame};
-use crate::cpu::{self, Request};
+use crate::cpu;
 use crate::partition::Partition;
 use crate::system;
 use log::debug;
@@ -77,7 +77,9 @@ pub fn flush(p: &Partition, vcpu: usize) {
             }
         }
         match held {
-            Some((i, v)) => gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING)),
+            Some((i, v)) => {
+                gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING))
+            }
             None => {
                 let i = free.trailing_zeros() as usize;
                 free &= free - 1;
@@ -106,7 +108,7 @@ pub fn handle_physical() {
         match id {
             SGI_KICK => {
                 sys.gic.deactivate(id);
-                if let Some(Request::Stop) = cpu::get(me).take() {
+                if cpu::get(me).take_stop() {
                     cpu::get(me).set_running(None);
                     arch::park(cpu::stack_top(me));
                 }
@@ -123,6 +125,10 @@ pub fn handle_physical() {
                 }
                 None => sys.gic.deactivate(id),
             },
+            spi if Some(spi) == sys.console_spi => {
+                crate::console::receive();
+                sys.gic.deactivate(spi);
+            }
             spi if spi >= vgic::SPI_BASE => match sys.spi_owner(spi) {
                 Some(p) => {
                     let p = &sys.partitions[p];

@@ -36,6 +36,8 @@ pub struct System {
     pub gic: Gic,
     /// Which partition owns each passed-through SPI.
     spi_owners: Vec<Option<u16>>,
+    /// The console UART's receive interrupt, taken by the hypervisor.
+    pub console_spi: Option<u32>,
 }
 
 impl System {
@@ -76,6 +78,20 @@ fn boot_package() -> Result<Package<'static>, package::PackageError> {
     Package::parse(unsafe { core::slice::from_raw_parts(end as *const u8, len) })
 }
 
+/// The hypervisor's command line: `/chosen/bootargs` of the device tree the
+/// bootloader passed (QEMU's `-append`, U-Boot's `bootargs`), if any.
+fn bootloader_args(dtb: u64) -> &'static str {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
+        return "";
+    }
+    // SAFETY: the boot protocol puts a device tree at x0 when there is one;
+    // its header is checked before anything else is read.
+    match unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
+        Ok(f) => f.chosen().bootargs().unwrap_or(""),
+        Err(_) => "",
+    }
+}
+
 /// Ends the boot with a clear line when the configuration cannot run.
 fn refuse(what: core::fmt::Arguments<'_>) -> ! {
     error!("{what}");
@@ -87,7 +103,7 @@ fn refuse(what: core::fmt::Arguments<'_>) -> ! {
 }
 
 #[no_mangle]
-extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
+extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     let package = match boot_package() {
         Ok(p) => p,
         // No console is known without the SDT: nothing to say it on.
@@ -108,7 +124,12 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
     let (image_start, _) = arch::image_range();
     let heap_start = (arch::image_range().1 + package.len() as u64).next_multiple_of(4096);
     // SAFETY: the console UART named by the SDT; MMU off, so it is device memory.
-    unsafe { console::init(early.console) };
+    unsafe { console::init(early.console_kind, early.console) };
+    console::set_colour(
+        bootloader_args(bootloader_dtb)
+            .split_whitespace()
+            .any(|w| w == "colour"),
+    );
     info!("Partita {} starting at EL2", env!("CARGO_PKG_VERSION"));
     if image_start < early.hypervisor.base || heap_start + (4 << 20) > early.hypervisor.end() {
         refuse(format_args!(
@@ -188,13 +209,21 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
             Err(e) => refuse(format_args!("{}: {}", e.path, e.reason)),
         }
     }
+    let console_spi = config.devices[config.console].spis.first().copied();
     SYSTEM.call_once(|| System {
         config,
         partitions,
         gic,
         spi_owners,
+        console_spi,
     });
     let sys = system();
+    if let Some(spi) = sys.console_spi {
+        sys.gic.route(spi, mpidr, boot_cpu);
+        sys.gic.set_enabled(spi, mpidr, true);
+        console::enable_input();
+    }
+    console::announce_focus();
 
     extern "C" {
         static __boot_stack_top: u8;
@@ -202,14 +231,13 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
     // SAFETY: a linker symbol; only its address is taken.
     cpu::prepare(
         boot_cpu,
-        mpidr,
         Some(unsafe { &__boot_stack_top as *const u8 as u64 }),
     );
     for (i, c) in sys.config.cpus.iter().enumerate() {
         if i == boot_cpu {
             continue;
         }
-        cpu::prepare(i, c.mpidr, None);
+        cpu::prepare(i, None);
         let r = arch::smc(FW_CPU_ON, c.mpidr, arch::secondary_entry_point(), i as u64);
         if r != 0 {
             warn!(
@@ -221,12 +249,15 @@ extern "C" fn primary_main(_bootloader_dtb: u64) -> ! {
 
     for p in &sys.partitions {
         p.power.lock().set(0, Power::OnPending);
-        cpu::get(p.pcpus[0]).post(Request::Start {
-            partition: p.index,
-            vcpu: 0,
-            entry: p.layout.kernel,
-            context: p.layout.dtb,
-        });
+        cpu::send(
+            p.pcpus[0],
+            Request::Start {
+                partition: p.index,
+                vcpu: 0,
+                entry: p.layout.kernel,
+                context: p.layout.dtb,
+            },
+        );
     }
     park_loop()
 }
@@ -264,7 +295,9 @@ extern "C" fn secondary_main(index: usize) -> ! {
     park_loop()
 }
 
-/// Where a CPU without a running vCPU waits for a start request.
+/// Where a CPU without a running vCPU waits for a start request. It sleeps
+/// with interrupts masked (a pending one still wakes it) and opens them
+/// briefly after each wake-up, so nothing is missed between check and sleep.
 #[no_mangle]
 pub extern "C" fn park_loop() -> ! {
     let me = cpu::get(arch::cpu_index());
@@ -279,7 +312,8 @@ pub extern "C" fn park_loop() -> ! {
         {
             vcpu::enter(partition, vcpu, entry, context);
         }
-        arch::wait_for_event();
+        arch::wait_for_interrupt();
+        arch::take_pending_interrupts();
     }
 }
 

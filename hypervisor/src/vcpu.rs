@@ -1,7 +1,7 @@
 //! Running a vCPU and handling every exception it takes to EL2: each trap
 //! is decoded into one event and handed to exactly one handler.
 
-use crate::arch::{self, gic::SGI_KICK, TrapFrame, VcpuSetup};
+use crate::arch::{self, TrapFrame, VcpuSetup};
 use crate::cpu::{self, Request};
 use crate::irq;
 use crate::partition::Partition;
@@ -135,12 +135,15 @@ fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
             context,
         } => {
             frame.x[0] = 0;
-            cpu::get(p.pcpus[target]).post(Request::Start {
-                partition: p.index,
-                vcpu: target,
-                entry,
-                context,
-            });
+            cpu::send(
+                p.pcpus[target],
+                Request::Start {
+                    partition: p.index,
+                    vcpu: target,
+                    entry,
+                    context,
+                },
+            );
         }
         Action::Stop => {
             p.power.lock().set(vcpu, Power::Off);
@@ -169,8 +172,7 @@ fn stop_siblings(p: &Partition) {
     }
     for &c in p.pcpus.iter().filter(|&&c| c != me) {
         if cpu::get(c).running().is_some_and(|(q, _)| q == p.index) {
-            cpu::get(c).post(Request::Stop);
-            system().gic.send_sgi(cpu::get(c).mpidr(), c, SGI_KICK);
+            cpu::send(c, Request::Stop);
             while cpu::get(c).running().is_some() {
                 core::hint::spin_loop();
             }
@@ -201,12 +203,15 @@ fn reset_partition(p: &Partition, vcpu: usize) -> ! {
     if p.pcpus[0] == me {
         enter(p.index, 0, entry, context)
     }
-    cpu::get(p.pcpus[0]).post(Request::Start {
-        partition: p.index,
-        vcpu: 0,
-        entry,
-        context,
-    });
+    cpu::send(
+        p.pcpus[0],
+        Request::Start {
+            partition: p.index,
+            vcpu: 0,
+            entry,
+            context,
+        },
+    );
     cpu::get(me).set_running(None);
     arch::park(cpu::stack_top(me))
 }
@@ -229,7 +234,7 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
             match uart.write(off, a.width, a.store_value(frame.reg(a.reg)) as u32) {
                 Some(Effect::Transmit(b)) => {
                     if let Some(l) = line.push(b) {
-                        crate::console::guest_line(&p.name, l);
+                        crate::console::guest_line(p.index, &p.name, l);
                     }
                 }
                 Some(Effect::None) => {}

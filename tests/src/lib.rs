@@ -127,20 +127,21 @@ pub struct Run {
 /// Boots `image` on QEMU virt and collects the serial output until QEMU
 /// exits or `limit` passes.
 pub fn boot(image: &Path, limit: Duration) -> Run {
-    boot_with(image, limit, &[], None)
+    boot_with(image, limit, &[], None, &[])
 }
 
-/// As `boot`, with extra environment for qemu/virt and bytes fed to the
-/// serial input once `after` appears in the output.
+/// As `boot`, with extra environment for qemu/virt, bytes fed to the serial
+/// input once `after` appears in the output, and extra QEMU arguments.
 pub fn boot_with(
     image: &Path,
     limit: Duration,
     env: &[(&str, &str)],
     input: Option<(&str, &[u8])>,
+    qemu_args: &[&str],
 ) -> Run {
     let script = root().join("qemu/virt");
     let mut cmd = Command::new(&script);
-    cmd.arg(image).args(["-monitor", "none"]);
+    cmd.arg(image).args(["-monitor", "none"]).args(qemu_args);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -16,6 +16,7 @@ fn both(name: &str, domains: &str, check: impl Fn(&Run)) {
             LIMIT,
             &[("PARTITA_GIC", if gic == 3 { "3" } else { "2" })],
             None,
+            &[],
         );
         run.line(&format!("GICv{gic}"));
         check(&run);

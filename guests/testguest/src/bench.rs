@@ -32,7 +32,12 @@ fn report(name: &str, n: usize, mut sample: impl FnMut() -> u64) {
     let s = &mut s[..n];
     s.sort_unstable();
     let p99 = s[(n * 99 / 100).min(n - 1)];
-    println!("bench: {name} min {} median {} p99 {p99} max {} ({n} samples)", s[0], s[n / 2], s[n - 1]);
+    println!(
+        "bench: {name} min {} median {} p99 {p99} max {} ({n} samples)",
+        s[0],
+        s[n / 2],
+        s[n - 1]
+    );
 }
 
 /// Waits for the interrupt; IRQ_AT was cleared before it was provoked.
@@ -58,7 +63,9 @@ pub fn timer(n: usize) {
         IRQ_AT.store(0, Ordering::Release);
         let deadline = counter() + 20_000;
         // SAFETY: the virtual timer belongs to the guest.
-        unsafe { asm!("msr cntv_cval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) deadline, in(reg) 1u64) };
+        unsafe {
+            asm!("msr cntv_cval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) deadline, in(reg) 1u64)
+        };
         let at = wait_irq();
         at.saturating_sub(deadline)
     });

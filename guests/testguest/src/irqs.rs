@@ -189,6 +189,49 @@ fn rtc_arm(base: u64) {
     }
 }
 
+static UART_SPI: AtomicU32 = AtomicU32::new(0);
+static ECHOED: AtomicU32 = AtomicU32::new(0);
+static mut LINE: ([u8; 128], usize) = ([0; 128], 0);
+
+/// Echoes `n` lines typed on the console, read with its receive interrupt.
+pub fn echo(fdt: &fdt::Fdt<'_>, n: u32) {
+    let Some(spi) = crate::console_spi(fdt) else {
+        println!("echo: the console has no interrupt");
+        return;
+    };
+    UART_SPI.store(spi, Ordering::Relaxed);
+    gic::init_distributor();
+    gic::init_cpu(0);
+    gic::enable(spi, 0);
+    crate::uart::enable_rx_interrupt();
+    unmask();
+    println!("echo: ready for {n} lines");
+    while ECHOED.load(Ordering::Acquire) < n {
+        // SAFETY: wait for the next interrupt.
+        unsafe { asm!("wfi") };
+    }
+}
+
+fn uart_rx() {
+    while let Some(b) = crate::uart::get() {
+        // SAFETY: only the IRQ handler of vCPU 0 touches the line buffer.
+        let (buf, len) = unsafe { &mut *core::ptr::addr_of_mut!(LINE) };
+        if b == b'\r' || b == b'\n' {
+            if *len > 0 {
+                println!(
+                    "echo: {}",
+                    core::str::from_utf8(&buf[..*len]).unwrap_or("?")
+                );
+                *len = 0;
+                ECHOED.fetch_add(1, Ordering::AcqRel);
+            }
+        } else if *len < buf.len() {
+            buf[*len] = b;
+            *len += 1;
+        }
+    }
+}
+
 /// Tries to take over an SPI of another partition.
 pub fn steal(intid: u32) {
     gic::init_distributor();
@@ -228,6 +271,7 @@ extern "C" fn on_irq() {
             SGI => {
                 SGI_COUNT.fetch_add(1, Ordering::AcqRel);
             }
+            id if id == UART_SPI.load(Ordering::Relaxed) => uart_rx(),
             id if id == RTC_SPI.load(Ordering::Relaxed) => {
                 gic::disable(id, 0);
                 gic::enable(id, 0);

@@ -13,6 +13,8 @@
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
+//! - `echo=N`: echoes N typed lines (console receive interrupt);
+//! - `spam=N`: N long lines as fast as possible;
 //! - `bench-NAME=N`: N samples of timer, sgi, hvc or psci (see bench.rs);
 //! - `stay`: never powers off.
 //!
@@ -126,6 +128,8 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                 }
                 BENCHING.store(false, Ordering::Relaxed);
             }
+            w if w.starts_with("echo=") => irqs::echo(&fdt, w[5..].parse().unwrap_or(1)),
+            w if w.starts_with("spam=") => spam(w[5..].parse().unwrap_or(100)),
             w if w.starts_with("steal=") => irqs::steal(w[6..].parse().unwrap_or(39)),
             w if w.starts_with("count=") => count(w[6..].parse().unwrap_or(10)),
             w => println!("testguest: unknown scenario `{w}`"),
@@ -143,6 +147,26 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     println!("testguest: SYSTEM_OFF returned!");
     loop {
         core::hint::spin_loop()
+    }
+}
+
+/// The console UART's interrupt, as an INTID.
+pub fn console_spi(fdt: &fdt::Fdt<'_>) -> Option<u32> {
+    let path = fdt
+        .find_node("/chosen")?
+        .property("stdout-path")?
+        .as_str()?;
+    let v = fdt
+        .find_node(path.split(':').next()?)?
+        .property("interrupts")?
+        .value;
+    Some(u32::from_be_bytes(v.get(4..8)?.try_into().ok()?) + 32)
+}
+
+/// `n` long lines as fast as the console takes them.
+fn spam(n: u32) {
+    for i in 1..=n {
+        println!("spam {i:05} the quick brown fox jumps over the lazy dog, the quick brown fox jumps over the lazy dog, the quick brown fox {i:05}");
     }
 }
 

@@ -36,3 +36,20 @@ pub fn print(args: core::fmt::Arguments<'_>) {
     let _ = u.write_str("\n");
     LOCK.store(false, Ordering::Release);
 }
+
+/// Interrupts on received bytes (RX and RX timeout).
+pub fn enable_rx_interrupt() {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: IMSC of our PL011.
+    unsafe { core::ptr::write_volatile((base + 0x38) as *mut u32, (1 << 4) | (1 << 6)) };
+}
+
+/// A received byte, if any.
+pub fn get() -> Option<u8> {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: FR and DR of our PL011.
+    unsafe {
+        (core::ptr::read_volatile((base + 0x18) as *const u32) & (1 << 4) == 0)
+            .then(|| core::ptr::read_volatile(base as *const u32) as u8)
+    }
+}

@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+pub mod console;
 pub mod guest_fdt;
 pub mod layout;
 pub mod package;

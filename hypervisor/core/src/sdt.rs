@@ -851,12 +851,32 @@ fn read_access(
     Ok(devices)
 }
 
+/// The console UARTs the hypervisor drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    /// ARM PL011 (QEMU virt).
+    Pl011,
+    /// Cadence UART (Xilinx ZynqMP).
+    Cadence,
+}
+
+impl UartKind {
+    pub fn from_compatible<'a>(mut c: impl Iterator<Item = &'a str>) -> Option<Self> {
+        c.find_map(|c| match c {
+            "arm,pl011" => Some(UartKind::Pl011),
+            "cdns,uart-r1p12" | "cdns,uart-r1p8" | "xlnx,xuartps" => Some(UartKind::Cadence),
+            _ => None,
+        })
+    }
+}
+
 /// What the hypervisor needs from the SDT before it has a heap: where it
 /// may put the heap, and where its console is to report anything else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Early {
     pub hypervisor: Range,
     pub console: u64,
+    pub console_kind: UartKind,
 }
 
 /// Reads [`Early`] without allocating; `None` if either is missing (the
@@ -874,9 +894,12 @@ pub fn early(blob: &[u8]) -> Option<Early> {
     })?;
     let (base, size) = first_reg(hyp)?;
     let stdout = prop_str(fdt.find_node("/chosen")?, "stdout-path")?;
-    let (console, _) = first_reg(fdt.find_node(stdout.split(':').next()?)?)?;
+    let node = fdt.find_node(stdout.split(':').next()?)?;
+    let console_kind = UartKind::from_compatible(node.compatible()?.all())?;
+    let (console, _) = first_reg(node)?;
     Some(Early {
         hypervisor: Range::new(base, size),
         console,
+        console_kind,
     })
 }

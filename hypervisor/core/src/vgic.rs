@@ -197,7 +197,9 @@ impl Vgic {
     }
 
     fn queue(&mut self, vcpu: usize, intid: u32, on: bool) {
-        let (Some(q), Some(sum)) = (self.queued.get_mut(vcpu), self.summary.get_mut(vcpu)) else { return };
+        let (Some(q), Some(sum)) = (self.queued.get_mut(vcpu), self.summary.get_mut(vcpu)) else {
+            return;
+        };
         let (w, b) = ((intid / 64) as usize, intid % 64);
         if on {
             q[w] |= 1 << b;
@@ -263,13 +265,22 @@ impl Vgic {
         let mut best: Option<(u32, u8)> = None;
         let dist_on = self.enabled();
         for intid in self.queued(vcpu) {
-            let Some(i) = self.irq(vcpu, intid) else { continue };
-            if i.enabled && (dist_on || intid < SPI_BASE) && best.is_none_or(|(_, bp)| i.priority < bp) {
+            let Some(i) = self.irq(vcpu, intid) else {
+                continue;
+            };
+            if i.enabled
+                && (dist_on || intid < SPI_BASE)
+                && best.is_none_or(|(_, bp)| i.priority < bp)
+            {
                 best = Some((intid, i.priority));
             }
         }
         let (intid, _) = best?;
-        let source = if intid < 16 { self.sgi_source[vcpu][intid as usize] } else { 0 };
+        let source = if intid < 16 {
+            self.sgi_source[vcpu][intid as usize]
+        } else {
+            0
+        };
         self.queue(vcpu, intid, false);
         let irq = self.irq_mut(vcpu, intid)?;
         irq.pending = false;
@@ -285,7 +296,8 @@ impl Vgic {
 
     /// Whether `vcpu` still has interrupts waiting for a list register.
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        self.summary.get(vcpu).is_some_and(|&s| s != 0) && self.queued(vcpu).any(|i| self.deliverable(vcpu, i))
+        self.summary.get(vcpu).is_some_and(|&s| s != 0)
+            && self.queued(vcpu).any(|i| self.deliverable(vcpu, i))
     }
 
     /// Distributor access by `vcpu` at `off` (GICD, 64 KiB).

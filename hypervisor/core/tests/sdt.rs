@@ -261,4 +261,5 @@ fn early_read_finds_heap_and_console_without_the_full_reader() {
     let e = partita_core::sdt::early(&compile(&two_guests())).unwrap();
     assert_eq!(e.hypervisor, Range::new(0x4000_0000, 0x400_0000));
     assert_eq!(e.console, 0x0900_0000);
+    assert_eq!(e.console_kind, partita_core::sdt::UartKind::Pl011);
 }

@@ -118,9 +118,22 @@ pub fn wait_for_event() {
     aarch64_cpu::asm::wfe();
 }
 
-pub fn send_event() {
-    barrier::dsb(barrier::ISH);
-    aarch64_cpu::asm::sev();
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::wfi();
+}
+
+/// Lets interrupts pending at EL2 be taken, then masks them again.
+pub fn take_pending_interrupts() {
+    // SAFETY: the EL2 vectors handle IRQs; the ISB makes the unmask take
+    // effect before the mask.
+    unsafe {
+        asm!(
+            "msr daifclr, #2",
+            "isb",
+            "msr daifset, #2",
+            options(nomem, nostack)
+        )
+    };
 }
 
 /// CTR_EL0, which aarch64-cpu does not provide: cache line sizes.
