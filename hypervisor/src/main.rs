@@ -12,6 +12,7 @@ mod console;
 mod cpu;
 mod irq;
 mod partition;
+mod rpmsg;
 mod uart;
 mod vcpu;
 
@@ -38,6 +39,8 @@ pub struct System {
     spi_owners: Vec<Option<u16>>,
     /// The console UART's receive interrupt, taken by the hypervisor.
     pub console_spi: Option<u32>,
+    /// The rpmsg links' device state, one lock per link.
+    pub links: Vec<spin::Mutex<partita_core::rpmsg::Link>>,
 }
 
 impl System {
@@ -210,12 +213,18 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         }
     }
     let console_spi = config.devices[config.console].spis.first().copied();
+    let links = config
+        .links
+        .iter()
+        .map(|_| spin::Mutex::new(partita_core::rpmsg::Link::new()))
+        .collect();
     SYSTEM.call_once(|| System {
         config,
         partitions,
         gic,
         spi_owners,
         console_spi,
+        links,
     });
     let sys = system();
     if let Some(spi) = sys.console_spi {

@@ -43,6 +43,8 @@ pub struct Partition {
     pub gic_redist: u64,
     /// Passed-through SPIs.
     pub hw_spis: Vec<u32>,
+    /// Its side of each rpmsg link.
+    pub virtio: Vec<crate::rpmsg::VirtioPort>,
     pub gic_lines: u32,
 }
 
@@ -148,6 +150,19 @@ impl Partition {
                     .map_err(|e| fail(d, alloc::format!("mapping {} {r}: {e:?}", dev.path)))?;
             }
         }
+        // virtio windows stay unmapped: every access traps.
+        let virtio: Vec<crate::rpmsg::VirtioPort> = sys
+            .links_of(index)
+            .map(|(link, side)| crate::rpmsg::VirtioPort {
+                base: sys.links[link].windows[side],
+                spi: sys.links[link].spis[side],
+                link,
+                side,
+            })
+            .collect();
+        for v in &virtio {
+            vgic.own_spi(v.spi, false);
+        }
         let p = Partition {
             index,
             name: d.name.clone(),
@@ -166,6 +181,7 @@ impl Partition {
             gic_redist,
             gic_lines,
             hw_spis,
+            virtio,
         };
         p.load();
         Ok(p)
@@ -217,6 +233,9 @@ impl Partition {
         }
         if let Some(spi) = self.console.as_ref().and_then(|c| c.spi) {
             fresh.own_spi(spi, false);
+        }
+        for v in &self.virtio {
+            fresh.own_spi(v.spi, false);
         }
         *g = fresh;
     }

@@ -218,7 +218,7 @@ fn reset_partition(p: &Partition, vcpu: usize) -> ! {
 
 /// A trapped load or store: the partition's emulated devices, or an abort.
 fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
-    if irq::emulate(frame, p, vcpu, &a) {
+    if irq::emulate(frame, p, vcpu, &a) || crate::rpmsg::emulate(frame, p, &a) {
         frame.elr += 4;
         return;
     }

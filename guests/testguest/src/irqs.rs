@@ -272,6 +272,7 @@ extern "C" fn on_irq() {
                 SGI_COUNT.fetch_add(1, Ordering::AcqRel);
             }
             id if id == UART_SPI.load(Ordering::Relaxed) => uart_rx(),
+            id if id == crate::rpmsg::SPI.load(Ordering::Relaxed) => crate::rpmsg::on_irq(),
             id if id == RTC_SPI.load(Ordering::Relaxed) => {
                 gic::disable(id, 0);
                 gic::enable(id, 0);

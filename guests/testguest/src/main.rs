@@ -13,6 +13,7 @@
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
+//! - `rpmsg=N[,slow]`, `rpmsg-bad`: see rpmsg.rs;
 //! - `echo=N`: echoes N typed lines (console receive interrupt);
 //! - `spam=N`: N long lines as fast as possible;
 //! - `bench-NAME=N`: N samples of timer, sgi, hvc or psci (see bench.rs);
@@ -25,6 +26,7 @@
 mod bench;
 mod gic;
 mod irqs;
+mod rpmsg;
 mod uart;
 
 use core::arch::{asm, global_asm};
@@ -127,6 +129,17 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     _ => println!("bench: unknown benchmark `{name}`"),
                 }
                 BENCHING.store(false, Ordering::Relaxed);
+            }
+            w if w.starts_with("rpmsg=") => {
+                let (n, mode) = w[6..].split_once(',').unwrap_or((&w[6..], ""));
+                if rpmsg::init(&fdt) {
+                    rpmsg::exchange(n.parse().unwrap_or(100), mode == "slow");
+                }
+            }
+            "rpmsg-bad" => {
+                if rpmsg::init(&fdt) {
+                    rpmsg::corrupt();
+                }
             }
             w if w.starts_with("echo=") => irqs::echo(&fdt, w[5..].parse().unwrap_or(1)),
             w if w.starts_with("spam=") => spam(w[5..].parse().unwrap_or(100)),

@@ -187,6 +187,18 @@ pub fn build(
         }
         w.end_node(n)?;
     }
+    // One virtio rpmsg device per link the domain takes part in.
+    let me = sys.domains.iter().position(|d| d.path == domain.path);
+    for (l, side) in me.into_iter().flat_map(|i| sys.links_of(i)) {
+        let (base, spi) = (sys.links[l].windows[side], sys.links[l].spis[side]);
+        let n = w.begin_node(&format!("virtio_mmio@{base:x}"))?;
+        w.property_string("compatible", "virtio,mmio")?;
+        w.property_array_u64("reg", &[base, crate::sdt::VIRTIO_WINDOW])?;
+        w.property("interrupts", &be32(&[0, spi - 32, 1]))?;
+        // The hypervisor copies through cacheable mappings.
+        w.property_null("dma-coherent")?;
+        w.end_node(n)?;
+    }
     clocks.sort_unstable();
     clocks.dedup();
     for ph in clocks {

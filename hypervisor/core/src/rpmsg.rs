@@ -103,31 +103,14 @@ impl Link {
     ) -> Result<Moved, SideFault> {
         let to = 1 - from;
         let mut moved = Moved::default();
-        if !self.dev[from].driver_ok() || !self.dev[to].driver_ok() {
+        if !self.dev[from].driver_ok() {
             return Ok(moved);
         }
-        loop {
-            let Some(tx_head) = blame(from, self.dev[from].queues[TX].peek(&mem[from]))? else {
-                break;
-            };
-            let Some(rx_head) = blame(to, self.dev[to].queues[RX].peek(&mem[to]))? else {
-                moved.waiting = true;
-                break;
-            };
+        // The sender's message is checked first, whether or not the
+        // receiver is ready: a malformed queue is found at its notify.
+        while let Some(tx_head) = blame(from, self.dev[from].queues[TX].peek(&mem[from]))? {
             let tx = blame(from, self.dev[from].queues[TX].chain(&mem[from], tx_head))?;
-            let rx = blame(to, self.dev[to].queues[RX].chain(&mem[to], rx_head))?;
             let sent = blame(from, tx.len(false))?;
-            let room = blame(to, rx.len(true))?;
-            let mut hdr = [0u8; 16];
-            if sent < HEADER {
-                return Err(SideFault {
-                    side: from,
-                    fault: Fault::BadLength {
-                        len: sent,
-                        room: sent,
-                    },
-                });
-            }
             let first = tx.segments()[0];
             if first.len < HEADER {
                 return Err(SideFault {
@@ -138,6 +121,7 @@ impl Link {
                     },
                 });
             }
+            let mut hdr = [0u8; 16];
             blame(from, mem[from].read(first.addr, &mut hdr))?;
             let len = HEADER + u32::from(u16::from_le_bytes([hdr[12], hdr[13]]));
             if len > sent {
@@ -146,6 +130,16 @@ impl Link {
                     fault: Fault::BadLength { len, room: sent },
                 });
             }
+            if !self.dev[to].driver_ok() {
+                moved.waiting = true;
+                break;
+            }
+            let Some(rx_head) = blame(to, self.dev[to].queues[RX].peek(&mem[to]))? else {
+                moved.waiting = true;
+                break;
+            };
+            let rx = blame(to, self.dev[to].queues[RX].chain(&mem[to], rx_head))?;
+            let room = blame(to, rx.len(true))?;
             if len > room {
                 return Err(SideFault {
                     side: to,

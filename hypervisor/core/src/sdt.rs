@@ -165,6 +165,22 @@ impl Domain {
     }
 }
 
+/// An rpmsg link between two domains (lopper's `openamp,rpmsg-v1`
+/// relation): each side gets a virtio rpmsg device at its own window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpmsgLink {
+    pub path: String,
+    /// Domain indices: the host (where the relation is written) and the remote.
+    pub domains: [usize; 2],
+    /// Each side's virtio-mmio window (`VIRTIO_WINDOW` bytes).
+    pub windows: [u64; 2],
+    /// Each side's interrupt, as an INTID.
+    pub spis: [u32; 2],
+}
+
+/// Bytes of one virtio-mmio register window.
+pub const VIRTIO_WINDOW: u64 = 0x200;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SystemConfig {
     pub model: String,
@@ -179,6 +195,7 @@ pub struct SystemConfig {
     pub timer_interrupts: Vec<[u32; 3]>,
     pub devices: Vec<Device>,
     pub domains: Vec<Domain>,
+    pub links: Vec<RpmsgLink>,
 }
 
 /// Most vCPUs in one domain (its PSCI numbering uses Aff0 only).
@@ -381,8 +398,10 @@ impl SystemConfig {
             timer_interrupts,
             devices: alloc::vec![console],
             domains: Vec::new(),
+            links: Vec::new(),
         };
         read_domains(&tree, &mut sys)?;
+        read_links(&tree, &mut sys)?;
         sys.validate()?;
         Ok(sys)
     }
@@ -459,6 +478,14 @@ impl SystemConfig {
         Ok(())
     }
 
+    /// The rpmsg links a domain takes part in: (link index, its side).
+    pub fn links_of(&self, domain: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.links
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, l)| l.domains.iter().position(|&d| d == domain).map(|s| (i, s)))
+    }
+
     /// The partitions, one line each, for the boot log and `check`.
     pub fn partition_table(&self) -> String {
         let mut s = String::new();
@@ -483,6 +510,17 @@ impl SystemConfig {
                     .as_ref()
                     .map(|r| format!(" initrd {r}"))
                     .unwrap_or_default(),
+            );
+        }
+        for l in &self.links {
+            s += &format!(
+                "  rpmsg    {} <-> {}  virtio-mmio {:#x} (irq {}) / {:#x} (irq {})\n",
+                self.domains[l.domains[0]].name,
+                self.domains[l.domains[1]].name,
+                l.windows[0],
+                l.spis[0],
+                l.windows[1],
+                l.spis[1]
             );
         }
         s
@@ -902,4 +940,164 @@ pub fn early(blob: &[u8]) -> Option<Early> {
         console,
         console_kind,
     })
+}
+
+/// rpmsg relations: `domain-to-domain` (`openamp,domain-to-domain-v1`) /
+/// `rpmsg-relation` (`openamp,rpmsg-v1`) / one node per link with
+/// `remote = <&domain>`, and Partita's `partita,virtio-mmio = <host-window
+/// remote-window>` (two 2-cell addresses) and `partita,virtio-interrupts =
+/// <host-spi remote-spi>` (SPI numbers, as in `interrupts`). Relations with
+/// `host = <...>` describe the same link from the other side and are skipped.
+fn read_links(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+    for host in 0..sys.domains.len() {
+        let dpath = sys.domains[host].path.clone();
+        for (d2d, n) in tree.children_of(&dpath) {
+            if !has_compatible(n.node, "openamp,domain-to-domain-v1") {
+                continue;
+            }
+            for (rel, rn) in tree.children_of(d2d) {
+                if !has_compatible(rn.node, "openamp,rpmsg-v1") {
+                    continue;
+                }
+                for (path, l) in tree.children_of(rel) {
+                    let Some(remote) = prop_u32(l.node, "remote") else {
+                        continue;
+                    };
+                    let link = read_link(tree, sys, host, path, l.node, remote)?;
+                    sys.links.push(link);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_link(
+    tree: &Tree<'_, '_>,
+    sys: &SystemConfig,
+    host: usize,
+    path: &str,
+    n: FdtNode<'_, '_>,
+    remote: u32,
+) -> Result<RpmsgLink, SdtError> {
+    let (rpath, _) = tree.by_phandle(remote).ok_or_else(|| {
+        fault(
+            path,
+            format!("`remote` names phandle {remote:#x}, which no node has"),
+        )
+    })?;
+    let other = sys
+        .domains
+        .iter()
+        .position(|d| d.path == rpath)
+        .ok_or_else(|| {
+            fault(
+                path,
+                format!("`remote` names {rpath}, which is not a domain"),
+            )
+        })?;
+    if other == host {
+        return err(path, "`remote` names the domain itself");
+    }
+    let w: Vec<u32> = prop(n, "partita,virtio-mmio")
+        .map(|v| cells(v).collect())
+        .unwrap_or_default();
+    if w.len() != 4 {
+        return err(
+            path,
+            "`partita,virtio-mmio` must be <host-window remote-window>, two 2-cell addresses",
+        );
+    }
+    let windows = [
+        (u64::from(w[0]) << 32) | u64::from(w[1]),
+        (u64::from(w[2]) << 32) | u64::from(w[3]),
+    ];
+    let i: Vec<u32> = prop(n, "partita,virtio-interrupts")
+        .map(|v| cells(v).collect())
+        .unwrap_or_default();
+    let [hs, rs] = i[..] else {
+        return err(
+            path,
+            "`partita,virtio-interrupts` must be <host-spi remote-spi>",
+        );
+    };
+    let link = RpmsgLink {
+        path: path.to_owned(),
+        domains: [host, other],
+        windows,
+        spis: [hs + 32, rs + 32],
+    };
+    for side in 0..2 {
+        let d = &sys.domains[link.domains[side]];
+        let win = Range::new(link.windows[side], VIRTIO_WINDOW);
+        let spi = link.spis[side];
+        if !win.base.is_multiple_of(VIRTIO_WINDOW) {
+            return err(
+                path,
+                format!(
+                    "virtio window {win} of {} is not {VIRTIO_WINDOW:#x}-aligned",
+                    d.name
+                ),
+            );
+        }
+        if spi >= 1020 {
+            return err(
+                path,
+                format!(
+                    "interrupt {} of {} is beyond the GIC's last SPI",
+                    spi - 32,
+                    d.name
+                ),
+            );
+        }
+        if d.memory.iter().any(|m| m.overlaps(&win.pages()))
+            || sys.gic.regs.iter().any(|g| g.overlaps(&win))
+        {
+            return err(
+                path,
+                format!(
+                    "virtio window {win} of {} overlaps its memory or the GIC",
+                    d.name
+                ),
+            );
+        }
+        for &dev in &d.devices {
+            let dv = &sys.devices[dev];
+            if dv.regs.iter().any(|r| r.pages().overlaps(&win.pages())) {
+                return err(
+                    path,
+                    format!(
+                        "virtio window {win} of {} shares a page with {}",
+                        d.name, dv.path
+                    ),
+                );
+            }
+            if dv.spis.contains(&spi) {
+                return err(
+                    path,
+                    format!("interrupt {} of {} is also {}'s", spi - 32, d.name, dv.path),
+                );
+            }
+        }
+        for (_, (li, ls)) in sys.links.iter().enumerate().flat_map(|(i, l)| {
+            l.domains
+                .iter()
+                .enumerate()
+                .filter(|(_, &x)| x == link.domains[side])
+                .map(move |(s, _)| (i, (l, s)))
+        }) {
+            if li.windows[ls] == win.base || li.spis[ls] == spi {
+                return err(
+                    path,
+                    format!(
+                        "window {win} or interrupt {} of {} is also used by {}",
+                        spi - 32,
+                        d.name,
+                        li.path
+                    ),
+                );
+            }
+        }
+    }
+    Ok(link)
 }

@@ -263,3 +263,78 @@ fn early_read_finds_heap_and_console_without_the_full_reader() {
     assert_eq!(e.console, 0x0900_0000);
     assert_eq!(e.console_kind, partita_core::sdt::UartKind::Pl011);
 }
+
+fn linux_rtos() -> String {
+    std::fs::read_to_string(platform().join("linux-rtos.dts")).unwrap()
+}
+
+#[test]
+fn rpmsg_link_gives_each_side_a_virtio_device() {
+    let blob = compile(&linux_rtos());
+    let sys = SystemConfig::from_dtb(&blob).unwrap();
+    let [l] = &sys.links[..] else {
+        panic!("{:?}", sys.links)
+    };
+    assert_eq!(
+        (l.domains, l.windows, l.spis),
+        ([0, 1], [0x0a00_0000, 0x0a00_0200], [48, 49])
+    );
+    assert_eq!(sys.links_of(1).collect::<Vec<_>>(), [(0, 1)]);
+    assert!(sys.partition_table().contains("rpmsg    linux <-> rtos"));
+    let rtos = &sys.domains[1];
+    let layout = partita_core::layout::GuestLayout {
+        kernel: 0x4800_0000,
+        dtb: 0x4be0_0000,
+        initrd: None,
+    };
+    let dtb = partita_core::guest_fdt::build(&blob, &sys, rtos, &layout).unwrap();
+    let path = std::env::temp_dir().join(format!("partita-rpmsg-{}", std::process::id()));
+    std::fs::write(&path, &dtb).unwrap();
+    let out = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    let dts = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dts.contains("virtio_mmio@a000200 {") && dts.contains("compatible = \"virtio,mmio\""),
+        "{dts}"
+    );
+    assert!(
+        dts.contains("interrupts = <0x00 0x11 0x01>") && !dts.contains("virtio_mmio@a000000"),
+        "{dts}"
+    );
+}
+
+#[test]
+fn refuses_bad_rpmsg_links() {
+    let s = linux_rtos();
+    let e = refused(&s.replace("remote = <&rtos>;", "remote = <&linux>;"));
+    assert!(e.ends_with("`remote` names the domain itself"), "{e}");
+    let e = refused(&s.replace(
+        "<0x0 0x0a000000 0x0 0x0a000200>",
+        "<0x0 0x0a000000 0x0 0x0a000100>",
+    ));
+    assert!(e.contains("is not 0x200-aligned"), "{e}");
+    let e = refused(&s.replace(
+        "<0x0 0x0a000000 0x0 0x0a000200>",
+        "<0x0 0x50000000 0x0 0x0a000200>",
+    ));
+    assert!(e.contains("overlaps its memory"), "{e}");
+    let e = refused(&s.replace(
+        "<0x0 0x0a000000 0x0 0x0a000200>",
+        "<0x0 0x09010000 0x0 0x0a000200>",
+    ));
+    assert!(e.contains("shares a page with /pl031@9010000"), "{e}");
+    let e = refused(&s.replace(
+        "partita,virtio-interrupts = <16 17>;",
+        "partita,virtio-interrupts = <2 17>;",
+    ));
+    assert!(
+        e.contains("interrupt 2 of linux is also /pl031@9010000's"),
+        "{e}"
+    );
+    let e = refused(&s.replace("partita,virtio-interrupts = <16 17>;", ""));
+    assert!(e.contains("`partita,virtio-interrupts` must be"), "{e}");
+}
