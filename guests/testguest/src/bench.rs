@@ -15,12 +15,7 @@ const SGI: u32 = 2;
 pub static IRQ_AT: AtomicU64 = AtomicU64::new(0);
 static mut SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
 
-pub fn counter() -> u64 {
-    let v: u64;
-    // SAFETY: reads the virtual counter; the ISB keeps it in program order.
-    unsafe { asm!("isb", "mrs {}, cntvct_el0", "isb", out(reg) v) };
-    v
-}
+use guest_common::counter;
 
 fn report(name: &str, n: usize, mut sample: impl FnMut() -> u64) {
     let n = n.clamp(1, MAX_SAMPLES);

@@ -4,6 +4,7 @@
 use crate::{gic, hvc, println, secondary_start, vcpu_index, PSCI_AFFINITY_INFO, PSCI_CPU_ON};
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use guest_common::counter;
 
 const VTIMER: u32 = 27;
 const SGI: u32 = 1;
@@ -25,19 +26,7 @@ pub enum Job {
     Ipi = 2,
 }
 
-fn counter() -> u64 {
-    let v: u64;
-    // SAFETY: reads the virtual counter.
-    unsafe { asm!("isb", "mrs {}, cntvct_el0", out(reg) v) };
-    v
-}
-
-fn freq() -> u64 {
-    let v: u64;
-    // SAFETY: reads the counter frequency.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) v) };
-    v
-}
+use guest_common::counter_freq as freq;
 
 fn unmask() {
     // SAFETY: IRQs on at EL1; the vector table handles them.
@@ -195,7 +184,7 @@ static mut LINE: ([u8; 128], usize) = ([0; 128], 0);
 
 /// Echoes `n` lines typed on the console, read with its receive interrupt.
 pub fn echo(fdt: &fdt::Fdt<'_>, n: u32) {
-    let Some(spi) = crate::console_spi(fdt) else {
+    let Some(spi) = guest_common::console(fdt).and_then(|c| c.1) else {
         println!("echo: the console has no interrupt");
         return;
     };
@@ -245,7 +234,7 @@ pub fn steal(intid: u32) {
 
 #[no_mangle]
 extern "C" fn on_irq() {
-    let entry = crate::bench::counter();
+    let entry = counter();
     while let Some(iar) = gic::ack() {
         let id = iar & 0x3ff;
         let me = vcpu_index();

@@ -13,7 +13,7 @@
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
-//! - `rpmsg=N[,slow]`, `rpmsg-bad`: see rpmsg.rs;
+//! - `rpmsg=N[,slow]`, `rpmsg-bad`, `rpmsg-client=N`: see rpmsg.rs;
 //! - `echo=N`: echoes N typed lines (console receive interrupt);
 //! - `spam=N`: N long lines as fast as possible;
 //! - `bench-NAME=N`: N samples of timer, sgi, hvc or psci (see bench.rs);
@@ -24,44 +24,23 @@
 #![no_main]
 
 mod bench;
-mod gic;
 mod irqs;
 mod rpmsg;
-mod uart;
 
 use core::arch::{asm, global_asm};
-use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub use guest_common::{
+    gic, hvc, println, uart, PSCI_AFFINITY_INFO, PSCI_CPU_OFF, PSCI_CPU_ON, PSCI_FEATURES,
+    PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET, PSCI_VERSION,
+};
 
 global_asm!(include_str!("start.S"));
-
-pub const PSCI_VERSION: u64 = 0x8400_0000;
-const PSCI_CPU_OFF: u64 = 0x8400_0002;
-pub const PSCI_CPU_ON: u64 = 0xc400_0003;
-pub const PSCI_AFFINITY_INFO: u64 = 0xc400_0004;
-const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
-const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
-const PSCI_FEATURES: u64 = 0x8400_000a;
-
-pub fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> i64 {
-    let r: u64;
-    // SAFETY: an SMCCC call to the hypervisor; it preserves x4 and up.
-    unsafe {
-        asm!("hvc #0", inout("x0") x0 => r, inout("x1") x1 => _, inout("x2") x2 => _, inout("x3") x3 => _)
-    };
-    r as i64
-}
 
 fn smc(x0: u64) -> i64 {
     let r: u64;
     // SAFETY: as `hvc`; the hypervisor traps SMC from EL1.
     unsafe { asm!("smc #0", inout("x0") x0 => r, out("x1") _, out("x2") _, out("x3") _) };
     r as i64
-}
-
-#[macro_export]
-macro_rules! println {
-    ($($a:tt)*) => { $crate::uart::print(format_args!($($a)*)) };
 }
 
 extern "C" {
@@ -83,7 +62,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             core::hint::spin_loop()
         },
     };
-    if let Some(base) = console_base(&fdt) {
+    if let Some((base, _)) = guest_common::console(&fdt) {
         uart::init(base);
     }
     let args = fdt.chosen().bootargs().unwrap_or("").trim_end_matches('\0');
@@ -136,6 +115,11 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     rpmsg::exchange(n.parse().unwrap_or(100), mode == "slow");
                 }
             }
+            w if w.starts_with("rpmsg-client=") => {
+                if rpmsg::init(&fdt) {
+                    rpmsg::client(w[13..].parse().unwrap_or(100));
+                }
+            }
             "rpmsg-bad" => {
                 if rpmsg::init(&fdt) {
                     rpmsg::corrupt();
@@ -163,33 +147,11 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     }
 }
 
-/// The console UART's interrupt, as an INTID.
-pub fn console_spi(fdt: &fdt::Fdt<'_>) -> Option<u32> {
-    let path = fdt
-        .find_node("/chosen")?
-        .property("stdout-path")?
-        .as_str()?;
-    let v = fdt
-        .find_node(path.split(':').next()?)?
-        .property("interrupts")?
-        .value;
-    Some(u32::from_be_bytes(v.get(4..8)?.try_into().ok()?) + 32)
-}
-
 /// `n` long lines as fast as the console takes them.
 fn spam(n: u32) {
     for i in 1..=n {
         println!("spam {i:05} the quick brown fox jumps over the lazy dog, the quick brown fox jumps over the lazy dog, the quick brown fox {i:05}");
     }
-}
-
-fn console_base(fdt: &fdt::Fdt<'_>) -> Option<u64> {
-    let path = fdt
-        .find_node("/chosen")?
-        .property("stdout-path")?
-        .as_str()?;
-    let node = fdt.find_node(path.split(':').next()?)?;
-    Some(node.reg()?.next()?.starting_address as u64)
 }
 
 fn calls() {
@@ -331,14 +293,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
     loop {
         core::hint::spin_loop()
-    }
-}
-
-impl Write for uart::Uart {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for b in s.bytes() {
-            self.put(b);
-        }
-        Ok(())
     }
 }

@@ -1,73 +1,4 @@
-// Entry of a bare-metal guest under the arm64 Linux boot protocol:
-// x0 = device tree, MMU off, at EL1.
-
-.section .text.head, "ax"
-.global _start
-_start:
-    b       primary
-    .long   0
-    .quad   0                   // text_offset
-    .quad   __image_size        // footprint, stacks included
-    .quad   0xa                 // little-endian, 4 KiB pages, anywhere in RAM
-    .quad   0, 0, 0
-    .ascii  "ARM\x64"
-    .long   0
-
-primary:
-    mov     x19, x0
-    adr     x20, _start         // where we run; we are linked at 0
-    adrp    x1, __rela_start
-    add     x1, x1, :lo12:__rela_start
-    adrp    x2, __rela_end
-    add     x2, x2, :lo12:__rela_end
-1:  cmp     x1, x2
-    b.hs    2f
-    ldp     x3, x4, [x1], #16   // r_offset, r_info
-    ldr     x5, [x1], #8        // r_addend
-    cmp     x4, #1027           // R_AARCH64_RELATIVE
-    b.ne    1b
-    add     x5, x5, x20
-    str     x5, [x20, x3]
-    b       1b
-2:  adrp    x1, __bss_start
-    add     x1, x1, :lo12:__bss_start
-    adrp    x2, __bss_end
-    add     x2, x2, :lo12:__bss_end
-3:  cmp     x1, x2
-    b.hs    4f
-    str     xzr, [x1], #8
-    b       3b
-4:  mov     x0, #0
-    bl      cpu_setup
-    mov     x0, x19
-    bl      guest_main
-5:  wfi
-    b       5b
-
-// PSCI CPU_ON entry; x0 = the context we passed (vCPU index and job).
-.global secondary_start
-secondary_start:
-    mov     x19, x0
-    and     x0, x0, #0xff       // the vCPU index; higher bits name a job
-    bl      cpu_setup
-    mov     x0, x19
-    bl      guest_secondary
-6:  wfi
-    b       6b
-
-// x0 = vCPU index: FP on, vectors, a stack of 16 KiB per vCPU.
-cpu_setup:
-    mov     x1, #(3 << 20)
-    msr     cpacr_el1, x1
-    adrp    x1, vectors
-    add     x1, x1, :lo12:vectors
-    msr     vbar_el1, x1
-    isb
-    adrp    x1, __stacks_top
-    add     x1, x1, :lo12:__stacks_top
-    lsl     x2, x0, #14
-    sub     sp, x1, x2
-    ret
+// The test guest's exception vectors (boot code: guest-common's boot.S).
 
 .macro unexpected
     .balign 0x80
@@ -80,6 +11,7 @@ cpu_setup:
 // Synchronous exceptions at EL1 go to `on_sync`, which returns where to
 // resume, and IRQs to `on_irq`; everything else is unexpected here.
 .balign 0x800
+.global vectors
 vectors:
     unexpected
     unexpected

@@ -1,4 +1,5 @@
-//! A polling PL011 driver, found through the device tree.
+//! A polling PL011 console, found through the device tree. Lines are
+//! printed whole: callers on several vCPUs (or tasks) take turns.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,5 +52,14 @@ pub fn get() -> Option<u8> {
     unsafe {
         (core::ptr::read_volatile((base + 0x18) as *const u32) & (1 << 4) == 0)
             .then(|| core::ptr::read_volatile(base as *const u32) as u8)
+    }
+}
+
+impl Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            self.put(b);
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,67 @@
+//! What Partita's bare-metal guests (the test guest, the RTOS) share: the
+//! boot code, a console, a GIC driver and a virtio rpmsg driver, all found
+//! through the device tree the hypervisor passes.
+#![no_std]
+
+pub mod gic;
+pub mod uart;
+pub mod virtio;
+
+core::arch::global_asm!(include_str!("boot.S"));
+
+/// Prints one line on the console.
+#[macro_export]
+macro_rules! println {
+    ($($a:tt)*) => { $crate::uart::print(format_args!($($a)*)) };
+}
+
+/// The console UART's base address and interrupt (an INTID), from
+/// `/chosen/stdout-path`.
+pub fn console(fdt: &fdt::Fdt<'_>) -> Option<(u64, Option<u32>)> {
+    let path = fdt
+        .find_node("/chosen")?
+        .property("stdout-path")?
+        .as_str()?;
+    let node = fdt.find_node(path.split(':').next()?)?;
+    let base = node.reg()?.next()?.starting_address as u64;
+    Some((base, spi_of(node)))
+}
+
+/// A node's first interrupt as an INTID, from its 3-cell GIC specifier
+/// (the `fdt` crate reads only 1- or 2-cell ones).
+pub fn spi_of(node: fdt::node::FdtNode<'_, '_>) -> Option<u32> {
+    let v = node.property("interrupts")?.value;
+    Some(u32::from_be_bytes(v.get(4..8)?.try_into().ok()?) + 32)
+}
+
+pub fn counter() -> u64 {
+    let v: u64;
+    // SAFETY: reads the virtual counter; the ISBs keep it in program order.
+    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", "isb", out(reg) v) };
+    v
+}
+
+pub fn counter_freq() -> u64 {
+    let v: u64;
+    // SAFETY: reads the counter frequency.
+    unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) v) };
+    v
+}
+
+/// An SMCCC call to the hypervisor.
+pub fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> i64 {
+    let r: u64;
+    // SAFETY: the hypervisor preserves x4 and up.
+    unsafe {
+        core::arch::asm!("hvc #0", inout("x0") x0 => r, inout("x1") x1 => _, inout("x2") x2 => _, inout("x3") x3 => _)
+    };
+    r as i64
+}
+
+pub const PSCI_VERSION: u64 = 0x8400_0000;
+pub const PSCI_CPU_OFF: u64 = 0x8400_0002;
+pub const PSCI_CPU_ON: u64 = 0xc400_0003;
+pub const PSCI_AFFINITY_INFO: u64 = 0xc400_0004;
+pub const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+pub const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
+pub const PSCI_FEATURES: u64 = 0x8400_000a;
