@@ -73,9 +73,15 @@ pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
         .arg(imgs.join("partita.bin"))
         .arg("--sdt")
         .arg(&dtb);
+    // A name with an image of its own (rtos) gets it; the rest the test guest.
     for k in kernels {
-        cmd.arg("--image")
-            .arg(format!("{k}={}", imgs.join("testguest.bin").display()));
+        let own = imgs.join(format!("{k}.bin"));
+        let file = if own.exists() {
+            own
+        } else {
+            imgs.join("testguest.bin")
+        };
+        cmd.arg("--image").arg(format!("{k}={}", file.display()));
     }
     if unchecked {
         cmd.arg("--unchecked");

@@ -92,10 +92,12 @@ fn one_partition_resetting_restarts_alone() {
 #[test]
 fn shipped_linux_rtos_layout_boots_with_stand_in_guests() {
     let dts = std::fs::read_to_string(root().join("platform/qemu-virt/linux-rtos.dts")).unwrap()
-        + "&{/domains/linux/chosen} { bootargs = \"smp hello\"; };\n&{/domains/rtos/chosen} { bootargs = \"hello\"; };\n";
+        + "&{/domains/linux/chosen} { bootargs = \"smp hello\"; };\n&{/domains/rtos/chosen} { bootargs = \"run-for=100\"; };\n";
     let run = boot(&image_from_dts("linux-rtos", &dts, false), LIMIT);
     run.line("[linux] smp: 2 vcpus in the device tree");
     run.line("[linux] smp: all 1 secondary vcpus ran and are off again");
-    run.line("[rtos] hello: Partita domain rtos on QEMU virt with 1 vcpu(s)");
+    run.line("[rtos] rtos: Partita RTOS on 1 vCPU");
+    run.line("[rtos] rtos: endpoint rpmsg-raw at 1024");
+    run.line("[rtos] rtos: powering off after 100 ms");
     run.expect_clean_exit();
 }

@@ -23,12 +23,17 @@ impl Uart {
     }
 }
 
-/// Prints one line; vCPUs take turns so lines stay whole.
+/// Prints one line; vCPUs take turns so lines stay whole. Interrupts are
+/// masked meanwhile, so a preempting task or handler never spins on a
+/// lock its own CPU holds.
 pub fn print(args: core::fmt::Arguments<'_>) {
     let base = BASE.load(Ordering::Relaxed);
     if base == 0 {
         return;
     }
+    let daif: u64;
+    // SAFETY: saves the interrupt mask and masks IRQs.
+    unsafe { core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif) };
     while LOCK.swap(true, Ordering::Acquire) {
         core::hint::spin_loop();
     }
@@ -36,6 +41,8 @@ pub fn print(args: core::fmt::Arguments<'_>) {
     let _ = u.write_fmt(args);
     let _ = u.write_str("\n");
     LOCK.store(false, Ordering::Release);
+    // SAFETY: restores the interrupt mask saved above.
+    unsafe { core::arch::asm!("msr daif, {}", in(reg) daif) };
 }
 
 /// Interrupts on received bytes (RX and RX timeout).
