@@ -216,7 +216,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     let links = config
         .links
         .iter()
-        .map(|_| spin::Mutex::new(partita_core::rpmsg::Link::new()))
+        .map(|l| spin::Mutex::new(partita_core::rpmsg::Link::with_name_service(l.name_service)))
         .collect();
     SYSTEM.call_once(|| System {
         config,

@@ -33,6 +33,9 @@ pub struct Moved {
     pub interrupt: [bool; 2],
     /// Messages still waiting for a receive buffer.
     pub waiting: bool,
+    /// Name-service messages not delivered: the receiver did not
+    /// negotiate VIRTIO_RPMSG_F_NS.
+    pub dropped_ns: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -84,11 +87,14 @@ fn copy(
 
 impl Link {
     pub fn new() -> Self {
+        Self::with_name_service([true, true])
+    }
+
+    /// A link whose devices offer VIRTIO_RPMSG_F_NS only where `ns` says.
+    pub fn with_name_service(ns: [bool; 2]) -> Self {
+        let dev = |on: bool| VirtioMmio::new(DEVICE_ID, if on { F_NS } else { 0 });
         Link {
-            dev: [
-                VirtioMmio::new(DEVICE_ID, F_NS),
-                VirtioMmio::new(DEVICE_ID, F_NS),
-            ],
+            dev: [dev(ns[0]), dev(ns[1])],
         }
     }
 
@@ -133,6 +139,21 @@ impl Link {
             if !self.dev[to].driver_ok() {
                 moved.waiting = true;
                 break;
+            }
+            // A receiver without the name service gets no announcements
+            // (5.12.3: F_NS); the sender's buffer is returned all the same.
+            if u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) == NS_ADDR
+                && self.dev[to].negotiated() & F_NS == 0
+            {
+                blame(
+                    from,
+                    self.dev[from].queues[TX].push_used(&mut mem[from], tx_head, 0),
+                )?;
+                self.dev[from].queues[TX].advance();
+                moved.dropped_ns += 1;
+                moved.interrupt[from] |=
+                    blame(from, self.dev[from].queues[TX].wants_interrupt(&mem[from]))?;
+                continue;
             }
             let Some(rx_head) = blame(to, self.dev[to].queues[RX].peek(&mem[to]))? else {
                 moved.waiting = true;
@@ -182,7 +203,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::tests::{ready_device, Driver, Ram};
+    use crate::virtio::tests::{ready_device_with, Driver, Ram};
     use crate::virtio::Effect;
     use std::vec::Vec;
 
@@ -198,7 +219,7 @@ mod tests {
 
     fn side(link: &mut Link, i: usize, m: &mut Ram) -> Side {
         let base = m.base;
-        link.dev[i] = ready_device(m);
+        link.dev[i] = ready_device_with(u64::from(link.dev[i].read(0x010)), m);
         let rx = Driver::at(base, 16);
         let tx = Driver::at(base + 0x1000, 16);
         assert_eq!(rx.setup(&mut link.dev[i], 0, m), Effect::None);
@@ -270,7 +291,8 @@ mod tests {
             Moved {
                 messages: 1,
                 interrupt: [true, true],
-                waiting: false
+                waiting: false,
+                dropped_ns: 0
             }
         );
         let got = b.received(&m[1]);
@@ -300,6 +322,27 @@ mod tests {
         assert_eq!(link.pump(0, &mut m).unwrap().messages, 3);
         let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
         assert_eq!(got, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn announcements_reach_only_a_receiver_with_the_name_service() {
+        let mut link = Link::with_name_service([true, false]);
+        let mut m = [
+            Ram::new(0x4000_0000, 0x20000),
+            Ram::new(0x5000_0000, 0x20000),
+        ];
+        let mut a = side(&mut link, 0, &mut m[0]);
+        let mut b = side(&mut link, 1, &mut m[1]);
+        assert_eq!(link.dev[1].negotiated() & F_NS, 0);
+        b.post_rx(&mut m[1], 4);
+        a.send(&mut m[0], 1024, 53, b"rpmsg-raw");
+        a.send(&mut m[0], 1024, 1024, b"data");
+        let moved = link.pump(0, &mut m).unwrap();
+        assert_eq!((moved.messages, moved.dropped_ns), (1, 1));
+        let got = b.received(&m[1]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0][16..], b"data");
+        assert_eq!(a.tx.take_used(&m[0]).len(), 2);
     }
 
     #[test]

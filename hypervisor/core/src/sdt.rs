@@ -176,6 +176,8 @@ pub struct RpmsgLink {
     pub windows: [u64; 2],
     /// Each side's interrupt, as an INTID.
     pub spis: [u32; 2],
+    /// Whether each side's device offers the name service (VIRTIO_RPMSG_F_NS).
+    pub name_service: [bool; 2],
 }
 
 /// Bytes of one virtio-mmio register window.
@@ -1021,11 +1023,24 @@ fn read_link(
             "`partita,virtio-interrupts` must be <host-spi remote-spi>",
         );
     };
+    // Optional `partita,name-service = <host remote>`: 0 keeps the name
+    // service from a side (Linux handles announcements in hard-IRQ context
+    // over virtio-mmio, where creating a channel device cannot sleep).
+    let ns: Vec<u32> = prop(n, "partita,name-service")
+        .map(|v| cells(v).collect())
+        .unwrap_or_else(|| alloc::vec![1, 1]);
+    let [nh, nr] = ns[..] else {
+        return err(
+            path,
+            "`partita,name-service` must be <host remote>, each 0 or 1",
+        );
+    };
     let link = RpmsgLink {
         path: path.to_owned(),
         domains: [host, other],
         windows,
         spis: [hs + 32, rs + 32],
+        name_service: [nh != 0, nr != 0],
     };
     for side in 0..2 {
         let d = &sys.domains[link.domains[side]];

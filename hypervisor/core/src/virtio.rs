@@ -568,14 +568,20 @@ pub(crate) mod tests {
     }
 
     pub fn ready_device(m: &Ram) -> VirtioMmio {
-        let mut d = VirtioMmio::new(7, 1);
+        ready_device_with(1, m)
+    }
+
+    /// A device offering `features`, driven to FEATURES_OK by a driver
+    /// that takes all of them.
+    pub fn ready_device_with(features: u64, m: &Ram) -> VirtioMmio {
+        let mut d = VirtioMmio::new(7, features);
         for s in [1, 3] {
             assert_eq!(d.write(0x070, s, m), Effect::None);
         }
         d.write(0x024, 1, m);
         d.write(0x020, 1, m);
         d.write(0x024, 0, m);
-        d.write(0x020, 1, m);
+        d.write(0x020, d.read(0x010) & 1, m);
         assert_eq!(d.write(0x070, 11, m), Effect::None);
         d
     }

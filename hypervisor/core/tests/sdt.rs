@@ -280,6 +280,7 @@ fn rpmsg_link_gives_each_side_a_virtio_device() {
         ([0, 1], [0x0a00_0000, 0x0a00_0200], [48, 49])
     );
     assert_eq!(sys.links_of(1).collect::<Vec<_>>(), [(0, 1)]);
+    assert_eq!(l.name_service, [false, true]);
     assert!(sys.partition_table().contains("rpmsg    linux <-> rtos"));
     let rtos = &sys.domains[1];
     let layout = partita_core::layout::GuestLayout {
