@@ -73,7 +73,8 @@ pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
         .arg(imgs.join("partita.bin"))
         .arg("--sdt")
         .arg(&dtb);
-    // A name with an image of its own (rtos) gets it; the rest the test guest.
+    // A name with an image of its own (rtos, linux, initramfs) gets it;
+    // the rest the test guest.
     for k in kernels {
         let own = imgs.join(format!("{k}.bin"));
         let file = if own.exists() {

@@ -133,6 +133,7 @@ fn rpmsg_task(sem: usize) {
                 m.data[..p.len()].copy_from_slice(p);
                 echo_queue().push(m);
             }
+            JITTER_ADDR if p == b"off" => power_off(format_args!("as asked over rpmsg")),
             JITTER_ADDR => {
                 let mut b = [0u8; 160];
                 let n = report(&mut b);
@@ -186,10 +187,15 @@ fn urgent(_: usize) {
 fn supervisor(_: usize) {
     let ms = RUN_FOR_MS.load(Ordering::Relaxed);
     delay_us(ms * 1000);
+    power_off(format_args!("after {ms} ms"));
+}
+
+/// Prints the jitter report and ends the partition.
+fn power_off(why: core::fmt::Arguments<'_>) {
     let mut b = [0u8; 160];
     let n = report(&mut b);
     println!("rtos: {}", core::str::from_utf8(&b[..n]).unwrap_or("?"));
-    println!("rtos: powering off after {ms} ms");
+    println!("rtos: powering off {why}");
     hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
 }
 
