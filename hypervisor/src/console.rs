@@ -13,11 +13,15 @@ use spin::Mutex;
 struct Console {
     uart: Option<Uart>,
     input: InputRouter,
+    /// A partition whose line is on the console but not yet ended (a
+    /// prompt): anything else ends it first.
+    open: Option<usize>,
 }
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
     uart: None,
     input: InputRouter::new(),
+    open: None,
 });
 static COLOUR: AtomicBool = AtomicBool::new(false);
 /// The partition that receives typed input.
@@ -63,25 +67,56 @@ pub fn set_colour(on: bool) {
     COLOUR.store(on, Ordering::Relaxed);
 }
 
-fn write_line(start: &str, prefix: core::fmt::Arguments<'_>, text: core::fmt::Arguments<'_>) {
-    let c = CONSOLE.lock();
-    if let Some(u) = &c.uart {
+/// Writes `text` behind `prefix`, or continues the open line of partition
+/// `source`; ends the line unless `partial`.
+fn write(
+    source: Option<usize>,
+    start: &str,
+    prefix: core::fmt::Arguments<'_>,
+    text: core::fmt::Arguments<'_>,
+    partial: bool,
+) {
+    let mut c = CONSOLE.lock();
+    let open = c.open;
+    let Some(u) = &c.uart else { return };
+    let mut out = Out(u);
+    if open.is_some() && open != source {
+        let _ = out.write_str("\n");
+    }
+    if open.is_none() || open != source {
         if COLOUR.load(Ordering::Relaxed) {
-            let _ = writeln!(Out(u), "{start}{prefix}{}{text}", keys::RESET);
+            let _ = write!(out, "{start}{prefix}{}", keys::RESET);
         } else {
-            let _ = writeln!(Out(u), "{prefix}{text}");
+            let _ = write!(out, "{prefix}");
         }
     }
+    let _ = out.write_fmt(text);
+    if !partial {
+        let _ = out.write_str("\n");
+    }
+    c.open = if partial { source } else { None };
 }
 
-/// Writes a partition's line, its name in front.
-pub fn guest_line(index: usize, name: &str, text: &[u8]) {
+fn write_line(start: &str, prefix: core::fmt::Arguments<'_>, text: core::fmt::Arguments<'_>) {
+    write(None, start, prefix, text, false);
+}
+
+/// Writes a partition's line, its name in front; a `partial` one (a
+/// prompt) stays open for the rest of it.
+pub fn guest_line(index: usize, name: &str, text: &[u8], partial: bool) {
     let text = core::str::from_utf8(text).unwrap_or("<non-UTF-8 output>");
-    write_line(
+    write(
+        Some(index),
         keys::colour(index),
         format_args!("[{name}] "),
         format_args!("{text}"),
+        partial,
     );
+}
+
+/// The partition that has the input.
+pub fn focus() -> usize {
+    FOCUS.load(Ordering::Relaxed)
 }
 
 /// Last resort for panics: takes the console even if its lock is held.
@@ -97,7 +132,7 @@ pub fn receive() {
     loop {
         let (byte, action) = {
             let mut c = CONSOLE.lock();
-            let Console { uart, input } = &mut *c;
+            let Console { uart, input, .. } = &mut *c;
             let Some(u) = uart.as_ref() else { return };
             let Some(b) = u.get() else {
                 u.ack_rx_interrupt();

@@ -234,7 +234,16 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
             match uart.write(off, a.width, a.store_value(frame.reg(a.reg)) as u32) {
                 Some(Effect::Transmit(b)) => {
                     if let Some(l) = line.push(b) {
-                        crate::console::guest_line(p.index, &p.name, l);
+                        crate::console::guest_line(p.index, &p.name, l, false);
+                    }
+                }
+                // A driver masking its transmit interrupt has written all
+                // it had: show the focused partition's unfinished line (a
+                // shell prompt) now rather than at its newline.
+                Some(Effect::None) if off == 0x38 && p.index == crate::console::focus() => {
+                    let l = line.take_pending();
+                    if !l.is_empty() {
+                        crate::console::guest_line(p.index, &p.name, l, true);
                     }
                 }
                 Some(Effect::None) => {}

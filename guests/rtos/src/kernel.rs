@@ -157,7 +157,7 @@ pub fn start(slice_us: u64) -> ! {
     let sp = with(|k| {
         k.slice = counter_freq() * slice_us / 1_000_000;
         let now = counter();
-        let next = pick(k, false, now);
+        let next = pick(k, now);
         k.current = next;
         arm(k, now);
         k.tasks[next].sp
@@ -167,8 +167,9 @@ pub fn start(slice_us: u64) -> ! {
 }
 
 /// The highest-priority ready task; among equals, the one whose turn it
-/// is (after the last to run at that priority when `rotate`).
-fn pick(k: &mut Kernel, rotate: bool, now: u64) -> usize {
+/// is: the last to run at that priority, or the next after it. A new turn
+/// gets a full time slice.
+fn pick(k: &mut Kernel, now: u64) -> usize {
     let top = k
         .tasks
         .iter()
@@ -178,20 +179,34 @@ fn pick(k: &mut Kernel, rotate: bool, now: u64) -> usize {
         .unwrap_or(0);
     let level = usize::from(top).min(k.last.len() - 1);
     let last = k.last[level];
-    let same = |i: usize| k.tasks[i].state == State::Ready && k.tasks[i].prio == top;
-    let next = if !rotate && same(last) {
+    let next = if k.tasks[last].state == State::Ready && k.tasks[last].prio == top {
         last
     } else {
         (1..=MAX_TASKS)
             .map(|i| (last + i) % MAX_TASKS)
-            .find(|&i| same(i))
+            .find(|&i| k.tasks[i].state == State::Ready && k.tasks[i].prio == top)
             .unwrap_or(k.current)
     };
-    if next != last || rotate {
+    if next != last {
         k.slice_end = now + k.slice;
     }
     k.last[level] = next;
     next
+}
+
+/// The running task's slice is over: its turn passes to the next ready
+/// task of its priority, if there is one.
+fn end_turn(k: &mut Kernel, now: u64) {
+    let cur = k.current;
+    let prio = k.tasks[cur].prio;
+    let level = usize::from(prio).min(k.last.len() - 1);
+    if let Some(n) = (1..MAX_TASKS)
+        .map(|i| (cur + i) % MAX_TASKS)
+        .find(|&i| k.tasks[i].state == State::Ready && k.tasks[i].prio == prio)
+    {
+        k.last[level] = n;
+        k.slice_end = now + k.slice;
+    }
 }
 
 /// Programs the virtual timer for the next event: the earliest sleeper,
@@ -237,7 +252,6 @@ extern "C" fn rtos_irq(sp: u64) -> u64 {
     let k = unsafe { &mut *core::ptr::addr_of_mut!(KERNEL) };
     k.tasks[k.current].sp = sp;
     let now = counter();
-    let mut rotate = false;
     while let Some(iar) = gic::ack() {
         let id = iar & 0x3ff;
         if id == VTIMER {
@@ -246,13 +260,15 @@ extern "C" fn rtos_irq(sp: u64) -> u64 {
             // SAFETY: the virtual timer belongs to the RTOS.
             unsafe { asm!("msr cntv_ctl_el0, xzr", "isb") };
             wake_sleepers(k, now);
-            rotate = now >= k.slice_end && k.tasks[k.current].state == State::Ready;
+            if now >= k.slice_end && k.tasks[k.current].state == State::Ready {
+                end_turn(k, now);
+            }
         } else if let Some(&(_, f)) = k.handlers[..k.handlers_used].iter().find(|(i, _)| *i == id) {
             f();
         }
         gic::eoi(iar);
     }
-    let next = pick(k, rotate, now);
+    let next = pick(k, now);
     k.current = next;
     arm(k, now);
     k.tasks[next].sp
@@ -280,7 +296,7 @@ extern "C" fn rtos_sync(sp: u64) -> u64 {
     }
     let now = counter();
     wake_sleepers(k, now);
-    let next = pick(k, false, now);
+    let next = pick(k, now);
     k.current = next;
     arm(k, now);
     k.tasks[next].sp

@@ -164,17 +164,18 @@ fn periodic_task(_: usize) {
     }
 }
 
-fn busy_ms(ms: u64) {
-    let end = counter() + counter_freq() * ms / 1000;
-    while counter() < end {
-        core::hint::spin_loop();
+/// Work that takes several time slices of actually running (not of time
+/// passing while the host runs something else).
+fn busy_work() {
+    for i in 0..1_000_000u32 {
+        core::hint::black_box(i);
     }
 }
 
 fn worker(which: usize) {
     let name = if which == 0 { "a" } else { "b" };
     for k in 1..=3 {
-        busy_ms(3);
+        busy_work();
         println!("rr: worker {name} step {k}");
     }
 }

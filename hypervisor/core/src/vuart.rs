@@ -260,6 +260,11 @@ impl LineBuffer {
     pub fn pending(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+
+    /// Takes the unfinished line, to show it before its newline comes.
+    pub fn take_pending(&mut self) -> &[u8] {
+        self.take()
+    }
 }
 
 #[cfg(test)]
