@@ -233,6 +233,14 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         console::enable_input();
     }
     console::announce_focus();
+    {
+        let heap = HEAP.lock();
+        info!(
+            "heap: {} KiB in use of {} KiB",
+            heap.stats_alloc_actual() / 1024,
+            heap.stats_total_bytes() / 1024
+        );
+    }
 
     extern "C" {
         static __boot_stack_top: u8;

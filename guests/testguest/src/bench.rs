@@ -17,6 +17,29 @@ static mut SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
 
 use guest_common::counter;
 
+/// `report` for a benchmark with a size: NAME-SIZE.
+pub fn report_named(name: &str, size: usize, n: usize, sample: impl FnMut() -> u64) {
+    let mut label = [0u8; 40];
+    let mut w = Label { buf: &mut label, at: 0 };
+    let _ = core::fmt::write(&mut w, format_args!("{name}-{size}"));
+    let at = w.at;
+    report(core::str::from_utf8(&label[..at]).unwrap_or(name), n, sample);
+}
+
+struct Label<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl core::fmt::Write for Label<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.at);
+        self.buf[self.at..self.at + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.at += n;
+        Ok(())
+    }
+}
+
 fn report(name: &str, n: usize, mut sample: impl FnMut() -> u64) {
     let n = n.clamp(1, MAX_SAMPLES);
     // SAFETY: only vCPU 0 runs benchmarks, one at a time.
@@ -100,9 +123,85 @@ pub fn psci_version(n: usize) {
 
 /// Called first thing in the IRQ handler: stops the timer and notes the time.
 pub fn on_irq_entry(t: u64, id: u32) {
+    if id == SGI && vcpu_index() == 1 {
+        on_ipi(t);
+        return;
+    }
     if id == VTIMER {
         // SAFETY: masks the timer until the next sample arms it.
         unsafe { asm!("msr cntv_ctl_el0, xzr", "isb") };
     }
     IRQ_AT.store(t, Ordering::Release);
+}
+
+/// A trapped MMIO read: the virtio device's MagicValue register.
+pub fn mmio(fdt: &fdt::Fdt<'_>, n: usize) {
+    let Some(base) = fdt
+        .find_compatible(&["virtio,mmio"])
+        .and_then(|d| d.reg()?.next())
+        .map(|r| r.starting_address as u64)
+    else {
+        println!("bench: no virtio-mmio device for the mmio benchmark");
+        return;
+    };
+    report("mmio-read", n, || {
+        let t0 = counter();
+        // SAFETY: a read-only identification register of our device.
+        unsafe { core::ptr::read_volatile(base as *const u32) };
+        counter() - t0
+    });
+}
+
+static SGI_AT: AtomicU64 = AtomicU64::new(0);
+static RECEIVER_UP: AtomicU64 = AtomicU64::new(0);
+
+/// An SGI from vCPU 0 to vCPU 1, from the write to vCPU 1's handler.
+pub fn ipi(n: usize) {
+    gic::init_distributor();
+    gic::init_cpu(0);
+    crate::hvc(crate::PSCI_CPU_ON, 1, crate::secondary_start as *const () as u64, 1 | (3 << 8));
+    while RECEIVER_UP.load(Ordering::Acquire) == 0 {
+        core::hint::spin_loop();
+    }
+    report("ipi-latency", n, || {
+        SGI_AT.store(0, Ordering::Release);
+        let t0 = counter();
+        gic::send_sgi(SGI, 1);
+        // WFE, not a spin: under icount QEMU runs one vCPU at a time, and
+        // a spinning sender would only measure its own time slice.
+        loop {
+            let t = SGI_AT.load(Ordering::Acquire);
+            if t != 0 {
+                return t.saturating_sub(t0);
+            }
+            // SAFETY: waits for vCPU 1's SEV.
+            unsafe { asm!("wfe") };
+        }
+    });
+    RECEIVER_UP.store(2, Ordering::Release);
+    // SAFETY: wakes vCPU 1 from WFE to power itself off.
+    unsafe { asm!("dsb sy", "sev") };
+    while crate::hvc(crate::PSCI_AFFINITY_INFO, 1, 0, 0) != 1 {
+        core::hint::spin_loop();
+    }
+}
+
+/// vCPU 1's side of `ipi`: notes when each SGI arrives.
+pub fn ipi_receiver() {
+    gic::init_cpu(1);
+    gic::enable(SGI, 1);
+    // SAFETY: IRQs on; the handler records the time.
+    unsafe { asm!("msr daifclr, #2") };
+    RECEIVER_UP.store(1, Ordering::Release);
+    while RECEIVER_UP.load(Ordering::Acquire) == 1 {
+        // SAFETY: waits for an SGI or the final SEV.
+        unsafe { asm!("wfe") };
+    }
+}
+
+/// Called by vCPU 1's IRQ handler.
+pub fn on_ipi(t: u64) {
+    SGI_AT.store(t, Ordering::Release);
+    // SAFETY: wakes vCPU 0 from its WFE.
+    unsafe { asm!("dsb sy", "sev") };
 }

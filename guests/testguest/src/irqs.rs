@@ -235,11 +235,16 @@ pub fn steal(intid: u32) {
 #[no_mangle]
 extern "C" fn on_irq() {
     let entry = counter();
+    let mut first = true;
     while let Some(iar) = gic::ack() {
         let id = iar & 0x3ff;
         let me = vcpu_index();
         if crate::BENCHING.load(Ordering::Relaxed) {
-            crate::bench::on_irq_entry(entry, id);
+            // The first interrupt was signalled at entry; later ones in
+            // this loop came while it was being handled.
+            let t = if first { entry } else { counter() };
+            first = false;
+            crate::bench::on_irq_entry(t, id);
             gic::eoi(iar);
             continue;
         }

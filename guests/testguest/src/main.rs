@@ -105,6 +105,9 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     "sgi" => bench::sgi(n),
                     "hvc" => bench::null_hvc(n),
                     "psci" => bench::psci_version(n),
+                    "mmio" => bench::mmio(&fdt, n),
+                    "ipi" => bench::ipi(n),
+                    "rpmsg" => rpmsg::bench(&fdt, n),
                     _ => println!("bench: unknown benchmark `{name}`"),
                 }
                 BENCHING.store(false, Ordering::Relaxed);
@@ -118,6 +121,11 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             w if w.starts_with("rpmsg-client=") => {
                 if rpmsg::init(&fdt) {
                     rpmsg::client(w[13..].parse().unwrap_or(100));
+                }
+            }
+            "rpmsg-echo" => {
+                if rpmsg::init(&fdt) {
+                    rpmsg::echo_server();
                 }
             }
             "rpmsg-bad" => {
@@ -217,6 +225,7 @@ extern "C" fn guest_secondary(context: usize) -> ! {
     match context >> 8 {
         1 => irqs::timer_on_this_vcpu(),
         2 => irqs::ipi_receiver(),
+        3 => bench::ipi_receiver(),
         _ => {
             println!("smp: vcpu {index} online, mpidr {:#x}", vcpu_index());
             ONLINE.fetch_add(1, Ordering::Release);

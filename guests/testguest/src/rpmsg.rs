@@ -186,3 +186,113 @@ pub fn client(n: u32) {
         }
     }
 }
+
+/// An echo server for benchmarks: returns every message to its sender with
+/// the time it arrived in bytes 8..16, until one says `stop`.
+pub fn echo_server() {
+    let (mut tx, mut rx) = (Sender::new(), Receiver::new());
+    tx.send(ADDR, NS_ADDR, &virtio::ns_message("rpmsg-raw", ADDR));
+    let mut stop = false;
+    let mut buf = [0u8; BUF - HDR];
+    while !stop {
+        // Checked with interrupts masked, so the one that would wake us
+        // cannot slip in before the WFI.
+        mask();
+        let n = rx.poll(|src, dst, p, _| {
+            let now = guest_common::counter();
+            if dst == NS_ADDR {
+                return;
+            }
+            if p == b"stop" {
+                stop = true;
+                return;
+            }
+            buf[..p.len()].copy_from_slice(p);
+            if p.len() >= 16 {
+                buf[8..16].copy_from_slice(&now.to_le_bytes());
+            }
+            while !tx.send(ADDR, src, &buf[..p.len()]) {
+                core::hint::spin_loop();
+            }
+        });
+        if n == 0 {
+            wfi();
+        }
+        unmask();
+    }
+    println!("rpmsg: echo server stopped");
+}
+
+/// Round trips and one-way latencies per size, then a stream, against a
+/// peer running `echo_server`.
+pub fn bench(fdt: &fdt::Fdt<'_>, n: usize) {
+    if !init(fdt) {
+        return;
+    }
+    let (mut tx, mut rx) = (Sender::new(), Receiver::new());
+    // The peer's announcement says it is up.
+    let mut up = false;
+    while !up {
+        rx.poll(|_, dst, _, _| up |= dst == NS_ADDR);
+    }
+    let mut msg = [0u8; BUF - HDR];
+    let mut exchange = |len: usize| -> (u64, u64) {
+        let t0 = guest_common::counter();
+        msg[..8].copy_from_slice(&t0.to_le_bytes());
+        while !tx.send(ADDR, ADDR, &msg[..len]) {}
+        let mut got = None;
+        while got.is_none() {
+            mask();
+            let n = rx.poll(|_, _, p, _| {
+                let arrived = u64::from_le_bytes(p[8..16].try_into().unwrap_or_default());
+                got = Some((guest_common::counter() - t0, arrived.saturating_sub(t0)));
+            });
+            if n == 0 {
+                wfi();
+            }
+            unmask();
+        }
+        got.unwrap_or_default()
+    };
+    for len in [16usize, 64, 256, 496] {
+        crate::bench::report_named("rpmsg-rtt", len, n, || exchange(len).0);
+        crate::bench::report_named("rpmsg-oneway", len, n, || exchange(len).1);
+    }
+    // A stream of 496-byte messages, up to a queue's worth in flight.
+    let total = 2000u64;
+    let (mut sent, mut back) = (0u64, 0u64);
+    let t0 = guest_common::counter();
+    while back < total {
+        if sent < total && sent - back < 15 && tx.send(ADDR, ADDR, &msg[..496]) {
+            sent += 1;
+            continue;
+        }
+        mask();
+        let n = rx.poll(|_, _, _, _| {});
+        if n == 0 {
+            wfi();
+        }
+        unmask();
+        back += u64::from(n);
+    }
+    let ticks = guest_common::counter() - t0;
+    let per_k = total * 496 * 1000 / ticks.max(1);
+    println!("bench: rpmsg-stream-bytes-per-kinstr min {per_k} median {per_k} p99 {per_k} max {per_k} (1 samples)");
+    while !tx.send(ADDR, ADDR, b"stop") {}
+}
+
+fn mask() {
+    // SAFETY: masks IRQs; `unmask` takes any that came meanwhile.
+    unsafe { core::arch::asm!("msr daifset, #2") };
+}
+
+fn unmask() {
+    // SAFETY: the vector table handles IRQs.
+    unsafe { core::arch::asm!("msr daifclr, #2", "isb") };
+}
+
+/// Sleeps until an interrupt is pending (masked or not).
+fn wfi() {
+    // SAFETY: waits for an interrupt.
+    unsafe { core::arch::asm!("wfi") };
+}

@@ -114,6 +114,12 @@ pub fn smc(fid: u32, a1: u64, a2: u64, a3: u64) -> u64 {
     r0
 }
 
+/// The physical counter (one tick per instruction under QEMU's icount).
+pub fn counter() -> u64 {
+    barrier::isb(barrier::SY);
+    CNTPCT_EL0.get()
+}
+
 pub fn wait_for_event() {
     aarch64_cpu::asm::wfe();
 }
