@@ -29,7 +29,11 @@ pub fn enter(partition: usize, vcpu: usize, entry: u64, context: u64) -> ! {
     });
     p.power.lock().set(vcpu, Power::On);
     cpu::get(me).set_running(Some((partition, vcpu)));
-    info!("{}: vcpu {vcpu} starts at {entry:#x} (counter {})", p.name, arch::counter());
+    info!(
+        "{}: vcpu {vcpu} starts at {entry:#x} (counter {})",
+        p.name,
+        arch::counter()
+    );
     arch::run_guest(cpu::stack_top(me), &TrapFrame::boot(entry, context))
 }
 

@@ -27,6 +27,9 @@ struct Tcb {
     prio: u8,
     state: State,
     sp: u64,
+    /// Times a task of the same priority handed it the CPU at the end of
+    /// its time slice (round-robin turns).
+    turns: u32,
 }
 
 struct Kernel {
@@ -54,6 +57,7 @@ static mut KERNEL: Kernel = Kernel {
         prio: 0,
         state: State::Free,
         sp: 0,
+        turns: 0,
     }; MAX_TASKS],
     current: 0,
     sems: [0; MAX_SEMS],
@@ -115,6 +119,7 @@ pub fn spawn(name: &'static str, prio: u8, entry: fn(usize), arg: usize) {
             prio,
             state: State::Ready,
             sp,
+            turns: 0,
         };
     });
 }
@@ -205,6 +210,7 @@ fn end_turn(k: &mut Kernel, now: u64) {
         .find(|&i| k.tasks[i].state == State::Ready && k.tasks[i].prio == prio)
     {
         k.last[level] = n;
+        k.tasks[n].turns += 1;
         k.slice_end = now + k.slice;
     }
 }
@@ -432,6 +438,11 @@ impl<T: Copy, const N: usize> Queue<T, N> {
         self.free.give();
         v.unwrap_or_else(|| unreachable!("the semaphore counted an item"))
     }
+}
+
+/// How many round-robin turns the running task has been handed.
+pub fn turns() -> u32 {
+    with(|k| k.tasks[k.current].turns)
 }
 
 /// The task list, for the banner.

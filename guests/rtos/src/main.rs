@@ -178,6 +178,7 @@ fn worker(which: usize) {
         busy_work();
         println!("rr: worker {name} step {k}");
     }
+    println!("rr: worker {name} done after {} turns", kernel::turns());
 }
 
 fn urgent(_: usize) {

@@ -20,10 +20,17 @@ use guest_common::counter;
 /// `report` for a benchmark with a size: NAME-SIZE.
 pub fn report_named(name: &str, size: usize, n: usize, sample: impl FnMut() -> u64) {
     let mut label = [0u8; 40];
-    let mut w = Label { buf: &mut label, at: 0 };
+    let mut w = Label {
+        buf: &mut label,
+        at: 0,
+    };
     let _ = core::fmt::write(&mut w, format_args!("{name}-{size}"));
     let at = w.at;
-    report(core::str::from_utf8(&label[..at]).unwrap_or(name), n, sample);
+    report(
+        core::str::from_utf8(&label[..at]).unwrap_or(name),
+        n,
+        sample,
+    );
 }
 
 struct Label<'a> {
@@ -159,7 +166,12 @@ static RECEIVER_UP: AtomicU64 = AtomicU64::new(0);
 pub fn ipi(n: usize) {
     gic::init_distributor();
     gic::init_cpu(0);
-    crate::hvc(crate::PSCI_CPU_ON, 1, crate::secondary_start as *const () as u64, 1 | (3 << 8));
+    crate::hvc(
+        crate::PSCI_CPU_ON,
+        1,
+        crate::secondary_start as *const () as u64,
+        1 | (3 << 8),
+    );
     while RECEIVER_UP.load(Ordering::Acquire) == 0 {
         core::hint::spin_loop();
     }
