@@ -114,9 +114,11 @@ pub fn handle_physical() {
                 }
                 cpu::get(me).request_flush();
             }
+            // Level-sensitive: its condition (list registers run low, or
+            // an EOI to act on) is dealt with before it is deactivated.
             MAINTENANCE => {
-                sys.gic.deactivate(id);
                 maintenance();
+                sys.gic.deactivate(id);
             }
             VTIMER => match cpu::get(me).running() {
                 Some((p, v)) => {
@@ -148,21 +150,24 @@ pub fn handle_physical() {
     flush_if_needed();
 }
 
-/// The guest EOId level-sensitive emulated interrupts: free their list
-/// registers and sample their lines again.
+/// The list registers ran low with interrupts still waiting, or the guest
+/// EOId level-sensitive emulated interrupts: free those list registers,
+/// sample the lines again and refill, now, since the maintenance interrupt
+/// stays asserted until its condition is gone.
 fn maintenance() {
     let me = arch::cpu_index();
-    let Some((p, _)) = cpu::get(me).running() else {
+    let gic = &system().gic;
+    let Some((p, v)) = cpu::get(me).running() else {
+        gic.set_virtual_interface(false);
         return;
     };
     let p = &system().partitions[p];
-    let gic = &system().gic;
     let done = gic.eoi_lrs();
     for i in (0..gic.lr_count()).filter(|i| done & (1 << i) != 0) {
         gic.write_lr(i, 0);
     }
     p.resample_console();
-    cpu::get(me).request_flush();
+    flush(p, v);
 }
 
 /// A trapped access to the partition's distributor or redistributors.

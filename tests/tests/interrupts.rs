@@ -87,3 +87,15 @@ fn a_partition_cannot_enable_another_partitions_interrupt() {
         run.expect_clean_exit();
     });
 }
+
+#[test]
+fn more_pending_interrupts_than_list_registers_are_all_delivered() {
+    both(
+        "many-sgis",
+        &domain("crowd", 1, 0x1, 0x4800_0000, "many-sgis"),
+        |run| {
+            run.line("[crowd] many-sgis: delivered mask 0xff00");
+            run.expect_clean_exit();
+        },
+    );
+}

@@ -134,6 +134,31 @@ pub fn ipi_receiver() {
     }
 }
 
+static SEEN_SGIS: AtomicU32 = AtomicU32::new(0);
+
+/// Eight different SGIs made pending at once, more than the list registers
+/// hold: every one must still be delivered.
+pub fn many_sgis() {
+    gic::init_distributor();
+    gic::init_cpu(0);
+    for sgi in 8..16 {
+        gic::enable(sgi, 0);
+    }
+    // Masked while they are sent, so all eight wait together.
+    for sgi in 8..16 {
+        gic::send_sgi(sgi, 0);
+    }
+    unmask();
+    let start = counter();
+    while SEEN_SGIS.load(Ordering::Acquire) != 0xff00 && counter() - start < freq() {
+        core::hint::spin_loop();
+    }
+    println!(
+        "many-sgis: delivered mask {:#x}",
+        SEEN_SGIS.load(Ordering::Relaxed)
+    );
+}
+
 /// The PL031 alarm, a passed-through device interrupt, taken twice; the
 /// handler disables and re-enables it while it is active.
 pub fn rtc(fdt: &fdt::Fdt<'_>) {
@@ -264,6 +289,9 @@ extern "C" fn on_irq() {
             }
             SGI => {
                 SGI_COUNT.fetch_add(1, Ordering::AcqRel);
+            }
+            8..=15 => {
+                SEEN_SGIS.fetch_or(1 << id, Ordering::AcqRel);
             }
             id if id == UART_SPI.load(Ordering::Relaxed) => uart_rx(),
             id if id == crate::rpmsg::SPI.load(Ordering::Relaxed) => crate::rpmsg::on_irq(),

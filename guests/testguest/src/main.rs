@@ -17,6 +17,8 @@
 //! - `echo=N`: echoes N typed lines (console receive interrupt);
 //! - `spam=N`: N long lines as fast as possible;
 //! - `bench-NAME=N`: N samples of timer, sgi, hvc or psci (see bench.rs);
+//! - `many-sgis`: eight SGIs pending at once, more than list registers;
+//! - `busy=MS`: hammers memory for MS milliseconds;
 //! - `stay`: never powers off.
 //!
 //! Without `stay` it ends with PSCI SYSTEM_OFF.
@@ -94,6 +96,8 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             }
             "stay" => {}
             "timer" => irqs::timer(cpus),
+            "many-sgis" => irqs::many_sgis(),
+            w if w.starts_with("busy=") => busy(w[5..].parse().unwrap_or(1000)),
             "rtc" => irqs::rtc(&fdt),
             w if w.starts_with("ipi=") => irqs::ipi(w[4..].parse().unwrap_or(10), cpus),
             w if w.starts_with("bench-") => {
@@ -153,6 +157,20 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     loop {
         core::hint::spin_loop()
     }
+}
+
+/// Hammers its memory for `ms` milliseconds of counter time: a noisy
+/// neighbour for the others' benchmarks.
+fn busy(ms: u64) {
+    static mut BUF: [u64; 4096] = [0; 4096];
+    let end = guest_common::counter() + guest_common::counter_freq() * ms / 1000;
+    let mut i = 0usize;
+    while guest_common::counter() < end {
+        // SAFETY: our own buffer; volatile so the stores happen.
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(BUF[i % 4096]), i as u64) };
+        i = i.wrapping_add(67);
+    }
+    println!("busy: done after {ms} ms");
 }
 
 /// `n` long lines as fast as the console takes them.
