@@ -120,6 +120,7 @@ fn rpmsg_task(sem: usize) {
         NS_ADDR,
         &virtio::ns_message("rpmsg-jitter", JITTER_ADDR),
     );
+    println!("rtos: endpoints announced at counter {}", counter());
     let mut rx = Receiver::new();
     loop {
         sem.take();
