@@ -241,11 +241,7 @@ impl Partition {
     }
 
     pub fn owns(&self, addr: u64, len: u64) -> bool {
-        addr.checked_add(len).is_some()
-            && self
-                .memory
-                .iter()
-                .any(|m| m.contains(&Range::new(addr, len)))
+        partita_core::sdt::within(&self.memory, addr, len)
     }
 
     pub fn vttbr(&self) -> u64 {

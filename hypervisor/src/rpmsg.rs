@@ -28,8 +28,7 @@ struct PartitionMemory<'a> {
 
 impl PartitionMemory<'_> {
     fn check(&self, addr: u64, len: usize) -> Result<(), Fault> {
-        let r = Range::new(addr, len as u64);
-        if addr.checked_add(len as u64).is_some() && self.ranges.iter().any(|m| m.contains(&r)) {
+        if partita_core::sdt::within(self.ranges, addr, len as u64) {
             Ok(())
         } else {
             Err(Fault::OutsideMemory {

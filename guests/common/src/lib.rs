@@ -58,6 +58,32 @@ pub fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> i64 {
     r as i64
 }
 
+/// Formats into a byte buffer (no heap in these guests); text past its end
+/// is dropped.
+pub struct BufWriter<'a> {
+    pub buf: &'a mut [u8],
+    pub at: usize,
+}
+
+impl<'a> BufWriter<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        BufWriter { buf, at: 0 }
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.at]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for BufWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.at);
+        self.buf[self.at..self.at + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.at += n;
+        Ok(())
+    }
+}
+
 pub const PSCI_VERSION: u64 = 0x8400_0000;
 pub const PSCI_CPU_OFF: u64 = 0x8400_0002;
 pub const PSCI_CPU_ON: u64 = 0xc400_0003;

@@ -84,7 +84,7 @@ fn report(buf: &mut [u8]) -> usize {
     let mean = LATE_SUM.load(Ordering::Relaxed) / n.max(1);
     let max = LATE_MAX.load(Ordering::Relaxed);
     let period_us = PERIOD.load(Ordering::Relaxed) * 1_000_000 / counter_freq();
-    let mut w = Writer { buf, at: 0 };
+    let mut w = guest_common::BufWriter::new(buf);
     let _ = core::fmt::write(
         &mut w,
         format_args!(
@@ -92,20 +92,6 @@ fn report(buf: &mut [u8]) -> usize {
         ),
     );
     w.at
-}
-
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
-
-impl core::fmt::Write for Writer<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.at);
-        self.buf[self.at..self.at + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.at += n;
-        Ok(())
-    }
 }
 
 fn rpmsg_task(sem: usize) {

@@ -20,31 +20,9 @@ use guest_common::counter;
 /// `report` for a benchmark with a size: NAME-SIZE.
 pub fn report_named(name: &str, size: usize, n: usize, sample: impl FnMut() -> u64) {
     let mut label = [0u8; 40];
-    let mut w = Label {
-        buf: &mut label,
-        at: 0,
-    };
+    let mut w = guest_common::BufWriter::new(&mut label);
     let _ = core::fmt::write(&mut w, format_args!("{name}-{size}"));
-    let at = w.at;
-    report(
-        core::str::from_utf8(&label[..at]).unwrap_or(name),
-        n,
-        sample,
-    );
-}
-
-struct Label<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
-
-impl core::fmt::Write for Label<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.at);
-        self.buf[self.at..self.at + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.at += n;
-        Ok(())
-    }
+    report(w.as_str(), n, sample);
 }
 
 fn report(name: &str, n: usize, mut sample: impl FnMut() -> u64) {

@@ -154,15 +154,12 @@ impl Domain {
             .copied()
             .find(|&d| sys.devices[d].is_console)
     }
+}
 
-    /// Whether `[addr, addr + len)` lies inside one of the domain's memory ranges.
-    pub fn owns(&self, addr: u64, len: u64) -> bool {
-        addr.checked_add(len).is_some()
-            && self
-                .memory
-                .iter()
-                .any(|m| m.contains(&Range::new(addr, len)))
-    }
+/// Whether `[addr, addr + len)` lies wholly inside one of `ranges` (and does
+/// not wrap): the check on every address a guest hands over.
+pub fn within(ranges: &[Range], addr: u64, len: u64) -> bool {
+    addr.checked_add(len).is_some() && ranges.iter().any(|m| m.contains(&Range::new(addr, len)))
 }
 
 /// An rpmsg link between two domains (lopper's `openamp,rpmsg-v1`
