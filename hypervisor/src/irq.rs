@@ -57,8 +57,12 @@ impl Backend for Hw<'_> {
 /// free list registers; more than fit wait for the underflow maintenance
 /// interrupt.
 pub fn flush(p: &Partition, vcpu: usize) {
+    flush_locked(&mut p.vgic.lock(), vcpu);
+}
+
+/// `flush` with the partition's vGIC already locked.
+fn flush_locked(g: &mut Vgic, vcpu: usize) {
     let gic = &system().gic;
-    let mut g = p.vgic.lock();
     let all = (1u32 << gic.lr_count()) - 1;
     let mut free = gic.empty_lrs() & all;
     while free != 0 {
@@ -120,10 +124,25 @@ pub fn handle_physical() {
                 maintenance();
                 sys.gic.deactivate(id);
             }
+            // The hot path: the timer of the vCPU running here goes into a
+            // list register under the one lock, with no deferred flush.
             VTIMER => match cpu::get(me).running() {
                 Some((p, v)) => {
                     let p = &sys.partitions[p];
-                    p.vgic.lock().raise(v, id, &mut Hw { p });
+                    let mut g = p.vgic.lock();
+                    let free = sys.gic.empty_lrs() & ((1u32 << sys.gic.lr_count()) - 1);
+                    match g.direct_entry(v, id).filter(|_| free != 0) {
+                        // Its physical interrupt stays active until the guest's
+                        // EOI, so it cannot already sit in a list register.
+                        Some(e) => sys
+                            .gic
+                            .write_lr(free.trailing_zeros() as usize, sys.gic.lr_encode(&e)),
+                        None => {
+                            g.raise(v, id, &mut Hw { p });
+                            flush_locked(&mut g, v);
+                            cpu::get(me).take_flush();
+                        }
+                    }
                 }
                 None => sys.gic.deactivate(id),
             },

@@ -233,6 +233,21 @@ impl Vgic {
         })
     }
 
+    /// The list-register entry for a hardware interrupt of `vcpu` that just
+    /// arrived, if it can go straight in (owned, enabled, distributor on):
+    /// the fast path that skips the pending set.
+    pub fn direct_entry(&self, vcpu: usize, intid: u32) -> Option<LrEntry> {
+        let i = self.irq(vcpu, intid)?;
+        (i.hw && i.enabled && (intid < SPI_BASE || self.enabled())).then_some(LrEntry {
+            intid,
+            priority: i.priority,
+            hw: true,
+            group1: i.group1,
+            eoi_maintenance: false,
+            source: 0,
+        })
+    }
+
     /// A level-sensitive emulated line went low before it was taken.
     pub fn lower(&mut self, vcpu: usize, intid: u32) {
         if let Some(irq) = self.irq_mut(vcpu, intid) {
@@ -746,6 +761,18 @@ mod tests {
         g.raise(1, 27, &mut be);
         let e = g.next_for_lr(1).unwrap();
         assert!(e.hw && !e.eoi_maintenance && e.intid == 27);
+    }
+
+    #[test]
+    fn direct_entries_only_for_enabled_hardware_interrupts() {
+        let (mut g, mut be) = v3();
+        assert_eq!(g.direct_entry(0, 27), None, "not enabled yet");
+        g.redist_access(0, 0x10100, 4, Some(1 << 27), &mut be)
+            .unwrap();
+        let e = g.direct_entry(0, 27).unwrap();
+        assert!(e.hw && e.group1 && e.intid == 27 && !g.has_pending(0));
+        assert_eq!(g.direct_entry(0, 33), None, "emulated, not hardware");
+        assert_eq!(g.direct_entry(0, 40), None, "not owned");
     }
 
     #[test]
