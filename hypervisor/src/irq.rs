@@ -134,9 +134,14 @@ pub fn handle_physical() {
                     match g.direct_entry(v, id).filter(|_| free != 0) {
                         // Its physical interrupt stays active until the guest's
                         // EOI, so it cannot already sit in a list register.
-                        Some(e) => sys
-                            .gic
-                            .write_lr(free.trailing_zeros() as usize, sys.gic.lr_encode(&e)),
+                        // ICH_HCR_EL2 is written after the list register, as
+                        // `flush` does: without it the virtual interrupt was
+                        // not always signalled (a regression test hung).
+                        Some(e) => {
+                            sys.gic
+                                .write_lr(free.trailing_zeros() as usize, sys.gic.lr_encode(&e));
+                            sys.gic.set_virtual_interface(g.has_pending(v));
+                        }
                         None => {
                             g.raise(v, id, &mut Hw { p });
                             flush_locked(&mut g, v);
