@@ -8,6 +8,21 @@
     b       on_unexpected
 .endm
 
+// The registers a Rust handler may clobber; `sync_return` restores them.
+.macro save_caller_saved
+    sub     sp, sp, #(20 * 8)
+    stp     x0, x1, [sp, #0]
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x30, [sp, #144]
+.endm
+
 // Synchronous exceptions at EL1 go to `on_sync`, which returns where to
 // resume, and IRQs to `on_irq`; everything else is unexpected here.
 .balign 0x800
@@ -18,17 +33,7 @@ vectors:
     unexpected
     unexpected
     .balign 0x80
-    sub     sp, sp, #(20 * 8)
-    stp     x0, x1, [sp, #0]
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
-    stp     x18, x30, [sp, #144]
+    save_caller_saved
     mrs     x0, esr_el1
     mrs     x1, far_el1
     mrs     x2, elr_el1
@@ -36,17 +41,7 @@ vectors:
     msr     elr_el1, x0
     b       sync_return
     .balign 0x80
-    sub     sp, sp, #(20 * 8)
-    stp     x0, x1, [sp, #0]
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
-    stp     x18, x30, [sp, #144]
+    save_caller_saved
     bl      on_irq
     b       sync_return
     unexpected
