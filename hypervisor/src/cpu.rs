@@ -23,6 +23,8 @@ pub enum Request {
 
 pub struct PerCpu {
     request: Mutex<Option<Request>>,
+    /// A `Stop` waits in `request`: every kick looks here, not at the lock.
+    stop: AtomicBool,
     /// (partition + 1) << 8 | vcpu while a vCPU runs here; 0 when parked.
     running: AtomicUsize,
     /// The running vCPU has new pending virtual interrupts to load into
@@ -33,6 +35,7 @@ pub struct PerCpu {
 static CPUS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         request: Mutex::new(None),
+        stop: AtomicBool::new(false),
         running: AtomicUsize::new(0),
         flush: AtomicBool::new(false),
     }
@@ -62,19 +65,27 @@ pub fn stack_top(cpu: usize) -> u64 {
 impl PerCpu {
     /// Leaves a request; the caller then kicks the CPU with an SGI.
     pub fn post(&self, r: Request) {
-        *self.request.lock() = Some(r);
+        let mut q = self.request.lock();
+        *q = Some(r);
+        self.stop.store(r == Request::Stop, Ordering::Release);
     }
 
     pub fn take(&self) -> Option<Request> {
-        self.request.lock().take()
+        let mut q = self.request.lock();
+        self.stop.store(false, Ordering::Relaxed);
+        q.take()
     }
 
     /// Takes the request only if it is `Stop` (a start waits for the park loop).
     pub fn take_stop(&self) -> bool {
-        let mut r = self.request.lock();
-        let stop = *r == Some(Request::Stop);
+        if !self.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut q = self.request.lock();
+        let stop = *q == Some(Request::Stop);
         if stop {
-            *r = None;
+            *q = None;
+            self.stop.store(false, Ordering::Relaxed);
         }
         stop
     }

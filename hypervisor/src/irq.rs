@@ -63,35 +63,42 @@ pub fn flush(p: &Partition, vcpu: usize) {
 /// `flush` with the partition's vGIC already locked.
 fn flush_locked(g: &mut Vgic, vcpu: usize) {
     let gic = &system().gic;
-    let all = (1u32 << gic.lr_count()) - 1;
+    let all = gic.lr_mask();
     let mut free = gic.empty_lrs() & all;
-    while free != 0 {
-        let Some(e) = g.next_for_lr(vcpu) else { break };
+    // Only entries present before this flush can hold an INTID again: each
+    // one taken below leaves the pending set.
+    let used = !free & all;
+    let waiting = loop {
+        if free == 0 {
+            break g.has_pending(vcpu);
+        }
+        let Some(e) = g.any_queued(vcpu).then(|| g.next_for_lr(vcpu)).flatten() else {
+            break false;
+        };
         // Already in a list register: an active one becomes active and
         // pending again; a pending one absorbs the new edge.
-        let mut used = !free & all;
-        let mut held = None;
-        while used != 0 {
-            let i = used.trailing_zeros() as usize;
-            used &= used - 1;
-            let v = gic.read_lr(i);
-            if gic.lr_state(v) != 0 && gic.lr_intid(v) == e.intid {
-                held = Some((i, v));
-                break;
-            }
+        if let Some((i, v)) = (used != 0).then(|| held(gic, used, e.intid)).flatten() {
+            gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING));
+            continue;
         }
-        match held {
-            Some((i, v)) => {
-                gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING))
-            }
-            None => {
-                let i = free.trailing_zeros() as usize;
-                free &= free - 1;
-                gic.write_lr(i, gic.lr_encode(&e));
-            }
+        let i = free.trailing_zeros() as usize;
+        free &= free - 1;
+        gic.write_lr(i, gic.lr_encode(&e));
+    };
+    gic.set_virtual_interface(waiting);
+}
+
+/// The list register among `used` that holds `intid`, and its value.
+fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)> {
+    while used != 0 {
+        let i = used.trailing_zeros() as usize;
+        used &= used - 1;
+        let v = gic.read_lr(i);
+        if gic.lr_state(v) != 0 && gic.lr_intid(v) == intid {
+            return Some((i, v));
         }
     }
-    gic.set_virtual_interface(g.has_pending(vcpu));
+    None
 }
 
 /// Loads list registers if something became pending for this CPU's vCPU.
@@ -130,7 +137,7 @@ pub fn handle_physical() {
                 Some((p, v)) => {
                     let p = &sys.partitions[p];
                     let mut g = p.vgic.lock();
-                    let free = sys.gic.empty_lrs() & ((1u32 << sys.gic.lr_count()) - 1);
+                    let free = sys.gic.empty_lrs() & sys.gic.lr_mask();
                     match g.direct_entry(v, id).filter(|_| free != 0) {
                         // Its physical interrupt stays active until the guest's
                         // EOI, so it cannot already sit in a list register.
@@ -240,7 +247,38 @@ pub fn sgi1r(p: &Partition, vcpu: usize, v: u64) {
     } else {
         (v & 0xffff) as u32
     };
-    p.vgic.lock().send_sgi(vcpu, targets, intid, &mut Hw { p });
+    let mut g = p.vgic.lock();
+    // An SGI to itself with nothing else waiting goes straight into a list
+    // register, as the timer does.
+    if targets == 1 << vcpu {
+        if let Some(e) = g.direct_sgi(vcpu, intid) {
+            if load_direct(&e) {
+                return;
+            }
+        }
+    }
+    g.send_sgi(vcpu, targets, intid, &mut Hw { p });
+    if targets & (1 << vcpu) != 0 && cpu::get(arch::cpu_index()).take_flush() {
+        flush_locked(&mut g, vcpu);
+    }
+}
+
+/// Puts `e` into a list register of this CPU (the vGIC's lock held), or
+/// gives it to an entry of the same INTID already there, unless none is
+/// free. Turns the virtual interface on with no underflow interrupt: only
+/// callers that found nothing else waiting come here.
+fn load_direct(e: &vgic::LrEntry) -> bool {
+    let gic = &system().gic;
+    let free = gic.empty_lrs() & gic.lr_mask();
+    match held(gic, !free & gic.lr_mask(), e.intid) {
+        Some((i, v)) => gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING)),
+        None if free != 0 => gic.write_lr(free.trailing_zeros() as usize, gic.lr_encode(e)),
+        None => return false,
+    }
+    // Written after the list register, as `flush` does: without it QEMU
+    // did not always signal the virtual interrupt (a regression test hung).
+    gic.set_virtual_interface(false);
+    true
 }
 
 pub fn new_vgic(p_vcpus: usize, version: vgic::Version, lines: u32) -> Vgic {

@@ -185,13 +185,19 @@ impl Vgic {
     /// Makes `intid` pending for `vcpu` (SGIs, PPIs) or its target (SPIs):
     /// a physical interrupt that arrived, or an emulated device's.
     pub fn raise(&mut self, vcpu: usize, intid: u32, be: &mut impl Backend) {
+        let dist_on = self.enabled() || intid < SPI_BASE;
         let Some(irq) = self.irq_mut(vcpu, intid) else {
             return;
         };
         irq.pending = true;
-        let t = self.target_of(vcpu, intid);
+        let t = if intid < SPI_BASE {
+            vcpu
+        } else {
+            usize::from(irq.target)
+        };
+        let ready = irq.enabled && dist_on;
         self.queue(t, intid, true);
-        if self.deliverable(t, intid) {
+        if ready {
             be.notify(t);
         }
     }
@@ -248,6 +254,32 @@ impl Vgic {
         })
     }
 
+    /// The list-register entry for SGI `intid` that `vcpu` sends itself, if
+    /// it can go straight in: enabled, and nothing else waiting for `vcpu`
+    /// that it could overtake. The caller still checks the list registers
+    /// for an earlier copy of it.
+    pub fn direct_sgi(&mut self, vcpu: usize, intid: u32) -> Option<LrEntry> {
+        if intid >= 16 || *self.summary.get(vcpu)? != 0 {
+            return None;
+        }
+        let i = self.irq(vcpu, intid)?;
+        let e = i.enabled.then_some(LrEntry {
+            intid,
+            priority: i.priority,
+            hw: false,
+            group1: i.group1,
+            eoi_maintenance: false,
+            source: vcpu as u8,
+        })?;
+        self.sgi_source[vcpu][intid as usize] = vcpu as u8;
+        Some(e)
+    }
+
+    /// Whether anything waits for `vcpu`, deliverable or not.
+    pub fn any_queued(&self, vcpu: usize) -> bool {
+        self.summary.get(vcpu).is_some_and(|&s| s != 0)
+    }
+
     /// A level-sensitive emulated line went low before it was taken.
     pub fn lower(&mut self, vcpu: usize, intid: u32) {
         if let Some(irq) = self.irq_mut(vcpu, intid) {
@@ -277,36 +309,46 @@ impl Vgic {
     /// The highest-priority interrupt ready for `vcpu`, taken off the
     /// pending set to go into a list register.
     pub fn next_for_lr(&mut self, vcpu: usize) -> Option<LrEntry> {
-        let mut best: Option<(u32, u8)> = None;
         let dist_on = self.enabled();
-        for intid in self.queued(vcpu) {
-            let Some(i) = self.irq(vcpu, intid) else {
-                continue;
-            };
-            if i.enabled
-                && (dist_on || intid < SPI_BASE)
-                && best.is_none_or(|(_, bp)| i.priority < bp)
-            {
-                best = Some((intid, i.priority));
+        let mut best: Option<(u32, &Irq)> = None;
+        let mut words = *self.summary.get(vcpu)?;
+        let queued = self.queued.get(vcpu)?;
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let mut bits = queued[w];
+            while bits != 0 {
+                let intid = (w * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                let Some(i) = self.irq(vcpu, intid) else {
+                    continue;
+                };
+                if i.enabled
+                    && (dist_on || intid < SPI_BASE)
+                    && best.is_none_or(|(_, b)| i.priority < b.priority)
+                {
+                    best = Some((intid, i));
+                }
             }
         }
-        let (intid, _) = best?;
-        let source = if intid < 16 {
-            self.sgi_source[vcpu][intid as usize]
-        } else {
-            0
+        let (intid, i) = best?;
+        let e = LrEntry {
+            intid,
+            priority: i.priority,
+            hw: i.hw,
+            group1: i.group1,
+            eoi_maintenance: !i.hw && !i.edge && intid >= SPI_BASE,
+            source: if intid < 16 {
+                self.sgi_source[vcpu][intid as usize]
+            } else {
+                0
+            },
         };
         self.queue(vcpu, intid, false);
-        let irq = self.irq_mut(vcpu, intid)?;
-        irq.pending = false;
-        Some(LrEntry {
-            intid,
-            priority: irq.priority,
-            hw: irq.hw,
-            group1: irq.group1,
-            eoi_maintenance: !irq.hw && !irq.edge && intid >= SPI_BASE,
-            source,
-        })
+        if let Some(i) = self.irq_mut(vcpu, intid) {
+            i.pending = false;
+        }
+        Some(e)
     }
 
     /// Whether `vcpu` still has interrupts waiting for a list register.
@@ -773,6 +815,21 @@ mod tests {
         assert!(e.hw && e.group1 && e.intid == 27 && !g.has_pending(0));
         assert_eq!(g.direct_entry(0, 33), None, "emulated, not hardware");
         assert_eq!(g.direct_entry(0, 40), None, "not owned");
+    }
+
+    #[test]
+    fn direct_sgis_only_when_enabled_and_nothing_waits() {
+        let (mut g, mut be) = v3();
+        assert_eq!(g.direct_sgi(0, 3), None, "not enabled yet");
+        g.redist_access(0, 0x10100, 4, Some(0b1001), &mut be)
+            .unwrap();
+        let e = g.direct_sgi(0, 3).unwrap();
+        assert!(e.intid == 3 && e.group1 && !e.hw && !g.any_queued(0));
+        assert_eq!(g.direct_sgi(0, 16), None, "a PPI is no SGI");
+        g.send_sgi(0, 1, 0, &mut be);
+        assert_eq!(g.direct_sgi(0, 3), None, "SGI 0 waits: no overtaking");
+        assert_eq!(g.next_for_lr(0).map(|e| e.intid), Some(0));
+        assert!(g.direct_sgi(0, 3).is_some());
     }
 
     #[test]

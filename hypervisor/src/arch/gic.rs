@@ -320,6 +320,11 @@ impl Gic {
         }
     }
 
+    /// A bit per list register.
+    pub fn lr_mask(&self) -> u32 {
+        (1 << self.lr_count()) - 1
+    }
+
     pub fn read_lr(&self, i: usize) -> u64 {
         match *self {
             Gic::V3 { .. } => ich_lr!(read, i),
