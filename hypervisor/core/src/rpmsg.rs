@@ -53,27 +53,27 @@ fn blame<T>(side: usize, r: Result<T, Fault>) -> Result<T, SideFault> {
     r.map_err(|fault| SideFault { side, fault })
 }
 
-/// Copies `len` bytes from `src`'s segments to `dst`'s through a small
-/// bounce buffer: the two sides' memories are reached separately.
-fn copy(
+/// Copies `len` bytes from `src`'s segments to `dst`'s, straight from one
+/// memory to the other, a contiguous run at a time.
+fn copy<M: GuestMemory>(
     src: &Chain,
-    sm: &impl GuestMemory,
+    sm: &M,
     dst: &Chain,
-    dm: &mut impl GuestMemory,
+    dm: &mut M,
     len: u32,
 ) -> Result<(), SideFault> {
     let (mut si, mut so, mut di, mut doff) = (0usize, 0u32, 0usize, 0u32);
     let mut left = len;
-    let mut bounce = [0u8; 128];
     while left > 0 {
         let (s, d) = (&src.segments()[si], &dst.segments()[di]);
-        let n = left
-            .min(s.len - so)
-            .min(d.len - doff)
-            .min(bounce.len() as u32);
-        let b = &mut bounce[..n as usize];
-        blame(0, sm.read(s.addr + u64::from(so), b))?;
-        blame(1, dm.write(d.addr + u64::from(doff), b))?;
+        let n = left.min(s.len - so).min(d.len - doff);
+        dm.copy_from(
+            d.addr + u64::from(doff),
+            sm,
+            s.addr + u64::from(so),
+            n as usize,
+        )
+        .map_err(|(side, fault)| SideFault { side, fault })?;
         (so, doff, left) = (so + n, doff + n, left - n);
         if so == s.len {
             (si, so) = (si + 1, 0);

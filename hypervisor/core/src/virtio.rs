@@ -9,6 +9,18 @@
 pub trait GuestMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
+    /// Copies `len` bytes at `from` in `src` to `to` in this memory, with
+    /// no copy in between. A fault says whose range was bad: `(0, _)` the
+    /// source's, `(1, _)` this memory's.
+    fn copy_from(
+        &mut self,
+        to: u64,
+        src: &Self,
+        from: u64,
+        len: usize,
+    ) -> Result<(), (usize, Fault)>
+    where
+        Self: Sized;
 }
 
 /// What a driver did wrong, for the log line and the reset.
@@ -498,6 +510,18 @@ pub(crate) mod tests {
         fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
             let r = self.range(addr, data.len())?;
             self.bytes[r].copy_from_slice(data);
+            Ok(())
+        }
+        fn copy_from(
+            &mut self,
+            to: u64,
+            src: &Self,
+            from: u64,
+            len: usize,
+        ) -> Result<(), (usize, Fault)> {
+            let s = src.range(from, len).map_err(|f| (0, f))?;
+            let d = self.range(to, len).map_err(|f| (1, f))?;
+            self.bytes[d].copy_from_slice(&src.bytes[s]);
             Ok(())
         }
     }
