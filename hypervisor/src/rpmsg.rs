@@ -26,22 +26,17 @@ struct PartitionMemory<'a> {
     ranges: &'a [Range],
 }
 
-impl PartitionMemory<'_> {
-    fn check(&self, addr: u64, len: usize) -> Result<(), Fault> {
-        if partita_core::sdt::within(self.ranges, addr, len as u64) {
+impl GuestMemory for PartitionMemory<'_> {
+    fn check(&self, addr: u64, len: u64) -> Result<(), Fault> {
+        if partita_core::sdt::within(self.ranges, addr, len) {
             Ok(())
         } else {
-            Err(Fault::OutsideMemory {
-                addr,
-                len: len as u64,
-            })
+            Err(Fault::OutsideMemory { addr, len })
         }
     }
-}
 
-impl GuestMemory for PartitionMemory<'_> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
-        self.check(addr, buf.len())?;
+        self.check(addr, buf.len() as u64)?;
         // SAFETY: checked to lie in the partition's memory, which the EL2
         // identity map covers as normal memory.
         unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
@@ -49,7 +44,7 @@ impl GuestMemory for PartitionMemory<'_> {
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
-        self.check(addr, data.len())?;
+        self.check(addr, data.len() as u64)?;
         // SAFETY: as in `read`.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
         Ok(())
@@ -62,13 +57,21 @@ impl GuestMemory for PartitionMemory<'_> {
         from: u64,
         len: usize,
     ) -> Result<(), (usize, Fault)> {
-        src.check(from, len).map_err(|f| (0, f))?;
-        self.check(to, len).map_err(|f| (1, f))?;
+        src.check(from, len as u64).map_err(|f| (0, f))?;
+        self.check(to, len as u64).map_err(|f| (1, f))?;
+        let (s, d) = (from as *const u8, to as *mut u8);
         // SAFETY: both ranges were checked to lie in their partitions'
-        // memories, mapped at EL2 as normal memory. `copy` rather than
-        // `copy_nonoverlapping`: nothing stops a link joining a partition
-        // to itself.
-        unsafe { core::ptr::copy(from as *const u8, to as *mut u8, len) };
+        // memories, mapped at EL2 as normal memory. Two partitions never
+        // overlap, but nothing stops a link joining a partition to itself:
+        // then `copy`, which allows overlap (and is slower, copying
+        // backwards when the destination lies above).
+        unsafe {
+            if from.abs_diff(to) >= len as u64 {
+                core::ptr::copy_nonoverlapping(s, d, len)
+            } else {
+                core::ptr::copy(s, d, len)
+            }
+        };
         Ok(())
     }
 }

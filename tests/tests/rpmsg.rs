@@ -65,7 +65,7 @@ fn a_malformed_queue_resets_only_its_device_and_other_links_work_on() {
         + &with_link(&good1, "good2", (0x0a00_0400, 0x0a00_0600), (18, 19))
         + &good2;
     let run = boot(&virt_image("rpmsg-bad", &doms), LIMIT);
-    run.line("bad: rpmsg device of /domains/bad/domain-to-domain/rpmsg-relation/link: buffer 0x1000+0x1 is outside its memory; it needs a reset");
+    run.line("bad: rpmsg device of /domains/bad/domain-to-domain/rpmsg-relation/link: buffer 0x1000+0x40 is outside its memory; it needs a reset");
     run.line("[bad] rpmsg: after a bad descriptor the device status is 0x4f");
     run.line("[good1] rpmsg: sent 1000, received 1000, 0 bad");
     run.line("[good2] rpmsg: sent 1000, received 1000, 0 bad");
