@@ -88,6 +88,13 @@ pub fn enable(intid: u32, vcpu: usize) {
     wr(enable_reg(intid, vcpu, true), 1 << (intid % 32));
 }
 
+/// An SPI's trigger (GICD_ICFGR<n>).
+pub fn set_edge(intid: u32, edge: bool) {
+    let a = gicd() + 0xc00 + 4 * u64::from(intid / 16);
+    let bit = 2 << (2 * (intid % 16));
+    wr(a, if edge { rd(a) | bit } else { rd(a) & !bit });
+}
+
 pub fn disable(intid: u32, vcpu: usize) {
     wr(enable_reg(intid, vcpu, false), 1 << (intid % 32));
 }

@@ -140,6 +140,11 @@ pub fn init(base: u64) -> Result<(), &'static str> {
         put_desc(RX, i, a, BUF as u32, 2);
         offer(RX, i);
     }
+    // Sent buffers are reclaimed by looking at the used ring when sending,
+    // so no interrupt is wanted for them (Linux's virtio_rpmsg_bus does the
+    // same): VRING_AVAIL_F_NO_INTERRUPT.
+    // SAFETY: our own ring, before the device is live.
+    unsafe { write_volatile(addr_of_mut!((*ring(TX)).avail[0]), 1) };
     set(0x70, 15);
     notify(RX as u32);
     Ok(())

@@ -39,6 +39,8 @@ static PERIOD: AtomicU64 = AtomicU64::new(0);
 static RELEASES: AtomicU64 = AtomicU64::new(0);
 static LATE_SUM: AtomicU64 = AtomicU64::new(0);
 static LATE_MAX: AtomicU64 = AtomicU64::new(0);
+/// Releases by lateness, bin k holding [2^k, 2^(k+1)) ticks (bin 0 also 0).
+static LATE_BINS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 static RUN_FOR_MS: AtomicU64 = AtomicU64::new(0);
 
 fn echo_queue() -> &'static Queue<Msg, 4> {
@@ -148,6 +150,7 @@ fn periodic_task(_: usize) {
         RELEASES.fetch_add(1, Ordering::Relaxed);
         LATE_SUM.fetch_add(late, Ordering::Relaxed);
         LATE_MAX.fetch_max(late, Ordering::Relaxed);
+        LATE_BINS[63 - (late | 1).leading_zeros() as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -184,6 +187,21 @@ fn power_off(why: core::fmt::Arguments<'_>) {
     let mut b = [0u8; 160];
     let n = report(&mut b);
     println!("rtos: {}", core::str::from_utf8(&b[..n]).unwrap_or("?"));
+    // A few bins a line, so that no line outgrows the console's.
+    let bins = LATE_BINS
+        .iter()
+        .enumerate()
+        .map(|(k, b)| (k, b.load(Ordering::Relaxed)));
+    let mut bins = bins.filter(|&(_, c)| c > 0).peekable();
+    while bins.peek().is_some() {
+        let mut h = [0u8; 160];
+        let mut w = guest_common::BufWriter::new(&mut h);
+        for (k, c) in bins.by_ref().take(4) {
+            let lo = if k == 0 { 0 } else { 1u64 << k };
+            let _ = core::fmt::write(&mut w, format_args!(" {lo}-{}:{c}", (2u64 << k) - 1));
+        }
+        println!("rtos: jitter histogram (ticks:releases){}", w.as_str());
+    }
     println!("rtos: powering off {why}");
     hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
 }
@@ -231,6 +249,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                 let id = sem.id();
                 RPMSG_SEM.store(id, Ordering::Relaxed);
                 if let Some(spi) = guest_common::spi_of(n) {
+                    guest_common::configure_trigger(n);
                     kernel::on_interrupt(spi, virtio_irq);
                 }
                 spawn("rpmsg", 4, rpmsg_task, id);

@@ -41,6 +41,37 @@ fn report(name: &str, n: usize, mut sample: impl FnMut() -> u64) {
         s[n / 2],
         s[n - 1]
     );
+    histogram(name, s);
+}
+
+/// The distribution of sorted samples `s` for the plots, as lines of
+/// `bench: NAME hist LO-HI:COUNT ...` (a few bins each, so that no line
+/// outgrows the console's), each distinct value its own bin when there
+/// are few (LO = HI), else bins of powers of two.
+fn histogram(name: &str, s: &[u64]) {
+    let distinct = 1 + s.windows(2).filter(|p| p[0] != p[1]).count();
+    let bin = |v: u64| -> (u64, u64) {
+        if distinct <= 16 || v < 2 {
+            (v, v)
+        } else {
+            let lo = 1u64 << (63 - v.leading_zeros());
+            (lo, 2 * lo - 1)
+        }
+    };
+    let mut i = 0;
+    while i < s.len() {
+        let mut line = [0u8; 160];
+        let mut w = guest_common::BufWriter::new(&mut line);
+        let _ = core::fmt::write(&mut w, format_args!("bench: {name} hist"));
+        for _ in 0..4 {
+            let Some(&v) = s.get(i) else { break };
+            let (lo, hi) = bin(v);
+            let count = s[i..].iter().take_while(|&&v| v <= hi).count();
+            let _ = core::fmt::write(&mut w, format_args!(" {lo}-{hi}:{count}"));
+            i += count;
+        }
+        println!("{}", w.as_str());
+    }
 }
 
 /// Waits for the interrupt; IRQ_AT was cleared before it was provoked.

@@ -31,6 +31,7 @@ pub fn init(fdt: &fdt::Fdt<'_>) -> bool {
     }
     gic::init_distributor();
     gic::init_cpu(0);
+    guest_common::configure_trigger(n);
     gic::enable(spi, 0);
     // SAFETY: IRQs on; the handler counts and acknowledges.
     unsafe { core::arch::asm!("msr daifclr, #2") };
