@@ -94,7 +94,7 @@ fn more_pending_interrupts_than_list_registers_are_all_delivered() {
         "many-sgis",
         &domain("crowd", 1, 0x1, 0x4800_0000, "many-sgis"),
         |run| {
-            run.line("[crowd] many-sgis: delivered mask 0xff00");
+            run.line("[crowd] many-sgis: delivered mask 0xff00, SGI 8 taken 1 time(s)");
             run.expect_clean_exit();
         },
     );
