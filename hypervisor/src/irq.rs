@@ -77,7 +77,7 @@ fn flush_locked(g: &mut Vgic, vcpu: usize) {
         };
         // Already in a list register: an active one becomes active and
         // pending again; a pending one absorbs the new edge.
-        if let Some((i, v)) = (used != 0).then(|| held(gic, used, e.intid)).flatten() {
+        if let Some((i, v)) = held(gic, used, e.intid) {
             gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING));
             continue;
         }
@@ -88,7 +88,8 @@ fn flush_locked(g: &mut Vgic, vcpu: usize) {
     gic.set_virtual_interface(waiting);
 }
 
-/// The list register among `used` that holds `intid`, and its value.
+/// The list register among `used` that holds `intid`, and its value
+/// (nothing to read when `used` is empty, the common case).
 fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)> {
     while used != 0 {
         let i = used.trailing_zeros() as usize;
