@@ -182,16 +182,30 @@ pub fn announce_focus() {
 fn status() {
     let parts = &crate::system().partitions;
     let focus = FOCUS.load(Ordering::Relaxed);
+    let freq = crate::arch::counter_frequency().max(1);
     log::info!("status: {} partitions", parts.len());
     for p in parts {
-        let power = p.power.lock();
-        let on = (0..power.count())
-            .filter(|&v| power.get(v) != partita_core::psci::Power::Off)
-            .count();
+        let (state, on, vcpus, restarts, since) = {
+            let l = p.life.lock();
+            let on = (0..l.power().count())
+                .filter(|&v| l.power().get(v) != partita_core::psci::Power::Off)
+                .count();
+            (l.state(), on, l.power().count(), l.restarts, l.started_at)
+        };
+        let up = match state {
+            partita_core::lifecycle::State::Running => {
+                crate::arch::counter().saturating_sub(since) / freq
+            }
+            _ => 0,
+        };
+        let (traps, injected) = p.cpu_counters();
         log::info!(
-            "  {:<8} vcpus on {on}/{}{}",
+            "  {:<8} {:<8} vcpus on {on}/{vcpus}  up {up} s  restarts {restarts}  traps {traps}  irqs {injected}  rpmsg in {} out {}  faults {}{}",
             p.name,
-            power.count(),
+            state.name(),
+            p.rpmsg_in.load(Ordering::Relaxed),
+            p.rpmsg_out.load(Ordering::Relaxed),
+            p.faults.load(Ordering::Relaxed),
             if p.index == focus { "  (input)" } else { "" }
         );
     }

@@ -1,43 +1,36 @@
-//! Per-CPU state: each physical CPU's stack, the vCPU it runs, and the
-//! mailbox through which other CPUs ask it to start or stop one.
+//! Per-CPU state: each physical CPU's stack, the vCPU it runs, the flags
+//! by which other CPUs ask it to look at its partition's lifecycle, and its
+//! counters.
 
 use crate::arch;
 use crate::arch::gic::SGI_KICK;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use spin::Mutex;
 
 pub const MAX_CPUS: usize = 8;
 const STACK_SIZE: usize = 64 << 10;
 
-/// Work another CPU leaves for this one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    Start {
-        partition: usize,
-        vcpu: usize,
-        entry: u64,
-        context: u64,
-    },
-    Stop,
-}
-
 pub struct PerCpu {
-    request: Mutex<Option<Request>>,
-    /// A `Stop` waits in `request`: every kick looks here, not at the lock.
+    /// Another CPU asked this one to leave its vCPU (the partition is
+    /// stopping). A hint: the lifecycle, under its lock, decides.
     stop: AtomicBool,
     /// (partition + 1) << 8 | vcpu while a vCPU runs here; 0 when parked.
     running: AtomicUsize,
     /// The running vCPU has new pending virtual interrupts to load into
     /// list registers before it resumes.
     flush: AtomicBool,
+    /// Guest traps handled and virtual interrupts injected here since the
+    /// partition's last start; only this CPU writes them.
+    pub traps: AtomicU64,
+    pub injected: AtomicU64,
 }
 
 static CPUS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
-        request: Mutex::new(None),
         stop: AtomicBool::new(false),
         running: AtomicUsize::new(0),
         flush: AtomicBool::new(false),
+        traps: AtomicU64::new(0),
+        injected: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -63,31 +56,15 @@ pub fn stack_top(cpu: usize) -> u64 {
 }
 
 impl PerCpu {
-    /// Leaves a request; the caller then kicks the CPU with an SGI.
-    pub fn post(&self, r: Request) {
-        let mut q = self.request.lock();
-        *q = Some(r);
-        self.stop.store(r == Request::Stop, Ordering::Release);
-    }
-
-    pub fn take(&self) -> Option<Request> {
-        let mut q = self.request.lock();
-        self.stop.store(false, Ordering::Relaxed);
-        q.take()
-    }
-
-    /// Takes the request only if it is `Stop` (a start waits for the park loop).
+    /// Takes the stop hint.
     pub fn take_stop(&self) -> bool {
-        if !self.stop.load(Ordering::Acquire) {
-            return false;
-        }
-        let mut q = self.request.lock();
-        let stop = *q == Some(Request::Stop);
-        if stop {
-            *q = None;
-            self.stop.store(false, Ordering::Relaxed);
-        }
-        stop
+        self.stop.load(Ordering::Acquire) && self.stop.swap(false, Ordering::Acquire)
+    }
+
+    /// A counter only this CPU writes: a plain load and store, no atomic
+    /// read-modify-write on the trap path.
+    pub fn count(c: &AtomicU64) {
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     pub fn request_flush(&self) {
@@ -116,9 +93,15 @@ pub fn current() -> Option<(usize, usize)> {
     CPUS[arch::cpu_index()].running()
 }
 
-/// Posts `r` to CPU `cpu` and interrupts it, wherever it is.
-pub fn send(cpu: usize, r: Request) {
-    get(cpu).post(r);
+/// Interrupts CPU `cpu`, wherever it is: it looks at its lifecycle work
+/// (when parked) or loads list registers (when running).
+pub fn kick(cpu: usize) {
     let sys = crate::system();
     sys.gic.send_sgi(sys.config.cpus[cpu].mpidr, cpu, SGI_KICK);
+}
+
+/// Asks CPU `cpu` to leave its vCPU.
+pub fn ask_stop(cpu: usize) {
+    get(cpu).stop.store(true, Ordering::Release);
+    kick(cpu);
 }

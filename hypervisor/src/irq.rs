@@ -12,6 +12,8 @@ use partita_core::vgic::{self, Backend, Vgic};
 
 /// The virtual timer's PPI, forwarded with the hardware bit.
 pub const VTIMER: u32 = 27;
+/// The EL1 physical timer's PPI.
+pub const PTIMER: u32 = 30;
 
 /// Carries out what a partition's vGIC asks of the hardware.
 pub struct Hw<'a> {
@@ -79,11 +81,13 @@ fn flush_locked(g: &mut Vgic, vcpu: usize) {
         // pending again; a pending one absorbs the new edge.
         if let Some((i, v)) = held(gic, used, e.intid) {
             gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING));
+            count_injected();
             continue;
         }
         let i = free.trailing_zeros() as usize;
         free &= free - 1;
         gic.write_lr(i, gic.lr_encode(&e));
+        count_injected();
     };
     gic.set_virtual_interface(waiting);
 }
@@ -100,6 +104,11 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
         }
     }
     None
+}
+
+/// One more virtual interrupt injected on this CPU, for the status.
+fn count_injected() {
+    cpu::PerCpu::count(&cpu::get(arch::cpu_index()).injected);
 }
 
 /// Loads list registers if something became pending for this CPU's vCPU.
@@ -121,8 +130,13 @@ pub fn handle_physical() {
             SGI_KICK => {
                 sys.gic.deactivate(id);
                 if cpu::get(me).take_stop() {
-                    cpu::get(me).set_running(None);
-                    arch::park(cpu::stack_top(me));
+                    if let Some((p, v)) = cpu::get(me).running() {
+                        let p = &sys.partitions[p];
+                        let leaving = p.life.lock().leave(v);
+                        if let Some(kick) = leaving {
+                            crate::life::leave(p, kick);
+                        }
+                    }
                 }
                 cpu::get(me).request_flush();
             }
@@ -148,6 +162,7 @@ pub fn handle_physical() {
                         Some(e) => {
                             sys.gic
                                 .write_lr(free.trailing_zeros() as usize, sys.gic.lr_encode(&e));
+                            count_injected();
                             sys.gic.set_virtual_interface(g.has_pending(v));
                         }
                         None => {
@@ -157,7 +172,12 @@ pub fn handle_physical() {
                         }
                     }
                 }
-                None => sys.gic.deactivate(id),
+                // A timer left armed by a vCPU that is gone: its line
+                // would fire again at once.
+                None => {
+                    arch::disarm_guest_timers();
+                    sys.gic.deactivate(id);
+                }
             },
             spi if Some(spi) == sys.console_spi => {
                 crate::console::receive();
@@ -276,6 +296,7 @@ fn load_direct(e: &vgic::LrEntry) -> bool {
         None if free != 0 => gic.write_lr(free.trailing_zeros() as usize, gic.lr_encode(e)),
         None => return false,
     }
+    count_injected();
     // Written after the list register, as `flush` does: without it QEMU
     // did not always signal the virtual interrupt (a regression test hung).
     gic.set_virtual_interface(false);

@@ -11,6 +11,7 @@ mod arch;
 mod console;
 mod cpu;
 mod irq;
+mod life;
 mod partition;
 mod rpmsg;
 mod uart;
@@ -18,11 +19,9 @@ mod vcpu;
 
 use alloc::vec::Vec;
 use arch::gic::Gic;
-use cpu::Request;
 use log::{error, info, warn};
 use partita_core::package::{self, Package};
 use partita_core::pagetable::{Attrs, PageTable, Regime};
-use partita_core::psci::Power;
 use partita_core::sdt::{self, GicVersion, SystemConfig};
 use partition::Partition;
 
@@ -41,6 +40,8 @@ pub struct System {
     pub console_spi: Option<u32>,
     /// The rpmsg links' device state, one lock per link.
     pub links: Vec<spin::Mutex<partita_core::rpmsg::Link>>,
+    /// The partition and vCPU each physical CPU serves, if any.
+    cpu_owner: Vec<Option<(usize, usize)>>,
 }
 
 impl System {
@@ -61,7 +62,12 @@ pub fn system() -> &'static System {
 
 /// PSCI function IDs the hypervisor itself calls in firmware.
 const FW_CPU_ON: u32 = 0xc400_0003;
-const FW_SYSTEM_OFF: u32 = 0x8400_0008;
+pub const FW_SYSTEM_OFF: u32 = 0x8400_0008;
+
+/// Bytes of the hypervisor's heap in use.
+pub fn heap_in_use() -> usize {
+    HEAP.lock().stats_alloc_actual()
+}
 
 /// The boot package that `partita-tool pack` appended after the image.
 fn boot_package() -> Result<Package<'static>, package::PackageError> {
@@ -218,6 +224,12 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         .iter()
         .map(|l| spin::Mutex::new(partita_core::rpmsg::Link::with_name_service(l.name_service)))
         .collect();
+    let mut cpu_owner = alloc::vec![None; config.cpus.len()];
+    for (i, d) in config.domains.iter().enumerate() {
+        for (v, &c) in d.cpus.iter().enumerate() {
+            cpu_owner[c] = Some((i, v));
+        }
+    }
     SYSTEM.call_once(|| System {
         config,
         partitions,
@@ -225,6 +237,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         spi_owners,
         console_spi,
         links,
+        cpu_owner,
     });
     let sys = system();
     if let Some(spi) = sys.console_spi {
@@ -264,17 +277,12 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         }
     }
 
+    // Each partition's home CPU (that of its vCPU 0) loads its images
+    // and starts it: the partitions load in parallel.
     for p in &sys.partitions {
-        p.power.lock().set(0, Power::OnPending);
-        cpu::send(
-            p.pcpus[0],
-            Request::Start {
-                partition: p.index,
-                vcpu: 0,
-                entry: p.layout.kernel,
-                context: p.layout.dtb,
-            },
-        );
+        if p.life.lock().start().is_ok() {
+            cpu::kick(p.pcpus[0]);
+        }
     }
     park_loop()
 }
@@ -312,35 +320,21 @@ extern "C" fn secondary_main(index: usize) -> ! {
     park_loop()
 }
 
-/// Where a CPU without a running vCPU waits for a start request. It sleeps
-/// with interrupts masked (a pending one still wakes it) and opens them
-/// briefly after each wake-up, so nothing is missed between check and sleep.
+/// Where a CPU without a running vCPU waits for work from its partition's
+/// lifecycle. It sleeps with interrupts masked (a pending one still wakes
+/// it) and opens them briefly after each wake-up; every request comes with
+/// a kick, so none is missed between the look and the sleep.
 #[no_mangle]
 pub extern "C" fn park_loop() -> ! {
-    let me = cpu::get(arch::cpu_index());
-    me.set_running(None);
+    let me = arch::cpu_index();
+    cpu::get(me).set_running(None);
+    let owner = system().cpu_owner[me];
     loop {
-        if let Some(Request::Start {
-            partition,
-            vcpu,
-            entry,
-            context,
-        }) = me.take()
-        {
-            vcpu::enter(partition, vcpu, entry, context);
+        if let Some((p, v)) = owner {
+            life::serve(&system().partitions[p], v);
         }
         arch::wait_for_interrupt();
         arch::take_pending_interrupts();
-    }
-}
-
-/// Called when a partition has stopped: once every partition has, the
-/// machine powers off.
-pub fn maybe_power_off() {
-    let sys = system();
-    if sys.partitions.iter().all(|p| p.power.lock().all_off()) {
-        info!("all partitions are off; powering off");
-        arch::smc(FW_SYSTEM_OFF, 0, 0, 0);
     }
 }
 

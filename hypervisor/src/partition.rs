@@ -4,11 +4,12 @@
 use crate::arch::{self, mmu::HeapTables};
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use partita_core::guest_fdt;
 use partita_core::layout::{self, GuestLayout};
+use partita_core::lifecycle::Lifecycle;
 use partita_core::package::Package;
 use partita_core::pagetable::{Attrs, PageTable};
-use partita_core::psci::PowerStates;
 use partita_core::sdt::GicVersion;
 use partita_core::sdt::{Domain, Range, SystemConfig};
 use partita_core::vgic::{self, Vgic};
@@ -31,7 +32,8 @@ pub struct Partition {
     pub memory: Vec<Range>,
     /// Physical CPU of each vCPU.
     pub pcpus: Vec<usize>,
-    pub power: Mutex<PowerStates>,
+    /// Its state machine: every start, stop and vCPU power change.
+    pub life: Mutex<Lifecycle>,
     pub layout: GuestLayout,
     pub dtb: Vec<u8>,
     pub kernel: &'static [u8],
@@ -45,11 +47,34 @@ pub struct Partition {
     pub hw_spis: Vec<u32>,
     /// Its side of each rpmsg link.
     pub virtio: Vec<crate::rpmsg::VirtioPort>,
+    /// Interrupts the hypervisor raises in it: console, virtio, control.
+    pub emulated_spis: Vec<u32>,
     pub gic_lines: u32,
+    /// Since its last start (the per-CPU trap and injection counters are
+    /// the rest).
+    pub rpmsg_in: AtomicU64,
+    pub rpmsg_out: AtomicU64,
+    pub faults: AtomicU64,
 }
 
 /// A configuration the SDT allowed but the boot package or memory cannot
 /// carry out; reported with the domain's path.
+/// Copies `src` to `dst` in a stopped partition's memory, a MiB at a time,
+/// taking interrupts in between: a Linux kernel takes a while, and this CPU
+/// may be the one that serves console input.
+fn copy_in(dst: u64, src: &[u8]) {
+    for (i, chunk) in src.chunks(1 << 20).enumerate() {
+        let at = dst + (i << 20) as u64;
+        // SAFETY: `dst..dst + src.len()` lies in the partition's memory
+        // (the layout planner checked it against its first memory range),
+        // which the EL2 identity map covers; no vCPU of the partition runs
+        // while it is loaded.
+        unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), at as *mut u8, chunk.len()) };
+        arch::take_pending_interrupts();
+    }
+    arch::sync_guest_image(dst, src.len() as u64);
+}
+
 pub struct BuildError {
     pub path: String,
     pub reason: String,
@@ -125,14 +150,13 @@ impl Partition {
         };
         let mut console = None;
         let mut hw_spis = Vec::new();
+        let mut emulated_spis = Vec::new();
         for &i in &d.devices {
             let dev = &sys.devices[i];
             if dev.is_console {
                 // Left unmapped: every access traps and is emulated.
                 let spi = dev.spis.first().copied();
-                if let Some(spi) = spi {
-                    vgic.own_spi(spi, false);
-                }
+                emulated_spis.extend(spi);
                 console = Some(VirtualConsole {
                     base: dev.regs[0].base,
                     spi,
@@ -160,8 +184,15 @@ impl Partition {
                 side,
             })
             .collect();
-        for v in &virtio {
-            vgic.own_spi(v.spi, false);
+        emulated_spis.extend(virtio.iter().map(|v| v.spi));
+        emulated_spis.extend(
+            sys.controls
+                .iter()
+                .filter(|c| c.controller == index)
+                .filter_map(|c| c.spi),
+        );
+        for &spi in &emulated_spis {
+            vgic.own_spi(spi, false);
         }
         let p = Partition {
             index,
@@ -170,7 +201,7 @@ impl Partition {
             stage2: s2.root(),
             memory: d.memory.clone(),
             pcpus: d.cpus.clone(),
-            power: Mutex::new(PowerStates::new(d.cpus.len())),
+            life: Mutex::new(Lifecycle::new(d.cpus.len())),
             layout,
             dtb,
             kernel,
@@ -182,27 +213,49 @@ impl Partition {
             gic_lines,
             hw_spis,
             virtio,
+            emulated_spis,
+            rpmsg_in: AtomicU64::new(0),
+            rpmsg_out: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
         };
-        p.load();
         Ok(p)
     }
 
-    /// Copies the kernel, initrd and device tree into the partition's
-    /// memory: at first boot and again at each SYSTEM_RESET.
-    pub fn load(&self) {
-        let copy = |dst: u64, src: &[u8]| {
-            // SAFETY: `dst..dst + len` lies in the partition's memory (the
-            // layout planner checked it against the first memory range),
-            // which the EL2 identity map covers and no vCPU of this
-            // partition runs while it is loaded.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
-            arch::sync_guest_image(dst, src.len() as u64);
-        };
-        copy(self.layout.kernel, self.kernel);
+    /// Copies the boot package's kernel and initrd into the partition's
+    /// memory, on its home CPU while it is stopped.
+    pub fn load_package(&self) {
+        copy_in(self.layout.kernel, self.kernel);
         if let (Some(r), Some(i)) = (self.layout.initrd, self.initrd) {
-            copy(r.base, i);
+            copy_in(r.base, i);
         }
-        copy(self.layout.dtb, &self.dtb);
+    }
+
+    /// Writes its device tree afresh (the guest may have changed it).
+    pub fn load_dtb(&self) {
+        copy_in(self.layout.dtb, &self.dtb);
+    }
+
+    /// Zeroes the counters the control interface reports, at a start.
+    pub fn reset_counters(&self) {
+        for c in [&self.rpmsg_in, &self.rpmsg_out, &self.faults] {
+            c.store(0, Ordering::Relaxed);
+        }
+        for &c in &self.pcpus {
+            let cpu = crate::cpu::get(c);
+            cpu.traps.store(0, Ordering::Relaxed);
+            cpu.injected.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Traps handled and interrupts injected since its last start.
+    pub fn cpu_counters(&self) -> (u64, u64) {
+        self.pcpus.iter().fold((0, 0), |(t, i), &c| {
+            let cpu = crate::cpu::get(c);
+            (
+                t + cpu.traps.load(Ordering::Relaxed),
+                i + cpu.injected.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Raises or lowers the emulated console's interrupt to match its state.
@@ -218,26 +271,30 @@ impl Partition {
         }
     }
 
-    /// Back to the state of a fresh boot: passed-through interrupts off and
-    /// a new virtual GIC (after the partition stopped).
+    /// Back to the state of a fresh boot, after every vCPU has left:
+    /// passed-through interrupts disabled and neither active nor pending
+    /// (an active one held with the hardware bit would never be
+    /// deactivated by the guest now), a new virtual GIC, a quiet console.
     pub fn reset_interrupts(&self) {
         let mut g = self.vgic.lock();
+        let gic = &crate::system().gic;
         let version = match crate::system().config.gic.version {
             GicVersion::V3 => vgic::Version::V3,
             GicVersion::V2 => vgic::Version::V2,
         };
         let mut fresh = crate::irq::new_vgic(self.pcpus.len(), version, self.gic_lines);
         for &spi in &self.hw_spis {
-            crate::system().gic.set_enabled(spi, 0, false);
+            gic.set_enabled(spi, 0, false);
+            gic.clear_spi(spi);
             fresh.own_spi(spi, true);
         }
-        if let Some(spi) = self.console.as_ref().and_then(|c| c.spi) {
+        for &spi in &self.emulated_spis {
             fresh.own_spi(spi, false);
         }
-        for v in &self.virtio {
-            fresh.own_spi(v.spi, false);
-        }
         *g = fresh;
+        if let Some(con) = &self.console {
+            *con.state.lock() = Default::default();
+        }
     }
 
     pub fn owns(&self, addr: u64, len: u64) -> bool {

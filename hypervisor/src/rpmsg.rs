@@ -6,6 +6,7 @@ use crate::arch::TrapFrame;
 use crate::irq::Hw;
 use crate::partition::Partition;
 use crate::system;
+use core::sync::atomic::Ordering;
 use log::{debug, warn};
 use partita_core::rpmsg::{Link, TX};
 use partita_core::sdt::Range;
@@ -109,6 +110,7 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
         system().config.links[link].path
     );
     l.dev[side].fail();
+    p.faults.fetch_add(1, Ordering::Relaxed);
     raise(link, side);
 }
 
@@ -118,11 +120,42 @@ fn pump(link: usize, l: &mut Link, from: usize) {
     let mut mem = memories(link);
     match l.pump(from, &mut mem) {
         Ok(moved) => {
+            if moved.messages > 0 {
+                let n = u64::from(moved.messages);
+                partition_of(link, from)
+                    .rpmsg_out
+                    .fetch_add(n, Ordering::Relaxed);
+                partition_of(link, 1 - from)
+                    .rpmsg_in
+                    .fetch_add(n, Ordering::Relaxed);
+            }
             for side in (0..2).filter(|&s| moved.interrupt[s]) {
                 raise(link, side);
             }
         }
         Err(f) => fail(link, l, f.side, f.fault),
+    }
+}
+
+/// Side `side` of `link` went down or came up: the other side sees it in
+/// its PEER_READY word and a configuration-change interrupt.
+fn changed(link: usize, l: &mut Link, side: usize, reset: bool) {
+    let peer = l.side_changed(side, reset);
+    raise(link, peer);
+}
+
+/// `p` has stopped: each of its devices is reset under its link's lock,
+/// so no peer's message moves into its memory while it is rewritten.
+/// What the peers send meanwhile waits in their transmit queues until
+/// its driver is ready again.
+pub fn quiesce(p: &Partition) {
+    for port in &p.virtio {
+        changed(
+            port.link,
+            &mut system().links[port.link].lock(),
+            port.side,
+            true,
+        );
     }
 }
 
@@ -149,7 +182,7 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
         return true;
     }
     if !a.write {
-        let v = l.dev[port.side].read(off);
+        let v = l.read(port.side, off);
         frame.set_reg(a.reg, a.load_result(u64::from(v)));
         return true;
     }
@@ -167,9 +200,16 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
                 1 - port.side
             },
         ),
+        // Messages that waited for this side's driver move now, without
+        // waiting for its first notify.
+        Effect::DriverOk => {
+            changed(port.link, &mut l, port.side, false);
+            pump(port.link, &mut l, 1 - port.side);
+        }
+        Effect::Reset => changed(port.link, &mut l, port.side, false),
         Effect::Invalid(f) => fail(port.link, &mut l, port.side, f),
         Effect::Refused => debug!("{}: virtio write {v:#x} to {off:#x} refused", p.name),
-        Effect::Reset | Effect::None => {}
+        Effect::None => {}
     }
     true
 }

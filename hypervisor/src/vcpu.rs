@@ -2,12 +2,15 @@
 //! is decoded into one event and handed to exactly one handler.
 
 use crate::arch::{self, TrapFrame, VcpuSetup};
-use crate::cpu::{self, Request};
+use crate::cpu::{self, PerCpu};
 use crate::irq;
+use crate::life;
 use crate::partition::Partition;
 use crate::{report_fatal, system};
 use log::{debug, info, warn};
-use partita_core::psci::{self, Action, Power};
+use partita_core::control;
+use partita_core::lifecycle::Psci;
+use partita_core::psci;
 use partita_core::trap::{sysreg, MmioAccess, Trap};
 use partita_core::vuart::Effect;
 
@@ -15,20 +18,17 @@ const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
 const ICC_ASGI1R_EL1: u32 = sysreg(3, 1, 12, 11, 6);
 const ICC_SGI0R_EL1: u32 = sysreg(3, 2, 12, 11, 7);
 
-/// Partita's own hypercalls (SMCCC vendor-specific hypervisor service).
-const HVC_NULL: u64 = 0xc600_0000;
 const NOT_SUPPORTED: u64 = u64::MAX; // SMCCC: -1
 
-/// Runs vCPU `vcpu` of `partition` on this CPU from its first instruction.
-pub fn enter(partition: usize, vcpu: usize, entry: u64, context: u64) -> ! {
-    let p = &system().partitions[partition];
+/// Runs vCPU `vcpu` of `p` on this CPU from its first instruction.
+pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
     let me = arch::cpu_index();
     arch::configure_vcpu(&VcpuSetup {
         vttbr: p.vttbr(),
         vmpidr: psci::vmpidr(vcpu),
     });
-    p.power.lock().set(vcpu, Power::On);
-    cpu::get(me).set_running(Some((partition, vcpu)));
+    system().gic.set_virtual_interface(false);
+    cpu::get(me).set_running(Some((p.index, vcpu)));
     info!(
         "{}: vcpu {vcpu} starts at {entry:#x} (counter {})",
         p.name,
@@ -46,6 +46,7 @@ fn current() -> (&'static Partition, usize) {
 extern "C" fn guest_sync(frame: &mut TrapFrame) {
     let (p, vcpu) = current();
     let s = arch::syndrome();
+    PerCpu::count(&cpu::get(arch::cpu_index()).traps);
     handle_sync(frame, p, vcpu, &s);
     irq::flush_if_needed();
 }
@@ -67,6 +68,7 @@ fn handle_sync(
         Trap::DataAbort { ipa, write, fsc } => {
             warn!("{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
                 p.name, if write { "write" } else { "read" });
+            p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             arch::inject_data_abort(frame, s.far, write);
         }
         Trap::Wfx => frame.elr += 4,
@@ -80,7 +82,7 @@ fn handle_sync(
         }
         Trap::InstructionAbort { .. } | Trap::SysReg(_) | Trap::Other { .. } => {
             report_fatal("unhandled guest exception", frame);
-            stop_partition(p, "stopped after an unhandled exception")
+            life::crash(p, vcpu)
         }
     }
 }
@@ -92,16 +94,16 @@ extern "C" fn guest_irq(_frame: &mut TrapFrame) {
 
 #[no_mangle]
 extern "C" fn guest_serror(frame: &mut TrapFrame) {
-    let (p, _) = current();
+    let (p, vcpu) = current();
     report_fatal("SError from guest", frame);
-    stop_partition(p, "stopped after an SError")
+    life::crash(p, vcpu)
 }
 
 #[no_mangle]
 extern "C" fn guest_fatal(frame: &mut TrapFrame) {
-    let (p, _) = current();
+    let (p, vcpu) = current();
     report_fatal("unsupported exception from guest (AArch32 or FIQ)", frame);
-    stop_partition(p, "stopped")
+    life::crash(p, vcpu)
 }
 
 #[no_mangle]
@@ -118,9 +120,12 @@ extern "C" fn el2_irq(_frame: &mut TrapFrame) {
 /// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED.
 fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
     let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
-    if x[0] == HVC_NULL {
+    if x[0] == u64::from(control::NULL) {
         frame.x[0] = 0;
         return;
+    }
+    if let Some(req) = control::Request::decode(x) {
+        return life::control(frame, p, x, req);
     }
     let Some(c) = psci::Call::decode(x) else {
         debug!(
@@ -130,94 +135,22 @@ fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
         frame.x[0] = NOT_SUPPORTED;
         return;
     };
-    let action = p.power.lock().handle(c, |entry| p.owns(entry, 4));
-    match action {
-        Action::Return(v) => frame.x[0] = v,
-        Action::Start {
-            vcpu: target,
-            entry,
-            context,
-        } => {
+    let answer = p.life.lock().psci(vcpu, c, |entry| p.owns(entry, 4));
+    match answer {
+        Psci::Return(v) => frame.x[0] = v,
+        Psci::Start { vcpu: target } => {
             frame.x[0] = 0;
-            cpu::send(
-                p.pcpus[target],
-                Request::Start {
-                    partition: p.index,
-                    vcpu: target,
-                    entry,
-                    context,
-                },
-            );
+            cpu::kick(p.pcpus[target]);
         }
-        Action::Stop => {
-            p.power.lock().set(vcpu, Power::Off);
-            info!("{}: vcpu {vcpu} off", p.name);
-            if p.power.lock().all_off() {
-                info!("{}: powered off (all its vCPUs are off)", p.name);
-                crate::maybe_power_off();
+        Psci::Leave { kick } => {
+            match c {
+                psci::Call::CpuOff => info!("{}: vcpu {vcpu} off", p.name),
+                psci::Call::SystemReset => info!("{}: reset by vcpu {vcpu}", p.name),
+                _ => info!("{}: powered off by vcpu {vcpu}", p.name),
             }
-            cpu::get(arch::cpu_index()).set_running(None);
-            arch::park(cpu::stack_top(arch::cpu_index()))
-        }
-        Action::SystemOff => stop_partition(p, "powered off"),
-        Action::SystemReset => reset_partition(p, vcpu),
-    }
-}
-
-/// Stops every vCPU of `p` on other CPUs and waits until they have left
-/// the guest, so its memory can be rewritten.
-fn stop_siblings(p: &Partition) {
-    let me = arch::cpu_index();
-    {
-        let mut power = p.power.lock();
-        for v in 0..power.count() {
-            power.set(v, Power::Off);
+            life::leave(p, kick)
         }
     }
-    for &c in p.pcpus.iter().filter(|&&c| c != me) {
-        if cpu::get(c).running().is_some_and(|(q, _)| q == p.index) {
-            cpu::send(c, Request::Stop);
-            while cpu::get(c).running().is_some() {
-                core::hint::spin_loop();
-            }
-        }
-    }
-}
-
-/// Ends partition `p` (SYSTEM_OFF, or a fault it caused); the others run on.
-pub fn stop_partition(p: &Partition, why: &str) -> ! {
-    stop_siblings(p);
-    p.reset_interrupts();
-    info!("{}: {why}", p.name);
-    crate::maybe_power_off();
-    let me = arch::cpu_index();
-    cpu::get(me).set_running(None);
-    arch::park(cpu::stack_top(me))
-}
-
-/// SYSTEM_RESET: stop, reload the images, start vCPU 0 again.
-fn reset_partition(p: &Partition, vcpu: usize) -> ! {
-    stop_siblings(p);
-    p.reset_interrupts();
-    info!("{}: reset by vcpu {vcpu}; reloading its images", p.name);
-    p.load();
-    p.power.lock().set(0, Power::OnPending);
-    let (entry, context) = (p.layout.kernel, p.layout.dtb);
-    let me = arch::cpu_index();
-    if p.pcpus[0] == me {
-        enter(p.index, 0, entry, context)
-    }
-    cpu::send(
-        p.pcpus[0],
-        Request::Start {
-            partition: p.index,
-            vcpu: 0,
-            entry,
-            context,
-        },
-    );
-    cpu::get(me).set_running(None);
-    arch::park(cpu::stack_top(me))
 }
 
 /// A trapped load or store: the partition's emulated devices, or an abort.

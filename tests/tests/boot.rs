@@ -21,7 +21,7 @@ fn shipped_two_guests_boot_side_by_side_and_power_off() {
         "[beta] testguest: up on vcpu 0",
         "[beta] hello: Partita domain beta",
     ]);
-    run.expect_in_order(&["all partitions are off; powering off"]);
+    run.expect_in_order(&["all partitions have ended; powering off"]);
     run.expect_clean_exit();
 }
 
@@ -63,7 +63,7 @@ fn a_guest_that_jumps_out_of_its_memory_is_stopped_and_the_other_runs_on() {
     let stop = run.line(
         "unhandled guest exception in partition wild vcpu 0: instruction abort from a lower EL",
     );
-    run.line("wild: stopped after an unhandled exception");
+    run.line("wild: crashed");
     assert!(run.line("[calm] count 15/15") > stop);
     run.expect_clean_exit();
 }

@@ -22,13 +22,17 @@ fn typed_lines_reach_the_focused_partition_only_and_the_escape_moves_focus() {
     run.expect_in_order(&[
         "[alpha] echo: first",
         "status: 2 partitions",
-        "alpha    vcpus on 1/1  (input)",
+        "alpha    running  vcpus on 1/1  up 0 s  restarts 0",
         "[alpha] echo: second",
         "input now goes to beta",
         "[beta] echo: third",
         "input now goes to alpha",
         "[alpha] echo: fourth",
     ]);
+    assert!(
+        run.lines_with("alpha    running  vcpus on 1/1")[0].ends_with("(input)"),
+        "the status does not say who has the input"
+    );
     run.expect_absent("[beta] echo: first");
     run.expect_absent("[beta] echo: second");
     run.expect_absent("[alpha] echo: third");

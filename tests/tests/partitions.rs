@@ -63,7 +63,7 @@ fn one_partition_powering_off_leaves_the_other_running() {
     run.expect_in_order(&[
         "[long] testguest: done",
         "long: powered off",
-        "all partitions are off",
+        "all partitions have ended",
     ]);
     run.expect_clean_exit();
 }
@@ -75,7 +75,8 @@ fn one_partition_resetting_restarts_alone() {
     let run = boot(&virt_image("reset", &doms), LIMIT);
     run.expect_in_order(&[
         "[phoenix] reset: first boot, resetting",
-        "phoenix: reset by vcpu 0; reloading its images",
+        "phoenix: reset by vcpu 0",
+        "phoenix: restarting",
         "phoenix: vcpu 0 starts at 0x48000000",
         "[phoenix] reset: second boot, after SYSTEM_RESET",
         "phoenix: powered off",

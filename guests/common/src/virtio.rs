@@ -97,6 +97,12 @@ pub fn status() -> u32 {
     reg(0x70)
 }
 
+/// Resets the device: from here on the device touches none of our
+/// buffers.
+pub fn reset() {
+    set(0x70, 0);
+}
+
 /// Acknowledges the device's interrupt.
 pub fn ack_interrupt() {
     set(0x64, reg(0x60));

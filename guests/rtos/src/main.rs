@@ -9,7 +9,8 @@
 //!   is, and `rpmsg-jitter` reports it;
 //! - `demo` (bootarg): two equal low-priority workers sharing the CPU
 //!   round-robin, preempted by a higher-priority one;
-//! - `run-for=MS` (bootarg): report and power off after MS milliseconds.
+//! - `run-for=MS` (bootarg): report and power off after MS milliseconds;
+//! - `rpmsg-jitter` takes commands too: `off` powers off, `crash` crashes.
 #![no_std]
 #![no_main]
 
@@ -123,6 +124,7 @@ fn rpmsg_task(sem: usize) {
                 echo_queue().push(m);
             }
             JITTER_ADDR if p == b"off" => power_off(format_args!("as asked over rpmsg")),
+            JITTER_ADDR if p == b"crash" => crash(),
             JITTER_ADDR => {
                 let mut b = [0u8; 160];
                 let n = report(&mut b);
@@ -131,6 +133,14 @@ fn rpmsg_task(sem: usize) {
             other => println!("rtos: message for unknown endpoint {other} dropped"),
         });
     }
+}
+
+/// Crashes as asked (for the recovery tests): a jump outside its memory,
+/// which the hypervisor cannot hand back to it.
+fn crash() -> ! {
+    println!("rtos: crashing as asked over rpmsg");
+    // SAFETY: deliberately not; the hypervisor stops the partition.
+    unsafe { core::arch::asm!("br {}", in(reg) 0u64, options(noreturn)) }
 }
 
 fn echo_task(_: usize) {

@@ -303,6 +303,9 @@ extern "C" fn on_irq() {
             }
             id if id == UART_SPI.load(Ordering::Relaxed) => uart_rx(),
             id if id == crate::rpmsg::SPI.load(Ordering::Relaxed) => crate::rpmsg::on_irq(),
+            id if id == crate::control::SPI.load(Ordering::Relaxed) => {
+                crate::control::INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+            }
             id if id == RTC_SPI.load(Ordering::Relaxed) => {
                 gic::disable(id, 0);
                 gic::enable(id, 0);

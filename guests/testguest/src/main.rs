@@ -19,14 +19,20 @@
 //! - `bench-NAME=N`: N samples of timer, sgi, hvc or psci (see bench.rs);
 //! - `many-sgis`: eight SGIs pending at once, more than list registers;
 //! - `busy=MS`: hammers memory for MS milliseconds;
-//! - `stay`: never powers off.
+//! - `stay`: never powers off;
+//! - `control=N`, `control-load`, `control-crash`, `control-refusals`,
+//!   `control-denied=ID`: drive another partition (see control.rs);
+//! - `reset-race=N`, `timer-off=N`, `rpmsg-restarts=N[,send]`: the
+//!   lifecycle's races (see races.rs).
 //!
 //! Without `stay` it ends with PSCI SYSTEM_OFF.
 #![no_std]
 #![no_main]
 
 mod bench;
+mod control;
 mod irqs;
+mod races;
 mod rpmsg;
 
 use core::arch::{asm, global_asm};
@@ -112,9 +118,28 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     "mmio" => bench::mmio(&fdt, n),
                     "ipi" => bench::ipi(n),
                     "rpmsg" => rpmsg::bench(&fdt, n),
+                    "restart" => control::bench_restart(&fdt, n),
                     _ => println!("bench: unknown benchmark `{name}`"),
                 }
                 BENCHING.store(false, Ordering::Relaxed);
+            }
+            w if w.starts_with("control=") => control::cycles(&fdt, w[8..].parse().unwrap_or(1)),
+            "control-load" => control::load(&fdt),
+            "control-crash" => control::crash(&fdt),
+            "control-refusals" => control::refusals(&fdt),
+            w if w.starts_with("control-denied=") => control::denied(w[15..].parse().unwrap_or(2)),
+            w if w.starts_with("reset-race=") => {
+                races::reset_race(mem.map_or(0, |m| m.0), w[11..].parse().unwrap_or(10))
+            }
+            w if w.starts_with("timer-off=") => races::timer_off(w[10..].parse().unwrap_or(10)),
+            w if w.starts_with("rpmsg-restarts=") => {
+                let (n, mode) = w[15..].split_once(',').unwrap_or((&w[15..], ""));
+                races::stream_across_restarts(
+                    &fdt,
+                    mem.map_or(0, |m| m.0),
+                    n.parse().unwrap_or(10),
+                    mode,
+                )
             }
             w if w.starts_with("rpmsg=") => {
                 let (n, mode) = w[6..].split_once(',').unwrap_or((&w[6..], ""));
@@ -244,6 +269,8 @@ extern "C" fn guest_secondary(context: usize) -> ! {
         1 => irqs::timer_on_this_vcpu(),
         2 => irqs::ipi_receiver(),
         3 => bench::ipi_receiver(),
+        races::JOB_RESET => races::reset_now(),
+        races::JOB_TIMER_OFF => races::timer_then_off(),
         _ => {
             println!("smp: vcpu {index} online, mpidr {:#x}", vcpu_index());
             ONLINE.fetch_add(1, Ordering::Release);

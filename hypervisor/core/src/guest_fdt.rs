@@ -199,6 +199,34 @@ pub fn build(
         w.property_null("dma-coherent")?;
         w.end_node(n)?;
     }
+    // The partitions it controls, for its control driver.
+    let controls: Vec<_> = sys
+        .controls
+        .iter()
+        .filter(|c| Some(c.controller) == me)
+        .collect();
+    if !controls.is_empty() {
+        let h = w.begin_node("hypervisor")?;
+        w.property_string("compatible", "partita,hypervisor")?;
+        w.property_u32("#address-cells", 1)?;
+        w.property_u32("#size-cells", 0)?;
+        for c in controls {
+            let t = &sys.domains[c.target];
+            let n = w.begin_node(&format!("partition@{:x}", t.id))?;
+            w.property_string("compatible", "partita,partition")?;
+            w.property_u32("reg", t.id)?;
+            w.property_string("label", &t.name)?;
+            w.property_array_u64(
+                "partita,memory",
+                &reg_cells(t.memory.iter().map(|m| (m.base, m.size))),
+            )?;
+            if let Some(spi) = c.spi {
+                w.property("interrupts", &be32(&[0, spi - 32, 1]))?;
+            }
+            w.end_node(n)?;
+        }
+        w.end_node(h)?;
+    }
     clocks.sort_unstable();
     clocks.dedup();
     for ph in clocks {

@@ -7,8 +7,10 @@
 extern crate alloc;
 
 pub mod console;
+pub mod control;
 pub mod guest_fdt;
 pub mod layout;
+pub mod lifecycle;
 pub mod package;
 pub mod pagetable;
 pub mod psci;

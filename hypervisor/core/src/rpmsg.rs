@@ -17,6 +17,9 @@ pub const TX: usize = 1;
 pub const HEADER: u32 = 16;
 /// The name-service endpoint.
 pub const NS_ADDR: u32 = 53;
+/// The device-specific configuration word that says whether the other
+/// side's driver is ready.
+pub const PEER_READY: u64 = 0x100;
 
 /// A fault, and which side of the link caused it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +99,30 @@ impl Link {
         Link {
             dev: [dev(ns[0]), dev(ns[1])],
         }
+    }
+
+    /// A register read of side `side`'s device. Its device-specific
+    /// configuration is one word at 0x100: 1 while the other side's driver
+    /// is ready (DRIVER_OK), 0 while it is not; every change of it is a
+    /// configuration-change interrupt.
+    pub fn read(&self, side: usize, off: u64) -> u32 {
+        match off {
+            PEER_READY => u32::from(self.dev[1 - side].driver_ok()),
+            _ => self.dev[side].read(off),
+        }
+    }
+
+    /// Side `side` went down (its driver reset the device, or its
+    /// partition stopped: then `reset` resets its device first) or came up
+    /// (DRIVER_OK): the other side sees the change of its PEER_READY word
+    /// through a configuration-change interrupt. Returns the side to
+    /// interrupt.
+    pub fn side_changed(&mut self, side: usize, reset: bool) -> usize {
+        if reset {
+            self.dev[side].reset();
+        }
+        self.dev[1 - side].config_changed();
+        1 - side
     }
 
     /// Moves every message side `from` has queued, in order, into receive

@@ -177,6 +177,19 @@ pub struct RpmsgLink {
     pub name_service: [bool; 2],
 }
 
+/// A domain's right to control another's life (lopper's
+/// `openamp,remoteproc-v1` or `-v2` relation, written in the controller's
+/// `domain-to-domain` node with `remote = <&target>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Control {
+    pub path: String,
+    pub controller: usize,
+    pub target: usize,
+    /// The controller's interrupt (INTID) raised when the target's state
+    /// changes (`partita,control-interrupt`, an SPI number), if any.
+    pub spi: Option<u32>,
+}
+
 /// Bytes of one virtio-mmio register window.
 pub const VIRTIO_WINDOW: u64 = 0x200;
 
@@ -195,6 +208,7 @@ pub struct SystemConfig {
     pub devices: Vec<Device>,
     pub domains: Vec<Domain>,
     pub links: Vec<RpmsgLink>,
+    pub controls: Vec<Control>,
 }
 
 /// Most vCPUs in one domain (its PSCI numbering uses Aff0 only).
@@ -398,9 +412,11 @@ impl SystemConfig {
             devices: alloc::vec![console],
             domains: Vec::new(),
             links: Vec::new(),
+            controls: Vec::new(),
         };
         read_domains(&tree, &mut sys)?;
         read_links(&tree, &mut sys)?;
+        read_controls(&tree, &mut sys)?;
         sys.validate()?;
         Ok(sys)
     }
@@ -485,6 +501,13 @@ impl SystemConfig {
             .filter_map(move |(i, l)| l.domains.iter().position(|&d| d == domain).map(|s| (i, s)))
     }
 
+    /// The right by which `controller` controls `target`, if it has one.
+    pub fn control(&self, controller: usize, target: usize) -> Option<&Control> {
+        self.controls
+            .iter()
+            .find(|c| c.controller == controller && c.target == target)
+    }
+
     /// The partitions, one line each, for the boot log and `check`.
     pub fn partition_table(&self) -> String {
         let mut s = String::new();
@@ -520,6 +543,16 @@ impl SystemConfig {
                 l.spis[0],
                 l.windows[1],
                 l.spis[1]
+            );
+        }
+        for c in &self.controls {
+            s += &format!(
+                "  control  {} -> {}{}\n",
+                self.domains[c.controller].name,
+                self.domains[c.target].name,
+                c.spi
+                    .map(|i| format!("  interrupt {}", i - 32))
+                    .unwrap_or_default()
             );
         }
         s
@@ -971,6 +1004,122 @@ fn read_links(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtErro
     Ok(())
 }
 
+/// Control relations: `domain-to-domain` / a node with compatible
+/// `openamp,remoteproc-v1` (or `-v2`) and `remote = <&target ...>`, with an
+/// optional `partita,control-interrupt = <spi ...>`, one per target. A
+/// domain controls nobody unless such a relation says so, and each domain
+/// has at most one controller.
+fn read_controls(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+    for controller in 0..sys.domains.len() {
+        let dpath = sys.domains[controller].path.clone();
+        for (d2d, n) in tree.children_of(&dpath) {
+            if !has_compatible(n.node, "openamp,domain-to-domain-v1") {
+                continue;
+            }
+            for (path, rn) in tree.children_of(d2d) {
+                if !has_compatible(rn.node, "openamp,remoteproc-v1")
+                    && !has_compatible(rn.node, "openamp,remoteproc-v2")
+                {
+                    continue;
+                }
+                let remotes: Vec<u32> = prop(rn.node, "remote")
+                    .map(|v| cells(v).collect())
+                    .unwrap_or_default();
+                if remotes.is_empty() {
+                    return err(path, "`remote` must name the domains it controls");
+                }
+                let irqs: Option<Vec<u32>> =
+                    prop(rn.node, "partita,control-interrupt").map(|v| cells(v).collect());
+                if irqs.as_ref().is_some_and(|i| i.len() != remotes.len()) {
+                    return err(
+                        path,
+                        "`partita,control-interrupt` must give one SPI per `remote`",
+                    );
+                }
+                for (k, &ph) in remotes.iter().enumerate() {
+                    let target = domain_by_phandle(tree, sys, path, ph)?;
+                    if target == controller {
+                        return err(path, "`remote` names the domain itself");
+                    }
+                    if let Some(o) = sys.controls.iter().find(|c| c.target == target) {
+                        return err(
+                            path,
+                            format!(
+                                "{} is already controlled by {}",
+                                sys.domains[target].path, o.path
+                            ),
+                        );
+                    }
+                    let spi = match irqs.as_ref().map(|i| i[k]) {
+                        Some(n) if n >= 988 => {
+                            return err(
+                                path,
+                                format!("control interrupt {n} is beyond the GIC's last SPI"),
+                            )
+                        }
+                        n => n.map(|n| n + 32),
+                    };
+                    if let Some(spi) = spi {
+                        let d = &sys.domains[controller];
+                        let taken = d
+                            .devices
+                            .iter()
+                            .any(|&i| sys.devices[i].spis.contains(&spi))
+                            || sys
+                                .links_of(controller)
+                                .any(|(l, s)| sys.links[l].spis[s] == spi)
+                            || sys
+                                .controls
+                                .iter()
+                                .any(|c| c.controller == controller && c.spi == Some(spi));
+                        if taken {
+                            return err(
+                                path,
+                                format!(
+                                    "control interrupt {} is already one of {}'s interrupts",
+                                    spi - 32,
+                                    d.name
+                                ),
+                            );
+                        }
+                    }
+                    sys.controls.push(Control {
+                        path: path.to_owned(),
+                        controller,
+                        target,
+                        spi,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The domain a `remote` phandle of the relation at `path` names.
+fn domain_by_phandle(
+    tree: &Tree<'_, '_>,
+    sys: &SystemConfig,
+    path: &str,
+    ph: u32,
+) -> Result<usize, SdtError> {
+    let (rpath, _) = tree.by_phandle(ph).ok_or_else(|| {
+        fault(
+            path,
+            format!("`remote` names phandle {ph:#x}, which no node has"),
+        )
+    })?;
+    sys.domains
+        .iter()
+        .position(|d| d.path == rpath)
+        .ok_or_else(|| {
+            fault(
+                path,
+                format!("`remote` names {rpath}, which is not a domain"),
+            )
+        })
+}
+
 fn read_link(
     tree: &Tree<'_, '_>,
     sys: &SystemConfig,
@@ -979,22 +1128,7 @@ fn read_link(
     n: FdtNode<'_, '_>,
     remote: u32,
 ) -> Result<RpmsgLink, SdtError> {
-    let (rpath, _) = tree.by_phandle(remote).ok_or_else(|| {
-        fault(
-            path,
-            format!("`remote` names phandle {remote:#x}, which no node has"),
-        )
-    })?;
-    let other = sys
-        .domains
-        .iter()
-        .position(|d| d.path == rpath)
-        .ok_or_else(|| {
-            fault(
-                path,
-                format!("`remote` names {rpath}, which is not a domain"),
-            )
-        })?;
+    let other = domain_by_phandle(tree, sys, path, remote)?;
     if other == host {
         return err(path, "`remote` names the domain itself");
     }

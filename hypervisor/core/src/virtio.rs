@@ -271,6 +271,8 @@ pub enum Effect {
     Notify(u16),
     /// Status 0: the device was reset.
     Reset,
+    /// The driver set DRIVER_OK: the device is live.
+    DriverOk,
     /// A write that the state machine refused, for the log.
     Refused,
     /// QueueReady on a queue whose rings are invalid.
@@ -350,6 +352,21 @@ impl VirtioMmio {
         }
     }
 
+    /// Signals a change of the device-specific configuration (2.1.2,
+    /// 4.2.2.1: the interrupt status bit and a new generation).
+    pub fn config_changed(&mut self) {
+        self.interrupt_status |= INT_CONFIG;
+        self.config_generation = self.config_generation.wrapping_add(1);
+    }
+
+    /// Back to the state after power-on, as a driver's reset (status 0)
+    /// leaves it; the configuration generation moves on.
+    pub fn reset(&mut self) {
+        let generation = self.config_generation.wrapping_add(1);
+        *self = VirtioMmio::new(self.device_id, self.features);
+        self.config_generation = generation;
+    }
+
     /// Notes used buffers for the interrupt status.
     pub fn signal_used(&mut self) {
         self.interrupt_status |= INT_USED;
@@ -419,9 +436,7 @@ impl VirtioMmio {
             0x064 => self.interrupt_status &= !v,
             0x070 => {
                 if v == 0 {
-                    let (id, f) = (self.device_id, self.features);
-                    *self = VirtioMmio::new(id, f);
-                    self.config_generation = self.config_generation.wrapping_add(1);
+                    self.reset();
                     return Effect::Reset;
                 }
                 if !legal(self.status, v) {
@@ -434,7 +449,11 @@ impl VirtioMmio {
                 {
                     return Effect::Refused;
                 }
+                let was_ok = self.driver_ok();
                 self.status = v | (self.status & status::NEEDS_RESET);
+                if !was_ok && self.driver_ok() {
+                    return Effect::DriverOk;
+                }
             }
             0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 => {
                 let Some(q) = self.queue().filter(|q| !q.ready) else {
@@ -627,7 +646,7 @@ pub(crate) mod tests {
         d.write(0x024, 1, &m);
         d.write(0x020, 1, &m);
         assert_eq!(d.write(0x070, 11, &m), Effect::None);
-        assert_eq!(d.write(0x070, 15, &m), Effect::None);
+        assert_eq!(d.write(0x070, 15, &m), Effect::DriverOk);
         assert!(d.driver_ok());
         assert_eq!(
             d.write(0x070, 3, &m),

@@ -22,6 +22,8 @@ const GICD_CTLR: u64 = 0x000;
 const GICD_ISENABLER: u64 = 0x100;
 const GICD_ICENABLER: u64 = 0x180;
 const GICD_IGROUPR: u64 = 0x080;
+const GICD_ICPENDR: u64 = 0x280;
+const GICD_ICACTIVER: u64 = 0x380;
 const GICD_IPRIORITYR: u64 = 0x400;
 const GICD_ITARGETSR: u64 = 0x800;
 const GICD_SGIR: u64 = 0xf00;
@@ -285,6 +287,28 @@ impl Gic {
         }
     }
 
+    /// Clears a physical SPI's pending and active state: after its
+    /// partition stopped, no guest EOI will deactivate it.
+    pub fn clear_spi(&self, intid: u32) {
+        let (Gic::V3 { gicd, .. } | Gic::V2 { gicd, .. }) = *self;
+        let (word, bit) = (4 * u64::from(intid / 32), 1 << (intid % 32));
+        wr(gicd + GICD_ICACTIVER + word, bit);
+        wr(gicd + GICD_ICPENDR + word, bit);
+    }
+
+    /// Clears this CPU's PPI `intid` (pending and active), as `clear_spi`.
+    pub fn clear_local(&self, intid: u32, mpidr: u64) {
+        let banked = match *self {
+            Gic::V3 { .. } => match self.redistributor(mpidr) {
+                Some(f) => f + GICR_SGI,
+                None => return,
+            },
+            Gic::V2 { gicd, .. } => gicd,
+        };
+        wr(banked + GICD_ICACTIVER, 1 << intid);
+        wr(banked + GICD_ICPENDR, 1 << intid);
+    }
+
     /// Routes a physical SPI to the CPU `mpidr` (GICv3) or interface `index`.
     pub fn route(&self, intid: u32, mpidr: u64, index: usize) {
         match *self {
@@ -366,7 +390,8 @@ impl Gic {
         }
     }
 
-    /// A clean virtual CPU interface for a vCPU's first instruction.
+    /// A clean, disabled virtual CPU interface: nothing of a vCPU that
+    /// left this CPU carries over to the next one.
     pub fn reset_virtual_interface(&self) {
         for i in 0..self.lr_count() {
             self.write_lr(i, 0);
@@ -382,7 +407,10 @@ impl Gic {
                 wr(gich + GICH_VMCR, 0);
             }
         }
-        self.set_virtual_interface(false);
+        match *self {
+            Gic::V3 { .. } => sysreg!(write "S3_4_C12_C11_0", 0),
+            Gic::V2 { gich, .. } => wr(gich + GICH_HCR, 0),
+        }
     }
 
     pub fn lr_encode(&self, e: &partita_core::vgic::LrEntry) -> u64 {

@@ -243,3 +243,26 @@ pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
     frame.elr = e.vector;
     frame.spsr = e.spsr;
 }
+
+/// Disarms the guest's EL1 timers on this CPU, so their level-sensitive
+/// PPIs fall quiet once its vCPU has left.
+pub fn disarm_guest_timers() {
+    CNTV_CTL_EL0.set(0);
+    CNTP_CTL_EL0.set(0);
+    barrier::isb(barrier::SY);
+}
+
+/// Invalidates every stage-1 and stage-2 TLB entry of the VMID in `vttbr`
+/// on every CPU of the cluster, before the partition's memory is written
+/// for its next instance.
+pub fn invalidate_guest_tlb(vttbr: u64) {
+    VTTBR_EL2.set(vttbr);
+    barrier::isb(barrier::SY);
+    // SAFETY: TLB maintenance has no memory effects.
+    unsafe { asm!("tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+}
+
+/// Ticks per second of the generic counter.
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
+}
