@@ -104,6 +104,27 @@ pub fn virt_image_gicv2(name: &str, domains: &str) -> PathBuf {
     image_from_dts(name, &dts, false)
 }
 
+/// Boots the same domains on QEMU virt with a GICv3, then with a GICv2, and
+/// runs `check` on each run.
+pub fn on_both_gics(name: &str, domains: &str, check: impl Fn(&Run)) {
+    for gic in [3, 2] {
+        let img = if gic == 3 {
+            virt_image(name, domains)
+        } else {
+            virt_image_gicv2(&format!("{name}-v2"), domains)
+        };
+        let run = boot_with(
+            &img,
+            LIMIT,
+            &[("PARTITA_GIC", if gic == 3 { "3" } else { "2" })],
+            None,
+            &[],
+        );
+        run.line(&format!("GICv{gic}"));
+        check(&run);
+    }
+}
+
 /// One test-guest domain for `virt_image`.
 pub fn domain(name: &str, id: u32, cpu_mask: u32, mem_base: u64, bootargs: &str) -> String {
     domain_with(name, id, cpu_mask, mem_base, bootargs, "<&uart0 0x1>")

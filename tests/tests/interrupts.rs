@@ -3,24 +3,8 @@
 
 use partita_tests::*;
 
-/// Runs a scenario on both GIC versions.
 fn both(name: &str, domains: &str, check: impl Fn(&Run)) {
-    for gic in [3, 2] {
-        let img = if gic == 3 {
-            virt_image(name, domains)
-        } else {
-            virt_image_gicv2(&format!("{name}-v2"), domains)
-        };
-        let run = boot_with(
-            &img,
-            LIMIT,
-            &[("PARTITA_GIC", if gic == 3 { "3" } else { "2" })],
-            None,
-            &[],
-        );
-        run.line(&format!("GICv{gic}"));
-        check(&run);
-    }
+    on_both_gics(name, domains, check)
 }
 
 #[test]

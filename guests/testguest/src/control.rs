@@ -165,6 +165,7 @@ pub fn cycles(fdt: &fdt::Fdt<'_>, n: u32) {
         println!("control: restart {i}: echoed {good}/100 intact");
     }
     let s = status(id);
+    stop_for_good(id);
     println!(
         "control: status state {} restarts {} rpmsg in {} out {} faults {}; control interrupts {}",
         s[0],
@@ -252,6 +253,14 @@ pub fn crash(fdt: &fdt::Fdt<'_>) {
         "control: after the crash, echoed {}/100 intact",
         echo(&mut tx, &mut rx, at, 100)
     );
+    stop_for_good(id);
+}
+
+/// Stops the partition at the end of a scenario, so that the machine
+/// powers off when this guest does.
+fn stop_for_good(id: u32) {
+    call(STOP, u64::from(id), 0, 0);
+    wait_state(id, STOPPED);
 }
 
 pub fn refusals(fdt: &fdt::Fdt<'_>) {
@@ -315,4 +324,5 @@ pub fn bench_restart(fdt: &fdt::Fdt<'_>, n: usize) {
         announced(&mut rx);
         guest_common::counter() - t0
     });
+    stop_for_good(id);
 }

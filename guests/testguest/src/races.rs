@@ -140,7 +140,9 @@ pub fn stream_across_restarts(fdt: &fdt::Fdt<'_>, mem_base: u64, restarts: u64, 
     if !crate::rpmsg::init(fdt) {
         return;
     }
-    let total = PER_BOOT * (restarts + 1);
+    // An instance may take a few more than PER_BOOT before it restarts:
+    // one more instance's worth keeps the last restart inside the stream.
+    let total = PER_BOOT * (restarts + 2);
     let mut msg = [0u8; BUF - HDR];
     if mode == "send" {
         let mut tx = Sender::new();
