@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod console;
+pub mod dtb;
 pub mod guest_fdt;
 pub mod layout;
 pub mod package;

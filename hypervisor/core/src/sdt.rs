@@ -374,6 +374,7 @@ fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
 impl SystemConfig {
     /// Reads and validates an SDT blob.
     pub fn from_dtb(blob: &[u8]) -> Result<SystemConfig, SdtError> {
+        crate::dtb::check(blob).map_err(|e| fault("/", format!("not a device tree: {e}")))?;
         let fdt = Fdt::new(blob).map_err(|e| fault("/", format!("not a device tree: {e:?}")))?;
         let tree = Tree::new(&fdt).ok_or_else(|| fault("/", "no root node"))?;
         let root = tree.get("/").ok_or_else(|| fault("/", "no root node"))?;
@@ -916,26 +917,101 @@ pub struct Early {
     pub console_kind: UartKind,
 }
 
-/// Reads [`Early`] without allocating; `None` if either is missing (the
-/// full reader then says what exactly).
-pub fn early(blob: &[u8]) -> Option<Early> {
-    let fdt = Fdt::new(blob).ok()?;
-    let first_reg = |n: FdtNode<'_, '_>| {
-        n.reg()?
-            .next()
-            .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
-    };
-    let hyp = fdt.find_node("/reserved-memory")?.children().find(|n| {
-        n.compatible()
-            .is_some_and(|c| c.all().any(|c| c == "partita,hypervisor"))
-    })?;
-    let (base, size) = first_reg(hyp)?;
+/// Why [`early`] (or [`stdout_uart`]) found nothing to start with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyError {
+    /// The blob is not a well-formed device tree.
+    Blob(crate::dtb::DtbError),
+    /// No `/reserved-memory` node compatible with "partita,hypervisor"
+    /// with a `reg` the hypervisor can read.
+    NoHypervisorMemory,
+    /// `/chosen/stdout-path` names no UART the hypervisor drives.
+    NoConsole,
+}
+
+impl fmt::Display for EarlyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EarlyError::Blob(e) => write!(f, "/: not a device tree: {e}"),
+            EarlyError::NoHypervisorMemory => f.write_str(
+                "/reserved-memory: no node with compatible = \"partita,hypervisor\" and a `reg`",
+            ),
+            EarlyError::NoConsole => {
+                f.write_str("/chosen: `stdout-path` names no PL011 or Cadence UART with a `reg`")
+            }
+        }
+    }
+}
+
+/// The first `reg` entry of `n`, read with the cell sizes of `parent`.
+fn first_reg(parent: FdtNode<'_, '_>, n: FdtNode<'_, '_>) -> Option<Range> {
+    let ac = prop_u32(parent, "#address-cells").map_or(2, |v| v as usize);
+    let sc = prop_u32(parent, "#size-cells").map_or(1, |v| v as usize);
+    if !(1..=2).contains(&ac) || sc > 2 {
+        return None;
+    }
+    let mut it = cells(prop(n, "reg")?);
+    Some(Range::new(
+        read_cells(&mut it, ac)?,
+        read_cells(&mut it, sc)?,
+    ))
+}
+
+/// The UART `/chosen/stdout-path` names, aliases resolved, in any
+/// device tree: the SDT's, or the bootloader's when the SDT cannot be read.
+/// Reads without allocating, after the structural check.
+pub fn stdout_uart(blob: &[u8]) -> Result<(u64, UartKind), EarlyError> {
+    crate::dtb::check(blob).map_err(EarlyError::Blob)?;
+    let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoConsole)?;
+    uart_of(&fdt).ok_or(EarlyError::NoConsole)
+}
+
+fn uart_of(fdt: &Fdt<'_>) -> Option<(u64, UartKind)> {
     let stdout = prop_str(fdt.find_node("/chosen")?, "stdout-path")?;
-    let node = fdt.find_node(stdout.split(':').next()?)?;
-    let console_kind = UartKind::from_compatible(node.compatible()?.all())?;
-    let (console, _) = first_reg(node)?;
-    Some(Early {
-        hypervisor: Range::new(base, size),
+    let stdout = stdout.split(':').next()?;
+    let path = if stdout.starts_with('/') {
+        stdout
+    } else {
+        prop_str(fdt.find_node("/aliases")?, stdout)?
+    };
+    // Absolute paths only: the `fdt` crate would try them as aliases again.
+    let parent = match path.strip_prefix('/')?.rfind('/') {
+        Some(i) => &path[..i + 1],
+        None => "/",
+    };
+    let parent = fdt.find_node(parent)?;
+    let node = fdt.find_node(path)?;
+    let kind = UartKind::from_compatible(node.compatible()?.all())?;
+    Some((first_reg(parent, node)?.base, kind))
+}
+
+/// `/chosen/bootargs` of any device tree, after the structural check.
+pub fn bootargs(blob: &[u8]) -> Option<&str> {
+    crate::dtb::check(blob).ok()?;
+    let fdt = Fdt::new(blob).ok()?;
+    prop_str(fdt.find_node("/chosen")?, "bootargs")
+}
+
+/// Reads [`Early`] without allocating, after the structural check of
+/// the whole blob; the full reader says more about any other fault.
+pub fn early(blob: &[u8]) -> Result<Early, EarlyError> {
+    crate::dtb::check(blob).map_err(EarlyError::Blob)?;
+    let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoHypervisorMemory)?;
+    let reserved = fdt
+        .find_node("/reserved-memory")
+        .ok_or(EarlyError::NoHypervisorMemory)?;
+    let hypervisor = reserved
+        .children()
+        .find(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|c| c == "partita,hypervisor"))
+        })
+        .and_then(|n| first_reg(reserved, n))
+        .filter(|r| r.size != 0 && r.base.checked_add(r.size).is_some())
+        .ok_or(EarlyError::NoHypervisorMemory)?;
+    let (console, console_kind) = uart_of(&fdt).ok_or(EarlyError::NoConsole)?;
+    Ok(Early {
+        hypervisor,
         console,
         console_kind,
     })
