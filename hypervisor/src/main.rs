@@ -205,6 +205,10 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     if let Err(e) = gic.init_cpu(mpidr) {
         refuse(format_args!("{e}"));
     }
+    // Only now is it known how many interrupt lines the GIC has.
+    if let Err(e) = config.check_interrupt_lines(gic.lines()) {
+        refuse(format_args!("bad System Device Tree: {e}"));
+    }
 
     info!("partitions:");
     for l in config.partition_table().lines() {

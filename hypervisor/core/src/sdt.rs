@@ -200,6 +200,9 @@ pub struct SystemConfig {
 /// Most vCPUs in one domain (its PSCI numbering uses Aff0 only).
 pub const MAX_DOMAIN_CPUS: usize = crate::psci::MAX_VCPUS;
 const PAGE: u64 = 4096;
+/// Guest addresses stage 2 translates (see [`crate::pagetable`]).
+const IPA_BITS: u32 = crate::pagetable::INPUT_BITS;
+const IPA_LIMIT: u64 = 1 << IPA_BITS;
 /// The `os,type` values lopper's design-rule checks accept.
 pub const OS_TYPES: [&str; 5] = ["linux", "zephyr", "baremetal", "xen", "freertos"];
 
@@ -365,7 +368,13 @@ fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
             (0, n) if n < 988 => out.push(n + 32),
             (0, n) => return err(path, format!("SPI {n} is beyond the GIC's last (987)")),
             // PPIs are per CPU and belong to whoever runs there.
-            _ => {}
+            (1, _) => {}
+            (t, _) => {
+                return err(
+                    path,
+                    format!("interrupt type {t} is neither SPI (0) nor PPI (1)"),
+                )
+            }
         }
     }
     Ok(out)
@@ -427,6 +436,15 @@ impl SystemConfig {
                 if d.memory[..j].iter().any(|o| o.overlaps(m)) {
                     return err(&d.path, format!("memory {m} is listed twice"));
                 }
+                if m.end() > IPA_LIMIT {
+                    return err(&d.path, format!("memory {m} is beyond the {IPA_BITS}-bit guest address space stage 2 translates"));
+                }
+                if let Some((g, what)) = self.kept_devices().find(|(g, _)| g.pages().overlaps(m)) {
+                    return err(
+                        &d.path,
+                        format!("memory {m} overlaps {g} of {what}, which the hypervisor keeps"),
+                    );
+                }
             }
             for o in &self.domains[..i] {
                 if o.id == d.id {
@@ -461,6 +479,7 @@ impl SystemConfig {
                 }
             }
         }
+        self.check_device_addresses()?;
         // Stage 2 maps devices by page, so two devices must not share one.
         for (i, a) in self.devices.iter().enumerate() {
             for b in &self.devices[..i] {
@@ -473,6 +492,142 @@ impl SystemConfig {
                         format!("registers share a 4 KiB page with {}", b.path),
                     );
                 }
+            }
+        }
+        self.check_interrupt_owners()?;
+        Ok(())
+    }
+
+    /// The register ranges the hypervisor drives itself and keeps from
+    /// every guest: the interrupt controller's frames and the console's.
+    fn kept_devices(&self) -> impl Iterator<Item = (&Range, &str)> + '_ {
+        let console = &self.devices[self.console];
+        self.gic
+            .regs
+            .iter()
+            .map(|g| (g, self.gic.path.as_str()))
+            .chain(console.regs.iter().map(|r| (r, console.path.as_str())))
+    }
+
+    /// Every page of every passed-through device's registers, against all
+    /// the hypervisor keeps (interrupt controller, console, its own and
+    /// every domain's memory, virtio windows) and the 39-bit guest address
+    /// space. Compared by address: a node's name or path proves nothing.
+    fn check_device_addresses(&self) -> Result<(), SdtError> {
+        for dev in self.devices.iter().filter(|d| !d.is_console) {
+            for r in &dev.regs {
+                let p = r.pages();
+                if p.end() > IPA_LIMIT {
+                    return err(&dev.path, format!("registers {r} are beyond the {IPA_BITS}-bit guest address space stage 2 translates"));
+                }
+                if let Some((g, what)) = self.kept_devices().find(|(g, _)| g.pages().overlaps(&p)) {
+                    return err(&dev.path, format!("registers {r} share a page with {g} of {what}, which the hypervisor keeps"));
+                }
+                if p.overlaps(&self.hypervisor) {
+                    return err(
+                        &dev.path,
+                        format!(
+                            "registers {r} overlap the hypervisor's memory {}",
+                            self.hypervisor
+                        ),
+                    );
+                }
+                if let Some(m) = self.ram.iter().find(|m| m.overlaps(&p)) {
+                    return err(
+                        &dev.path,
+                        format!(
+                            "registers {r} overlap RAM {m}; that is not a device to pass through"
+                        ),
+                    );
+                }
+                for l in &self.links {
+                    for side in 0..2 {
+                        let w = Range::new(l.windows[side], VIRTIO_WINDOW);
+                        if w.pages().overlaps(&p) {
+                            return err(&dev.path, format!("registers {r} share a page with the virtio window {w} of {} ({})", self.domains[l.domains[side]].name, l.path));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One owner for every SPI across the whole system: the hypervisor
+    /// (its console's), one passed-through device, or one side of one
+    /// rpmsg link. Ownership at run time is a table by INTID, so a second
+    /// owner would take the first one's interrupts.
+    fn check_interrupt_owners(&self) -> Result<(), SdtError> {
+        let console = &self.devices[self.console];
+        // (INTID, owning node, how to name the owner)
+        let mut owners: Vec<(u32, String, String)> = Vec::new();
+        let mut claim = |spi: u32, path: &str, whose: String, what: &str| match owners
+            .iter()
+            .find(|(i, p, _)| *i == spi && p != path)
+        {
+            Some((_, _, other)) => err(path, format!("{what} is also {other}")),
+            None => {
+                owners.push((spi, path.to_owned(), whose));
+                Ok(())
+            }
+        };
+        for &spi in &console.spis {
+            let whose = format!("the console {}'s, which the hypervisor keeps", console.path);
+            claim(spi, &console.path, whose, &format!("SPI {}", spi - 32))?;
+        }
+        for d in &self.domains {
+            for dev in d
+                .devices
+                .iter()
+                .map(|&i| &self.devices[i])
+                .filter(|v| !v.is_console)
+            {
+                for &spi in &dev.spis {
+                    let whose = format!("{}'s, given to {}", dev.path, d.path);
+                    claim(spi, &dev.path, whose, &format!("SPI {}", spi - 32))?;
+                }
+            }
+        }
+        for l in &self.links {
+            for side in 0..2 {
+                let (spi, name) = (l.spis[side], &self.domains[l.domains[side]].name);
+                let whose = format!("{name}'s side of {}", l.path);
+                let what = format!("interrupt {} of {name}", spi - 32);
+                claim(spi, &l.path, whose, &what)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every SPI the configuration uses against the interrupt lines the
+    /// GIC implements (GICD_TYPER), known only at boot.
+    pub fn check_interrupt_lines(&self, lines: u32) -> Result<(), SdtError> {
+        let passed = self
+            .domains
+            .iter()
+            .flat_map(|d| d.devices.iter().map(|&i| &self.devices[i]))
+            .chain(core::iter::once(&self.devices[self.console]));
+        for dev in passed {
+            if let Some(spi) = dev.spis.iter().find(|&&s| s >= lines) {
+                return err(
+                    &dev.path,
+                    format!(
+                        "SPI {} (INTID {spi}) is beyond this GIC's {lines} interrupt lines",
+                        spi - 32
+                    ),
+                );
+            }
+        }
+        for l in &self.links {
+            if let Some(side) = (0..2).find(|&s| l.spis[s] >= lines) {
+                return err(
+                    &l.path,
+                    format!(
+                        "interrupt {} of {} is beyond this GIC's {lines} interrupt lines",
+                        l.spis[side] - 32,
+                        self.domains[l.domains[side]].name
+                    ),
+                );
             }
         }
         Ok(())
@@ -586,7 +741,7 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
         })?;
         let maintenance = prop(n.node, "interrupts").and_then(|v| {
             let c: Vec<u32> = cells(v).collect();
-            (c.len() >= 2 && c[0] == 1).then_some(c[1] + 16)
+            (c.len() >= 2 && c[0] == 1 && c[1] < 16).then_some(c[1] + 16)
         });
         return Ok(Gic {
             path: path.clone(),
@@ -662,6 +817,7 @@ fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
             .ok_or_else(|| fault(path, "missing property `reg` (the CPU's MPIDR)"))?;
         let mpidr = read_cells(&mut cells(v), n.addr_cells.clamp(1, 2))
             .ok_or_else(|| fault(path, "`reg` is too short"))?;
+        check_mpidr(path, mpidr, &cpus)?;
         cpus.push(Cpu {
             mpidr,
             path: path.clone(),
@@ -673,7 +829,54 @@ fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
     Ok(cpus)
 }
 
+/// MPIDR bits that name a CPU: Aff3 (39:32) and Aff2..Aff0 (23:0).
+const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
+
+/// A CPU's `reg` must be an affinity PSCI can start, and no other CPU's.
+fn check_mpidr(path: &str, mpidr: u64, earlier: &[Cpu]) -> Result<(), SdtError> {
+    if mpidr & !MPIDR_AFFINITY != 0 {
+        return err(
+            path,
+            format!("`reg` {mpidr:#x} is not an MPIDR affinity (bits 39:32 and 23:0 only)"),
+        );
+    }
+    if let Some(o) = earlier.iter().find(|c| c.mpidr == mpidr) {
+        return err(
+            path,
+            format!("MPIDR {mpidr:#x} is also the MPIDR of {}", o.path),
+        );
+    }
+    Ok(())
+}
+
+/// Every `openamp,domain-v1` node must be a child of `/domains`: one
+/// anywhere else would be read by lopper and silently ignored here.
+fn check_domain_nodes(tree: &Tree<'_, '_>) -> Result<(), SdtError> {
+    for (path, n) in &tree.nodes {
+        if !has_compatible(n.node, "openamp,domain-v1") {
+            continue;
+        }
+        match path.rsplit_once('/') {
+            Some(("/domains", _)) => {}
+            _ if path.starts_with("/domains/") => {
+                return err(
+                    path,
+                    "a domain nested in another node: domains are children of /domains",
+                );
+            }
+            _ => {
+                return err(
+                    path,
+                    "a domain outside /domains: domains are children of /domains",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+    check_domain_nodes(tree)?;
     let domains = tree
         .get("/domains")
         .ok_or_else(|| fault("/domains", "missing node"))?;
@@ -774,8 +977,9 @@ fn read_domain_cpus(
                 format!("`cpus` names {cluster_path}, which is not a \"cpus,cluster\""),
             );
         }
-        // Bit 31 means secure, bits 1:0 the exception level; guests run at EL1.
-        if level & (1 << 31) != 0 || level & 0x3 > 1 {
+        // Bit 31 means secure, bits 1:0 the exception level; guests run
+        // non-secure at EL1, and nothing else is accepted.
+        if level != 0x1 {
             return err(
                 path,
                 format!("`cpus` execution level {level:#x}: domains run non-secure at EL1 (0x1)"),
@@ -792,7 +996,11 @@ fn read_domain_cpus(
         if mask == 0 {
             return err(path, "`cpus` mask names no CPU");
         }
-        if u64::from(mask) >> in_cluster.len() != 0 {
+        if u64::from(mask)
+            .checked_shr(in_cluster.len() as u32)
+            .unwrap_or(0)
+            != 0
+        {
             return err(
                 path,
                 format!(
@@ -801,13 +1009,17 @@ fn read_domain_cpus(
                 ),
             );
         }
-        cpus.extend(
-            in_cluster
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, &c)| c),
-        );
+        for (_, &c) in in_cluster
+            .iter()
+            .enumerate()
+            .take(32)
+            .filter(|&(i, _)| mask & (1 << i) != 0)
+        {
+            if cpus.contains(&c) {
+                return err(path, format!("`cpus` names {} twice", sys.cpus[c].path));
+            }
+            cpus.push(c);
+        }
     }
     if cpus.len() > MAX_DOMAIN_CPUS {
         return err(
@@ -881,6 +1093,12 @@ fn read_access(
         };
         if sys.devices[idx].is_console && !shared {
             return err(path, format!("`access` to the console {dpath} must be flagged shared (0x1): each domain gets an emulated one"));
+        }
+        if !sys.devices[idx].is_console && shared {
+            return err(
+                path,
+                format!("`access` flags {dpath} shared (0x1); only the console may be shared"),
+            );
         }
         if !devices.contains(&idx) {
             devices.push(idx);
@@ -1096,6 +1314,17 @@ fn read_link(
             "`partita,virtio-interrupts` must be <host-spi remote-spi>",
         );
     };
+    for (n, d) in [(hs, host), (rs, other)] {
+        if n >= 988 {
+            return err(
+                path,
+                format!(
+                    "interrupt {n} of {} is beyond the GIC's last SPI (987)",
+                    sys.domains[d].name
+                ),
+            );
+        }
+    }
     // Optional `partita,name-service = <host remote>`: 0 keeps the name
     // service from a side (Linux handles announcements in hard-IRQ context
     // over virtio-mmio, where creating a channel device cannot sleep).
@@ -1128,38 +1357,55 @@ fn read_link(
                 ),
             );
         }
-        if spi >= 1020 {
+        if win.end() > IPA_LIMIT {
             return err(
                 path,
-                format!(
-                    "interrupt {} of {} is beyond the GIC's last SPI",
-                    spi - 32,
-                    d.name
-                ),
+                format!("virtio window {win} of {} is beyond the {IPA_BITS}-bit guest address space stage 2 translates", d.name),
             );
         }
-        if d.memory.iter().any(|m| m.overlaps(&win.pages()))
-            || sys.gic.regs.iter().any(|g| g.overlaps(&win))
+        if let Some(m) = d.memory.iter().find(|m| m.overlaps(&win.pages())) {
+            return err(
+                path,
+                format!("virtio window {win} of {} overlaps its memory {m}", d.name),
+            );
+        }
+        if let Some(m) = sys.ram.iter().find(|m| m.overlaps(&win.pages())) {
+            return err(
+                path,
+                format!("virtio window {win} of {} overlaps RAM {m}", d.name),
+            );
+        }
+        if let Some(g) = sys
+            .gic
+            .regs
+            .iter()
+            .find(|g| g.pages().overlaps(&win.pages()))
         {
             return err(
                 path,
                 format!(
-                    "virtio window {win} of {} overlaps its memory or the GIC",
-                    d.name
+                    "virtio window {win} of {} shares a page with {g} of the interrupt controller {}",
+                    d.name, sys.gic.path
+                ),
+            );
+        }
+        // Any device of any domain, and the console: guest addresses are
+        // physical ones, so a window is kept clear of every device.
+        if let Some(dv) = sys
+            .devices
+            .iter()
+            .find(|dv| dv.regs.iter().any(|r| r.pages().overlaps(&win.pages())))
+        {
+            return err(
+                path,
+                format!(
+                    "virtio window {win} of {} shares a page with {}",
+                    d.name, dv.path
                 ),
             );
         }
         for &dev in &d.devices {
             let dv = &sys.devices[dev];
-            if dv.regs.iter().any(|r| r.pages().overlaps(&win.pages())) {
-                return err(
-                    path,
-                    format!(
-                        "virtio window {win} of {} shares a page with {}",
-                        d.name, dv.path
-                    ),
-                );
-            }
             if dv.spis.contains(&spi) {
                 return err(
                     path,
