@@ -275,10 +275,28 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         cpu::prepare(i, None);
         let r = arch::smc(FW_CPU_ON, c.mpidr, arch::secondary_entry_point(), i as u64);
         if r != 0 {
-            warn!(
-                "firmware refused CPU_ON for {} ({:#x}); it stays off",
-                c.path, r as i64
-            );
+            // No vCPU is posted before every CPU is on, so nothing waits yet.
+            let needed: Vec<&str> = sys
+                .config
+                .domains
+                .iter()
+                .filter(|d| d.cpus.contains(&i))
+                .map(|d| d.path.as_str())
+                .collect();
+            if needed.is_empty() {
+                warn!(
+                    "firmware refused CPU_ON for {} (MPIDR {:#x}): error {}; no partition needs it, it stays off",
+                    c.path, c.mpidr, r as i64
+                );
+            } else {
+                refuse(format_args!(
+                    "firmware refused CPU_ON for {} (MPIDR {:#x}): error {}; {} cannot run without it",
+                    c.path,
+                    c.mpidr,
+                    r as i64,
+                    needed.join(", ")
+                ));
+            }
         }
     }
 
