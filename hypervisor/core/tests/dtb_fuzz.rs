@@ -178,8 +178,8 @@ fn case() -> impl Strategy<Value = (usize, usize, Vec<Mutation>)> {
     (
         0..bases().len(),
         prop_oneof![
-            12 => Just(0usize),
-            3 => 1usize..80,
+            40 => Just(0usize),
+            10 => 1usize..80,
             1 => prop_oneof![Just(50_000usize), Just(200_000)],
         ],
         prop::collection::vec(mutation(), 0..5),
