@@ -20,6 +20,7 @@ mod vcpu;
 use alloc::vec::Vec;
 use arch::gic::Gic;
 use log::{error, info, warn};
+use partita_core::dtb;
 use partita_core::package::{self, Package};
 use partita_core::pagetable::{Attrs, PageTable, Regime};
 use partita_core::sdt::{self, GicVersion, SystemConfig};
@@ -87,17 +88,34 @@ fn boot_package() -> Result<Package<'static>, package::PackageError> {
     Package::parse(unsafe { core::slice::from_raw_parts(end as *const u8, len) })
 }
 
-/// The hypervisor's command line: `/chosen/bootargs` of the device tree the
-/// bootloader passed (QEMU's `-append`, U-Boot's `bootargs`), if any.
-fn bootloader_args(dtb: u64) -> &'static str {
+/// The device tree the bootloader passed at x0 (QEMU's, U-Boot's), if
+/// there is one and it is well formed.
+fn bootloader_tree(dtb: u64) -> Option<&'static [u8]> {
     if dtb == 0 || !dtb.is_multiple_of(8) {
-        return "";
+        return None;
     }
     // SAFETY: the boot protocol puts a device tree at x0 when there is one;
-    // its header is checked before anything else is read.
-    match unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
-        Ok(f) => f.chosen().bootargs().unwrap_or(""),
-        Err(_) => "",
+    // its header is read first, and then no more than the size it states,
+    // within the protocol's 2 MiB.
+    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, dtb::HEADER_SIZE) };
+    let size = dtb::total_size(header).ok().filter(|&s| s <= 2 << 20)?;
+    // SAFETY: as above.
+    let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
+    dtb::check(blob).ok().map(|()| blob)
+}
+
+/// Ends a boot that cannot read its own SDT: said on the console the
+/// bootloader's device tree names, if any, then the machine powers off.
+fn cannot_start(bootloader_tree: Option<&[u8]>, what: core::fmt::Arguments<'_>) -> ! {
+    if let Some((base, kind)) = bootloader_tree.and_then(|t| sdt::stdout_uart(t).ok()) {
+        // SAFETY: the UART the bootloader's tree names as its console; MMU
+        // off, so it is device memory.
+        unsafe { console::init(kind, base) };
+        refuse(what);
+    }
+    arch::smc(FW_SYSTEM_OFF, 0, 0, 0);
+    loop {
+        arch::wait_for_event();
     }
 }
 
@@ -113,31 +131,27 @@ fn refuse(what: core::fmt::Arguments<'_>) -> ! {
 
 #[no_mangle]
 extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
-    let package = match boot_package() {
-        Ok(p) => p,
-        // No console is known without the SDT: nothing to say it on.
-        Err(_) => loop {
-            arch::wait_for_event();
-        },
-    };
+    // Until the SDT names the console, only the bootloader's tree can.
+    let boot_tree = bootloader_tree(bootloader_dtb);
+    let package = boot_package().unwrap_or_else(|e| cannot_start(boot_tree, format_args!("{e}")));
     let Some(sdt_blob) = package.get(package::SDT) else {
-        loop {
-            arch::wait_for_event()
-        }
+        cannot_start(
+            boot_tree,
+            format_args!("the boot package has no `{}` entry", package::SDT),
+        );
     };
-    let Some(early) = sdt::early(sdt_blob) else {
-        loop {
-            arch::wait_for_event()
-        }
-    };
+    let early = sdt::early(sdt_blob)
+        .unwrap_or_else(|e| cannot_start(boot_tree, format_args!("bad System Device Tree: {e}")));
     let (image_start, _) = arch::image_range();
     let heap_start = (arch::image_range().1 + package.len() as u64).next_multiple_of(4096);
     // SAFETY: the console UART named by the SDT; MMU off, so it is device memory.
     unsafe { console::init(early.console_kind, early.console) };
+    // The hypervisor's command line: the bootloader's `/chosen/bootargs`
+    // (QEMU's `-append`, U-Boot's `bootargs`).
     console::set_colour(
-        bootloader_args(bootloader_dtb)
-            .split_whitespace()
-            .any(|w| w == "colour"),
+        boot_tree
+            .and_then(sdt::bootargs)
+            .is_some_and(|a| a.split_whitespace().any(|w| w == "colour")),
     );
     info!("Partita {} starting at EL2", env!("CARGO_PKG_VERSION"));
     if image_start < early.hypervisor.base || heap_start + (4 << 20) > early.hypervisor.end() {
@@ -196,6 +210,10 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     gic.init_distributor();
     if let Err(e) = gic.init_cpu(mpidr) {
         refuse(format_args!("{e}"));
+    }
+    // Only now is it known how many interrupt lines the GIC has.
+    if let Err(e) = config.check_interrupt_lines(gic.lines()) {
+        refuse(format_args!("bad System Device Tree: {e}"));
     }
 
     info!("partitions:");
@@ -270,10 +288,28 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         cpu::prepare(i, None);
         let r = arch::smc(FW_CPU_ON, c.mpidr, arch::secondary_entry_point(), i as u64);
         if r != 0 {
-            warn!(
-                "firmware refused CPU_ON for {} ({:#x}); it stays off",
-                c.path, r as i64
-            );
+            // No vCPU is posted before every CPU is on, so nothing waits yet.
+            let needed: Vec<&str> = sys
+                .config
+                .domains
+                .iter()
+                .filter(|d| d.cpus.contains(&i))
+                .map(|d| d.path.as_str())
+                .collect();
+            if needed.is_empty() {
+                warn!(
+                    "firmware refused CPU_ON for {} (MPIDR {:#x}): error {}; no partition needs it, it stays off",
+                    c.path, c.mpidr, r as i64
+                );
+            } else {
+                refuse(format_args!(
+                    "firmware refused CPU_ON for {} (MPIDR {:#x}): error {}; {} cannot run without it",
+                    c.path,
+                    c.mpidr,
+                    r as i64,
+                    needed.join(", ")
+                ));
+            }
         }
     }
 

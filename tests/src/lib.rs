@@ -40,15 +40,12 @@ pub fn virt_image(name: &str, domains: &str) -> PathBuf {
     image_from_dts(name, &dts, false)
 }
 
-/// Packs `dts` (which may include the board's .dtsi) into a boot image.
-/// `unchecked` skips the tool's own validation, to test the hypervisor's.
-pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
-    let imgs = images();
+/// `dts` (which may include the board's .dtsi) compiled with dtc.
+pub fn compile_dts(name: &str, dts: &str) -> Vec<u8> {
     let dir = scratch();
-    let (src, dtb, img) = (
+    let (src, dtb) = (
         dir.join(format!("{name}.dts")),
         dir.join(format!("{name}.dtb")),
-        dir.join(format!("{name}.img")),
     );
     std::fs::write(&src, dts).unwrap();
     let st = Command::new("dtc")
@@ -60,11 +57,36 @@ pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
         .status()
         .unwrap();
     assert!(st.success(), "dtc failed on {}", src.display());
+    std::fs::read(&dtb).unwrap()
+}
+
+/// Packs `dts` (which may include the board's .dtsi) into a boot image.
+/// `unchecked` skips the tool's own validation, to test the hypervisor's.
+pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
+    let dtb = compile_dts(name, dts);
     // Every kernel and initrd the tree names is a test guest here.
-    let mut kernels: Vec<&str> = ["partita,kernel = \"", "partita,initrd = \""]
+    let kernels: Vec<&str> = ["partita,kernel = \"", "partita,initrd = \""]
         .iter()
         .flat_map(|p| dts.split(p).skip(1).filter_map(|s| s.split('"').next()))
         .collect();
+    pack(name, &dtb, &kernels, unchecked)
+}
+
+/// Packs a device tree blob as it is, however corrupt, into a boot image
+/// (with `--unchecked`), with test guests under the names in `kernels`.
+pub fn image_from_dtb(name: &str, dtb: &[u8], kernels: &[&str]) -> PathBuf {
+    pack(name, dtb, kernels, true)
+}
+
+fn pack(name: &str, blob: &[u8], kernels: &[&str], unchecked: bool) -> PathBuf {
+    let imgs = images();
+    let dir = scratch();
+    let (dtb, img) = (
+        dir.join(format!("{name}.dtb")),
+        dir.join(format!("{name}.img")),
+    );
+    std::fs::write(&dtb, blob).unwrap();
+    let mut kernels = kernels.to_vec();
     kernels.sort();
     kernels.dedup();
     let mut cmd = Command::new(root().join("target/release/partita-tool"));

@@ -86,3 +86,65 @@ fn an_unmodified_binary_from_a_bad_sdt_is_refused_at_boot() {
     run.expect_absent("starts at");
     run.expect_clean_exit();
 }
+
+/// `two-guests.dtb` with one property's length running past the end of
+/// the structure block: the `fdt` crate would slice out of bounds.
+fn corrupt_two_guests() -> (Vec<u8>, usize) {
+    let dts = std::fs::read_to_string(root().join("platform/qemu-virt/two-guests.dts")).unwrap();
+    let mut blob = compile_dts("corrupt-base", &dts);
+    let off_struct = u32::from_be_bytes(blob[8..12].try_into().unwrap()) as usize;
+    let prop = (off_struct..)
+        .step_by(4)
+        .find(|&i| blob[i..i + 4] == [0, 0, 0, 3])
+        .unwrap();
+    blob[prop + 4..prop + 8].copy_from_slice(&0x7fff_ffffu32.to_be_bytes());
+    (blob, prop)
+}
+
+#[test]
+fn a_corrupt_sdt_blob_is_refused_at_boot_with_its_offset() {
+    let (blob, prop) = corrupt_two_guests();
+    let img = image_from_dtb("corrupt-sdt", &blob, &["testguest"]);
+    let run = boot(&img, LIMIT);
+    // The SDT cannot name the console; the bootloader's tree (QEMU's) does.
+    run.expect_in_order(&[
+        &format!("ERROR: bad System Device Tree: /: not a device tree: at offset {prop:#x}: property value of 2147483647 bytes runs past the structure block"),
+        "nothing was started; powering off",
+    ]);
+    run.expect_absent("starts at");
+    run.expect_clean_exit();
+}
+
+#[test]
+fn a_device_over_the_gic_is_refused_at_boot_whatever_its_name() {
+    let dts = std::fs::read_to_string(root().join("platform/qemu-virt/two-guests.dts"))
+        .unwrap()
+        .replace("<&gpio 0x0>", "<&extra 0x0>")
+        + "/ { extra: extra@0 { compatible = \"vendor,thing\"; reg = <0x0 0x08000000 0x0 0x1000>; }; };\n";
+    let img = image_from_dts("device-over-gic", &dts, true);
+    let run = boot(&img, LIMIT);
+    run.expect_in_order(&[
+        "ERROR: bad System Device Tree: /extra@0: registers 0x8000000..0x8001000 share a page with 0x8000000..0x8010000 of /interrupt-controller@8000000, which the hypervisor keeps",
+        "nothing was started; powering off",
+    ]);
+    run.expect_absent("starts at");
+    run.expect_clean_exit();
+}
+
+#[test]
+fn a_cpu_firmware_will_not_start_stops_the_boot_with_its_name() {
+    // QEMU has four CPUs; the SDT names a fifth, and a domain runs on it.
+    let dts = format!(
+        "/dts-v1/;\n/include/ \"board.dtsi\"\n/ {{\n\tcpus {{ cpu@4 {{ device_type = \"cpu\"; compatible = \"arm,cortex-a53\"; reg = <4>; enable-method = \"psci\"; }}; }};\n\tdomains {{\n\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n{}{}\t}};\n}};\n",
+        domain("calm", 1, 0x1, 0x4800_0000, "hello"),
+        domain("ghost", 2, 0x10, 0x4a00_0000, "hello"),
+    );
+    let img = image_from_dts("missing-cpu", &dts, false);
+    let run = boot(&img, LIMIT);
+    run.expect_in_order(&[
+        "firmware refused CPU_ON for /cpus/cpu@4 (MPIDR 0x4): error -2; /domains/ghost cannot run without it",
+        "nothing was started; powering off",
+    ]);
+    run.expect_absent("starts at");
+    run.expect_clean_exit();
+}

@@ -71,6 +71,7 @@ pub fn build(
     domain: &Domain,
     layout: &GuestLayout,
 ) -> Result<Vec<u8>, GuestFdtError> {
+    crate::dtb::check(sdt).map_err(|e| GuestFdtError(format!("SDT: {e}")))?;
     let tree = Fdt::new(sdt).map_err(|e| GuestFdtError(format!("SDT: {e:?}")))?;
     let node = |path: &str| {
         tree.find_node(path)

@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod console;
 pub mod control;
+pub mod dtb;
 pub mod guest_fdt;
 pub mod layout;
 pub mod lifecycle;

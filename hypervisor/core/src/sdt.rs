@@ -214,6 +214,9 @@ pub struct SystemConfig {
 /// Most vCPUs in one domain (its PSCI numbering uses Aff0 only).
 pub const MAX_DOMAIN_CPUS: usize = crate::psci::MAX_VCPUS;
 const PAGE: u64 = 4096;
+/// Guest addresses stage 2 translates (see [`crate::pagetable`]).
+const IPA_BITS: u32 = crate::pagetable::INPUT_BITS;
+const IPA_LIMIT: u64 = 1 << IPA_BITS;
 /// The `os,type` values lopper's design-rule checks accept.
 pub const OS_TYPES: [&str; 5] = ["linux", "zephyr", "baremetal", "xen", "freertos"];
 
@@ -379,7 +382,13 @@ fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
             (0, n) if n < 988 => out.push(n + 32),
             (0, n) => return err(path, format!("SPI {n} is beyond the GIC's last (987)")),
             // PPIs are per CPU and belong to whoever runs there.
-            _ => {}
+            (1, _) => {}
+            (t, _) => {
+                return err(
+                    path,
+                    format!("interrupt type {t} is neither SPI (0) nor PPI (1)"),
+                )
+            }
         }
     }
     Ok(out)
@@ -388,6 +397,7 @@ fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
 impl SystemConfig {
     /// Reads and validates an SDT blob.
     pub fn from_dtb(blob: &[u8]) -> Result<SystemConfig, SdtError> {
+        crate::dtb::check(blob).map_err(|e| fault("/", format!("not a device tree: {e}")))?;
         let fdt = Fdt::new(blob).map_err(|e| fault("/", format!("not a device tree: {e:?}")))?;
         let tree = Tree::new(&fdt).ok_or_else(|| fault("/", "no root node"))?;
         let root = tree.get("/").ok_or_else(|| fault("/", "no root node"))?;
@@ -442,6 +452,15 @@ impl SystemConfig {
                 if d.memory[..j].iter().any(|o| o.overlaps(m)) {
                     return err(&d.path, format!("memory {m} is listed twice"));
                 }
+                if m.end() > IPA_LIMIT {
+                    return err(&d.path, format!("memory {m} is beyond the {IPA_BITS}-bit guest address space stage 2 translates"));
+                }
+                if let Some((g, what)) = self.kept_devices().find(|(g, _)| g.pages().overlaps(m)) {
+                    return err(
+                        &d.path,
+                        format!("memory {m} overlaps {g} of {what}, which the hypervisor keeps"),
+                    );
+                }
             }
             for o in &self.domains[..i] {
                 if o.id == d.id {
@@ -476,6 +495,7 @@ impl SystemConfig {
                 }
             }
         }
+        self.check_device_addresses()?;
         // Stage 2 maps devices by page, so two devices must not share one.
         for (i, a) in self.devices.iter().enumerate() {
             for b in &self.devices[..i] {
@@ -488,6 +508,163 @@ impl SystemConfig {
                         format!("registers share a 4 KiB page with {}", b.path),
                     );
                 }
+            }
+        }
+        self.check_interrupt_owners()?;
+        Ok(())
+    }
+
+    /// The register ranges the hypervisor drives itself and keeps from
+    /// every guest: the interrupt controller's frames and the console's.
+    fn kept_devices(&self) -> impl Iterator<Item = (&Range, &str)> + '_ {
+        let console = &self.devices[self.console];
+        self.gic
+            .regs
+            .iter()
+            .map(|g| (g, self.gic.path.as_str()))
+            .chain(console.regs.iter().map(|r| (r, console.path.as_str())))
+    }
+
+    /// Every page of every passed-through device's registers, against all
+    /// the hypervisor keeps (interrupt controller, console, its own and
+    /// every domain's memory, virtio windows) and the 39-bit guest address
+    /// space. Compared by address: a node's name or path proves nothing.
+    fn check_device_addresses(&self) -> Result<(), SdtError> {
+        for dev in self.devices.iter().filter(|d| !d.is_console) {
+            for r in &dev.regs {
+                let p = r.pages();
+                if p.end() > IPA_LIMIT {
+                    return err(&dev.path, format!("registers {r} are beyond the {IPA_BITS}-bit guest address space stage 2 translates"));
+                }
+                if let Some((g, what)) = self.kept_devices().find(|(g, _)| g.pages().overlaps(&p)) {
+                    return err(&dev.path, format!("registers {r} share a page with {g} of {what}, which the hypervisor keeps"));
+                }
+                if p.overlaps(&self.hypervisor) {
+                    return err(
+                        &dev.path,
+                        format!(
+                            "registers {r} overlap the hypervisor's memory {}",
+                            self.hypervisor
+                        ),
+                    );
+                }
+                if let Some(m) = self.ram.iter().find(|m| m.overlaps(&p)) {
+                    return err(
+                        &dev.path,
+                        format!(
+                            "registers {r} overlap RAM {m}; that is not a device to pass through"
+                        ),
+                    );
+                }
+                for l in &self.links {
+                    for side in 0..2 {
+                        let w = Range::new(l.windows[side], VIRTIO_WINDOW);
+                        if w.pages().overlaps(&p) {
+                            return err(&dev.path, format!("registers {r} share a page with the virtio window {w} of {} ({})", self.domains[l.domains[side]].name, l.path));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One owner for every SPI across the whole system: the hypervisor
+    /// (its console's), one passed-through device, or one side of one
+    /// rpmsg link. Ownership at run time is a table by INTID, so a second
+    /// owner would take the first one's interrupts.
+    fn check_interrupt_owners(&self) -> Result<(), SdtError> {
+        let console = &self.devices[self.console];
+        // (INTID, owning node, how to name the owner)
+        let mut owners: Vec<(u32, String, String)> = Vec::new();
+        let mut claim = |spi: u32, path: &str, whose: String, what: &str| match owners
+            .iter()
+            .find(|(i, p, _)| *i == spi && p != path)
+        {
+            Some((_, _, other)) => err(path, format!("{what} is also {other}")),
+            None => {
+                owners.push((spi, path.to_owned(), whose));
+                Ok(())
+            }
+        };
+        for &spi in &console.spis {
+            let whose = format!("the console {}'s, which the hypervisor keeps", console.path);
+            claim(spi, &console.path, whose, &format!("SPI {}", spi - 32))?;
+        }
+        for d in &self.domains {
+            for dev in d
+                .devices
+                .iter()
+                .map(|&i| &self.devices[i])
+                .filter(|v| !v.is_console)
+            {
+                for &spi in &dev.spis {
+                    let whose = format!("{}'s, given to {}", dev.path, d.path);
+                    claim(spi, &dev.path, whose, &format!("SPI {}", spi - 32))?;
+                }
+            }
+        }
+        for l in &self.links {
+            for side in 0..2 {
+                let (spi, name) = (l.spis[side], &self.domains[l.domains[side]].name);
+                let whose = format!("{name}'s side of {}", l.path);
+                let what = format!("interrupt {} of {name}", spi - 32);
+                claim(spi, &l.path, whose, &what)?;
+            }
+        }
+        for (c, spi) in self.controls.iter().filter_map(|c| Some((c, c.spi?))) {
+            let name = &self.domains[c.controller].name;
+            let whose = format!("{name}'s control interrupt ({})", c.path);
+            claim(
+                spi,
+                &c.path,
+                whose,
+                &format!("control interrupt {}", spi - 32),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every SPI the configuration uses against the interrupt lines the
+    /// GIC implements (GICD_TYPER), known only at boot.
+    pub fn check_interrupt_lines(&self, lines: u32) -> Result<(), SdtError> {
+        let passed = self
+            .domains
+            .iter()
+            .flat_map(|d| d.devices.iter().map(|&i| &self.devices[i]))
+            .chain(core::iter::once(&self.devices[self.console]));
+        for dev in passed {
+            if let Some(spi) = dev.spis.iter().find(|&&s| s >= lines) {
+                return err(
+                    &dev.path,
+                    format!(
+                        "SPI {} (INTID {spi}) is beyond this GIC's {lines} interrupt lines",
+                        spi - 32
+                    ),
+                );
+            }
+        }
+        for l in &self.links {
+            if let Some(side) = (0..2).find(|&s| l.spis[s] >= lines) {
+                return err(
+                    &l.path,
+                    format!(
+                        "interrupt {} of {} is beyond this GIC's {lines} interrupt lines",
+                        l.spis[side] - 32,
+                        self.domains[l.domains[side]].name
+                    ),
+                );
+            }
+        }
+        for (c, spi) in self.controls.iter().filter_map(|c| Some((c, c.spi?))) {
+            if spi >= lines {
+                return err(
+                    &c.path,
+                    format!(
+                        "control interrupt {} is beyond this GIC's {lines} interrupt lines",
+                        spi - 32
+                    ),
+                );
             }
         }
         Ok(())
@@ -618,7 +795,7 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
         })?;
         let maintenance = prop(n.node, "interrupts").and_then(|v| {
             let c: Vec<u32> = cells(v).collect();
-            (c.len() >= 2 && c[0] == 1).then_some(c[1] + 16)
+            (c.len() >= 2 && c[0] == 1 && c[1] < 16).then_some(c[1] + 16)
         });
         return Ok(Gic {
             path: path.clone(),
@@ -694,6 +871,7 @@ fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
             .ok_or_else(|| fault(path, "missing property `reg` (the CPU's MPIDR)"))?;
         let mpidr = read_cells(&mut cells(v), n.addr_cells.clamp(1, 2))
             .ok_or_else(|| fault(path, "`reg` is too short"))?;
+        check_mpidr(path, mpidr, &cpus)?;
         cpus.push(Cpu {
             mpidr,
             path: path.clone(),
@@ -705,7 +883,54 @@ fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
     Ok(cpus)
 }
 
+/// MPIDR bits that name a CPU: Aff3 (39:32) and Aff2..Aff0 (23:0).
+const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
+
+/// A CPU's `reg` must be an affinity PSCI can start, and no other CPU's.
+fn check_mpidr(path: &str, mpidr: u64, earlier: &[Cpu]) -> Result<(), SdtError> {
+    if mpidr & !MPIDR_AFFINITY != 0 {
+        return err(
+            path,
+            format!("`reg` {mpidr:#x} is not an MPIDR affinity (bits 39:32 and 23:0 only)"),
+        );
+    }
+    if let Some(o) = earlier.iter().find(|c| c.mpidr == mpidr) {
+        return err(
+            path,
+            format!("MPIDR {mpidr:#x} is also the MPIDR of {}", o.path),
+        );
+    }
+    Ok(())
+}
+
+/// Every `openamp,domain-v1` node must be a child of `/domains`: one
+/// anywhere else would be read by lopper and silently ignored here.
+fn check_domain_nodes(tree: &Tree<'_, '_>) -> Result<(), SdtError> {
+    for (path, n) in &tree.nodes {
+        if !has_compatible(n.node, "openamp,domain-v1") {
+            continue;
+        }
+        match path.rsplit_once('/') {
+            Some(("/domains", _)) => {}
+            _ if path.starts_with("/domains/") => {
+                return err(
+                    path,
+                    "a domain nested in another node: domains are children of /domains",
+                );
+            }
+            _ => {
+                return err(
+                    path,
+                    "a domain outside /domains: domains are children of /domains",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+    check_domain_nodes(tree)?;
     let domains = tree
         .get("/domains")
         .ok_or_else(|| fault("/domains", "missing node"))?;
@@ -806,8 +1031,9 @@ fn read_domain_cpus(
                 format!("`cpus` names {cluster_path}, which is not a \"cpus,cluster\""),
             );
         }
-        // Bit 31 means secure, bits 1:0 the exception level; guests run at EL1.
-        if level & (1 << 31) != 0 || level & 0x3 > 1 {
+        // Bit 31 means secure, bits 1:0 the exception level; guests run
+        // non-secure at EL1, and nothing else is accepted.
+        if level != 0x1 {
             return err(
                 path,
                 format!("`cpus` execution level {level:#x}: domains run non-secure at EL1 (0x1)"),
@@ -824,7 +1050,11 @@ fn read_domain_cpus(
         if mask == 0 {
             return err(path, "`cpus` mask names no CPU");
         }
-        if u64::from(mask) >> in_cluster.len() != 0 {
+        if u64::from(mask)
+            .checked_shr(in_cluster.len() as u32)
+            .unwrap_or(0)
+            != 0
+        {
             return err(
                 path,
                 format!(
@@ -833,13 +1063,17 @@ fn read_domain_cpus(
                 ),
             );
         }
-        cpus.extend(
-            in_cluster
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, &c)| c),
-        );
+        for (_, &c) in in_cluster
+            .iter()
+            .enumerate()
+            .take(32)
+            .filter(|&(i, _)| mask & (1 << i) != 0)
+        {
+            if cpus.contains(&c) {
+                return err(path, format!("`cpus` names {} twice", sys.cpus[c].path));
+            }
+            cpus.push(c);
+        }
     }
     if cpus.len() > MAX_DOMAIN_CPUS {
         return err(
@@ -914,6 +1148,12 @@ fn read_access(
         if sys.devices[idx].is_console && !shared {
             return err(path, format!("`access` to the console {dpath} must be flagged shared (0x1): each domain gets an emulated one"));
         }
+        if !sys.devices[idx].is_console && shared {
+            return err(
+                path,
+                format!("`access` flags {dpath} shared (0x1); only the console may be shared"),
+            );
+        }
         if !devices.contains(&idx) {
             devices.push(idx);
         }
@@ -949,26 +1189,101 @@ pub struct Early {
     pub console_kind: UartKind,
 }
 
-/// Reads [`Early`] without allocating; `None` if either is missing (the
-/// full reader then says what exactly).
-pub fn early(blob: &[u8]) -> Option<Early> {
-    let fdt = Fdt::new(blob).ok()?;
-    let first_reg = |n: FdtNode<'_, '_>| {
-        n.reg()?
-            .next()
-            .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
-    };
-    let hyp = fdt.find_node("/reserved-memory")?.children().find(|n| {
-        n.compatible()
-            .is_some_and(|c| c.all().any(|c| c == "partita,hypervisor"))
-    })?;
-    let (base, size) = first_reg(hyp)?;
+/// Why [`early`] (or [`stdout_uart`]) found nothing to start with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyError {
+    /// The blob is not a well-formed device tree.
+    Blob(crate::dtb::DtbError),
+    /// No `/reserved-memory` node compatible with "partita,hypervisor"
+    /// with a `reg` the hypervisor can read.
+    NoHypervisorMemory,
+    /// `/chosen/stdout-path` names no UART the hypervisor drives.
+    NoConsole,
+}
+
+impl fmt::Display for EarlyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EarlyError::Blob(e) => write!(f, "/: not a device tree: {e}"),
+            EarlyError::NoHypervisorMemory => f.write_str(
+                "/reserved-memory: no node with compatible = \"partita,hypervisor\" and a `reg`",
+            ),
+            EarlyError::NoConsole => {
+                f.write_str("/chosen: `stdout-path` names no PL011 or Cadence UART with a `reg`")
+            }
+        }
+    }
+}
+
+/// The first `reg` entry of `n`, read with the cell sizes of `parent`.
+fn first_reg(parent: FdtNode<'_, '_>, n: FdtNode<'_, '_>) -> Option<Range> {
+    let ac = prop_u32(parent, "#address-cells").map_or(2, |v| v as usize);
+    let sc = prop_u32(parent, "#size-cells").map_or(1, |v| v as usize);
+    if !(1..=2).contains(&ac) || sc > 2 {
+        return None;
+    }
+    let mut it = cells(prop(n, "reg")?);
+    Some(Range::new(
+        read_cells(&mut it, ac)?,
+        read_cells(&mut it, sc)?,
+    ))
+}
+
+/// The UART `/chosen/stdout-path` names, aliases resolved, in any
+/// device tree: the SDT's, or the bootloader's when the SDT cannot be read.
+/// Reads without allocating, after the structural check.
+pub fn stdout_uart(blob: &[u8]) -> Result<(u64, UartKind), EarlyError> {
+    crate::dtb::check(blob).map_err(EarlyError::Blob)?;
+    let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoConsole)?;
+    uart_of(&fdt).ok_or(EarlyError::NoConsole)
+}
+
+fn uart_of(fdt: &Fdt<'_>) -> Option<(u64, UartKind)> {
     let stdout = prop_str(fdt.find_node("/chosen")?, "stdout-path")?;
-    let node = fdt.find_node(stdout.split(':').next()?)?;
-    let console_kind = UartKind::from_compatible(node.compatible()?.all())?;
-    let (console, _) = first_reg(node)?;
-    Some(Early {
-        hypervisor: Range::new(base, size),
+    let stdout = stdout.split(':').next()?;
+    let path = if stdout.starts_with('/') {
+        stdout
+    } else {
+        prop_str(fdt.find_node("/aliases")?, stdout)?
+    };
+    // Absolute paths only: the `fdt` crate would try them as aliases again.
+    let parent = match path.strip_prefix('/')?.rfind('/') {
+        Some(i) => &path[..i + 1],
+        None => "/",
+    };
+    let parent = fdt.find_node(parent)?;
+    let node = fdt.find_node(path)?;
+    let kind = UartKind::from_compatible(node.compatible()?.all())?;
+    Some((first_reg(parent, node)?.base, kind))
+}
+
+/// `/chosen/bootargs` of any device tree, after the structural check.
+pub fn bootargs(blob: &[u8]) -> Option<&str> {
+    crate::dtb::check(blob).ok()?;
+    let fdt = Fdt::new(blob).ok()?;
+    prop_str(fdt.find_node("/chosen")?, "bootargs")
+}
+
+/// Reads [`Early`] without allocating, after the structural check of
+/// the whole blob; the full reader says more about any other fault.
+pub fn early(blob: &[u8]) -> Result<Early, EarlyError> {
+    crate::dtb::check(blob).map_err(EarlyError::Blob)?;
+    let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoHypervisorMemory)?;
+    let reserved = fdt
+        .find_node("/reserved-memory")
+        .ok_or(EarlyError::NoHypervisorMemory)?;
+    let hypervisor = reserved
+        .children()
+        .find(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|c| c == "partita,hypervisor"))
+        })
+        .and_then(|n| first_reg(reserved, n))
+        .filter(|r| r.size != 0 && r.base.checked_add(r.size).is_some())
+        .ok_or(EarlyError::NoHypervisorMemory)?;
+    let (console, console_kind) = uart_of(&fdt).ok_or(EarlyError::NoConsole)?;
+    Ok(Early {
+        hypervisor,
         console,
         console_kind,
     })
@@ -1059,30 +1374,6 @@ fn read_controls(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtE
                         }
                         n => n.map(|n| n + 32),
                     };
-                    if let Some(spi) = spi {
-                        let d = &sys.domains[controller];
-                        let taken = d
-                            .devices
-                            .iter()
-                            .any(|&i| sys.devices[i].spis.contains(&spi))
-                            || sys
-                                .links_of(controller)
-                                .any(|(l, s)| sys.links[l].spis[s] == spi)
-                            || sys
-                                .controls
-                                .iter()
-                                .any(|c| c.controller == controller && c.spi == Some(spi));
-                        if taken {
-                            return err(
-                                path,
-                                format!(
-                                    "control interrupt {} is already one of {}'s interrupts",
-                                    spi - 32,
-                                    d.name
-                                ),
-                            );
-                        }
-                    }
                     sys.controls.push(Control {
                         path: path.to_owned(),
                         controller,
@@ -1154,6 +1445,17 @@ fn read_link(
             "`partita,virtio-interrupts` must be <host-spi remote-spi>",
         );
     };
+    for (n, d) in [(hs, host), (rs, other)] {
+        if n >= 988 {
+            return err(
+                path,
+                format!(
+                    "interrupt {n} of {} is beyond the GIC's last SPI (987)",
+                    sys.domains[d].name
+                ),
+            );
+        }
+    }
     // Optional `partita,name-service = <host remote>`: 0 keeps the name
     // service from a side (Linux handles announcements in hard-IRQ context
     // over virtio-mmio, where creating a channel device cannot sleep).
@@ -1186,38 +1488,55 @@ fn read_link(
                 ),
             );
         }
-        if spi >= 1020 {
+        if win.end() > IPA_LIMIT {
             return err(
                 path,
-                format!(
-                    "interrupt {} of {} is beyond the GIC's last SPI",
-                    spi - 32,
-                    d.name
-                ),
+                format!("virtio window {win} of {} is beyond the {IPA_BITS}-bit guest address space stage 2 translates", d.name),
             );
         }
-        if d.memory.iter().any(|m| m.overlaps(&win.pages()))
-            || sys.gic.regs.iter().any(|g| g.overlaps(&win))
+        if let Some(m) = d.memory.iter().find(|m| m.overlaps(&win.pages())) {
+            return err(
+                path,
+                format!("virtio window {win} of {} overlaps its memory {m}", d.name),
+            );
+        }
+        if let Some(m) = sys.ram.iter().find(|m| m.overlaps(&win.pages())) {
+            return err(
+                path,
+                format!("virtio window {win} of {} overlaps RAM {m}", d.name),
+            );
+        }
+        if let Some(g) = sys
+            .gic
+            .regs
+            .iter()
+            .find(|g| g.pages().overlaps(&win.pages()))
         {
             return err(
                 path,
                 format!(
-                    "virtio window {win} of {} overlaps its memory or the GIC",
-                    d.name
+                    "virtio window {win} of {} shares a page with {g} of the interrupt controller {}",
+                    d.name, sys.gic.path
+                ),
+            );
+        }
+        // Any device of any domain, and the console: guest addresses are
+        // physical ones, so a window is kept clear of every device.
+        if let Some(dv) = sys
+            .devices
+            .iter()
+            .find(|dv| dv.regs.iter().any(|r| r.pages().overlaps(&win.pages())))
+        {
+            return err(
+                path,
+                format!(
+                    "virtio window {win} of {} shares a page with {}",
+                    d.name, dv.path
                 ),
             );
         }
         for &dev in &d.devices {
             let dv = &sys.devices[dev];
-            if dv.regs.iter().any(|r| r.pages().overlaps(&win.pages())) {
-                return err(
-                    path,
-                    format!(
-                        "virtio window {win} of {} shares a page with {}",
-                        d.name, dv.path
-                    ),
-                );
-            }
             if dv.spis.contains(&spi) {
                 return err(
                     path,

@@ -2,7 +2,10 @@
 //! hypervisor's own reader and prints the partition table.
 //! `partita-tool pack ...` builds the boot image: the hypervisor followed
 //! by the boot package (the SDT and every domain's images).
+//! `partita-tool guest-dtb ...` writes the device tree a domain's guest
+//! gets. `partita-tool help SUBCOMMAND` says more (clap).
 
+use clap::{Parser, Subcommand};
 use partita_core::guest_fdt;
 use partita_core::layout;
 use partita_core::package;
@@ -10,18 +13,80 @@ use partita_core::sdt::SystemConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  partita-tool check SYSTEM.dtb
-  partita-tool pack --hypervisor partita.bin --sdt SYSTEM.dtb [--image NAME=FILE]... [--unchecked] -o OUT.img
-  partita-tool guest-dtb SYSTEM.dtb DOMAIN OUT.dtb";
+/// Check a System Device Tree, build a Partita boot image, or show the
+/// device tree a domain's guest will get.
+#[derive(Parser)]
+#[command(name = "partita-tool", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a System Device Tree with the hypervisor's own reader and
+    /// print the partition table; exits 1 with the node and the reason
+    /// if the tree is refused.
+    Check {
+        /// The System Device Tree, compiled (dtc -O dtb).
+        #[arg(value_name = "SYSTEM.dtb")]
+        sdt: String,
+    },
+    /// Build a boot image: the hypervisor followed by the boot package
+    /// (the SDT and every image its domains name).
+    Pack {
+        /// The hypervisor as a flat arm64 Image (partita.bin).
+        #[arg(long, value_name = "FILE")]
+        hypervisor: String,
+        /// The System Device Tree, compiled.
+        #[arg(long, value_name = "SYSTEM.dtb")]
+        sdt: String,
+        /// A boot-package entry: a kernel or initrd a domain names in
+        /// `partita,kernel` / `partita,initrd`. Repeat for each.
+        #[arg(long = "image", value_name = "NAME=FILE", value_parser = parse_image)]
+        images: Vec<(String, String)>,
+        /// Pack the SDT even if the tool refuses it, to test the
+        /// hypervisor's own refusals at boot.
+        #[arg(long)]
+        unchecked: bool,
+        /// Where to write the boot image.
+        #[arg(short = 'o', value_name = "OUT.img")]
+        out: PathBuf,
+    },
+    /// Write the device tree that DOMAIN's guest gets at boot.
+    GuestDtb {
+        /// The System Device Tree, compiled.
+        #[arg(value_name = "SYSTEM.dtb")]
+        sdt: String,
+        /// The domain's name.
+        #[arg(value_name = "DOMAIN")]
+        domain: String,
+        /// Where to write the guest's device tree.
+        #[arg(value_name = "OUT.dtb")]
+        out: String,
+    },
+}
+
+fn parse_image(v: &str) -> Result<(String, String), String> {
+    match v.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_owned(), file.to_owned()))
+        }
+        _ => Err(format!("wants NAME=FILE, not `{v}`")),
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let r = match args.first().map(String::as_str) {
-        Some("check") if args.len() == 2 => check(&args[1]),
-        Some("pack") => pack(&args[1..]),
-        Some("guest-dtb") if args.len() == 4 => guest_dtb(&args[1], &args[2], &args[3]),
-        _ => Err(USAGE.into()),
+    let r = match Cli::parse().command {
+        Command::Check { sdt } => check(&sdt),
+        Command::Pack {
+            hypervisor,
+            sdt,
+            images,
+            unchecked,
+            out,
+        } => pack(&hypervisor, &sdt, &images, unchecked, &out),
+        Command::GuestDtb { sdt, domain, out } => guest_dtb(&sdt, &domain, &out),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,46 +128,39 @@ fn guest_dtb(path: &str, domain: &str, out: &str) -> Result<(), String> {
         .find(|d| d.name == domain)
         .ok_or_else(|| format!("{path}: no domain `{domain}`"))?;
     let m = d.memory[0];
+    let dtb = m
+        .end()
+        .checked_sub(guest_fdt::DTB_MAX)
+        .filter(|&a| a >= m.base)
+        .ok_or_else(|| {
+            format!(
+                "{}: memory {m} is smaller than a guest device tree's {:#x} bytes",
+                d.path,
+                guest_fdt::DTB_MAX
+            )
+        })?;
     let l = layout::GuestLayout {
         kernel: m.base,
-        dtb: m.end() - guest_fdt::DTB_MAX,
+        dtb,
         initrd: None,
     };
     let dtb = guest_fdt::build(&blob, &sys, d, &l).map_err(|e| format!("{}: {e}", d.path))?;
     std::fs::write(out, dtb).map_err(|e| format!("{out}: {e}"))
 }
 
-fn pack(args: &[String]) -> Result<(), String> {
-    let (mut hyp, mut sdt, mut out, mut images, mut unchecked) =
-        (None, None, None, Vec::new(), false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
-        };
-        match a.as_str() {
-            "--hypervisor" => hyp = Some(val()?),
-            "--sdt" => sdt = Some(val()?),
-            "-o" => out = Some(PathBuf::from(val()?)),
-            // For tests of the hypervisor's own refusals at boot.
-            "--unchecked" => unchecked = true,
-            "--image" => {
-                let v = val()?;
-                let (name, file) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("--image wants NAME=FILE, not `{v}`"))?;
-                images.push((name.to_owned(), read(file)?));
-            }
-            _ => return Err(format!("unknown argument `{a}`\n{USAGE}")),
-        }
+fn pack(
+    hyp: &str,
+    sdt: &str,
+    image_files: &[(String, String)],
+    unchecked: bool,
+    out: &std::path::Path,
+) -> Result<(), String> {
+    let mut images = Vec::new();
+    for (name, file) in image_files {
+        images.push((name.clone(), read(file)?));
     }
-    let (Some(hyp), Some(sdt), Some(out)) = (hyp, sdt, out) else {
-        return Err(USAGE.into());
-    };
-    let mut image = read(&hyp)?;
-    let blob = read(&sdt)?;
+    let mut image = read(hyp)?;
+    let blob = read(sdt)?;
     let sys = match SystemConfig::from_dtb(&blob) {
         Ok(s) => Some(s),
         Err(_) if unchecked => None,
@@ -152,7 +210,7 @@ fn pack(args: &[String]) -> Result<(), String> {
             sys.hypervisor
         ));
     }
-    std::fs::write(&out, &image).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(out, &image).map_err(|e| format!("{}: {e}", out.display()))?;
     println!(
         "{}: {} bytes (hypervisor {footprint:#x}, package {} bytes)",
         out.display(),

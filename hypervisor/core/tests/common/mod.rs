@@ -1,0 +1,65 @@
+//! What the SDT tests share: the shipped trees, compiled with `dtc` as the
+//! build compiles them.
+#![allow(dead_code)]
+
+use partita_core::sdt::SystemConfig;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+pub fn platform() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../platform/qemu-virt")
+}
+
+pub fn compile(dts: &str) -> Vec<u8> {
+    let out = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-i"])
+        .arg(platform())
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(dts.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("dtc runs (scripts/setup installs device-tree-compiler)");
+    assert!(out.status.success(), "dtc failed on:\n{dts}");
+    out.stdout
+}
+
+/// A shipped configuration's source, by file name without `.dts`.
+pub fn shipped(name: &str) -> String {
+    std::fs::read_to_string(platform().join(format!("{name}.dts"))).unwrap()
+}
+
+/// Every shipped configuration: (name, source).
+pub fn all_shipped() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(platform())
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "dts").then(|| {
+                (
+                    p.file_stem().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn refused(dts: &str) -> String {
+    match SystemConfig::from_dtb(&compile(dts)) {
+        Ok(_) => panic!("accepted:\n{dts}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `src` with the first `from` replaced by `to`.
+pub fn edit(src: &str, from: &str, to: &str) -> String {
+    assert!(src.contains(from), "fixture lacks `{from}`");
+    src.replacen(from, to, 1)
+}
