@@ -58,13 +58,13 @@ fn access_outside_its_memory_gets_a_data_abort_and_the_guest_goes_on() {
 #[test]
 fn a_guest_that_jumps_out_of_its_memory_is_stopped_and_the_other_runs_on() {
     let doms = domain("wild", 1, 0x1, 0x4800_0000, "jump-away")
-        + &domain("calm", 2, 0x2, 0x4a00_0000, "count=15");
+        + &domain("calm", 2, 0x2, 0x4a00_0000, "count=100");
     let run = boot(&virt_image("jump", &doms), LIMIT);
     let stop = run.line(
         "unhandled guest exception in partition wild vcpu 0: instruction abort from a lower EL",
     );
     run.line("wild: crashed");
-    assert!(run.line("[calm] count 15/15") > stop);
+    assert!(run.line("[calm] count 100/100") > stop);
     run.expect_clean_exit();
 }
 
