@@ -189,6 +189,36 @@ pub fn boot_with(
     input: Option<(&str, &[u8])>,
     qemu_args: &[&str],
 ) -> Run {
+    let steps: Vec<Step> = input
+        .map(|(after, send)| Step {
+            after,
+            nth: 1,
+            send,
+        })
+        .into_iter()
+        .collect();
+    boot_steps(image, limit, env, &steps, qemu_args)
+}
+
+/// Input typed at a point of a run: `send` once `after` has appeared `nth`
+/// times in the output. An empty `send` ends the run there (QEMU is
+/// stopped; the run does not count as timed out): for machines that keep
+/// running by design.
+#[derive(Clone, Copy)]
+pub struct Step<'a> {
+    pub after: &'a str,
+    pub nth: usize,
+    pub send: &'a [u8],
+}
+
+/// As `boot_with`, with any number of input steps, fed in order.
+pub fn boot_steps(
+    image: &Path,
+    limit: Duration,
+    env: &[(&str, &str)],
+    steps: &[Step<'_>],
+    qemu_args: &[&str],
+) -> Run {
     let script = root().join("qemu/virt");
     let mut cmd = Command::new(&script);
     cmd.arg(image).args(["-monitor", "none"]).args(qemu_args);
@@ -222,24 +252,29 @@ pub fn boot_with(
     });
     let start = Instant::now();
     let mut out = Vec::new();
-    let mut fed = input.is_none();
+    let mut next = 0;
     let mut stdin = child.stdin.take();
     let mut timed_out = false;
     let exit = loop {
         while let Ok(chunk) = rx.try_recv() {
             out.extend_from_slice(&chunk);
         }
-        if let (false, Some((after, bytes))) = (fed, input) {
-            if String::from_utf8_lossy(&out).contains(after) {
+        if let Some(step) = steps.get(next) {
+            if String::from_utf8_lossy(&out).matches(step.after).count() >= step.nth {
+                if step.send.is_empty() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
                 use std::io::Write;
                 if let Some(s) = stdin.as_mut() {
-                    for b in bytes {
+                    for b in step.send {
                         let _ = s.write_all(&[*b]);
                         let _ = s.flush();
                         std::thread::sleep(Duration::from_millis(20));
                     }
                 }
-                fed = true;
+                next += 1;
             }
         }
         if let Some(st) = child.try_wait().unwrap() {

@@ -32,3 +32,60 @@ fn linux_and_the_rtos_talk_over_rpmsg() {
     run.expect_absent("Oops");
     run.expect_clean_exit();
 }
+
+/// From the demo's shell: `reboot -f` five times, each time Linux comes
+/// back with both CPUs and its rpmsg echo; `poweroff -f` then ends Linux
+/// alone while the RTOS runs on.
+#[test]
+fn linux_reboots_five_times_and_powers_off_alone() {
+    let img = images().join("qemu-virt/linux-rtos.img");
+    let prompt = "Ctrl-A X leaves QEMU.";
+    let mut steps: Vec<Step> = (1..=5)
+        .map(|nth| Step {
+            after: prompt,
+            nth,
+            send: b"reboot -f\r",
+        })
+        .collect();
+    steps.push(Step {
+        after: prompt,
+        nth: 6,
+        send: b"poweroff -f\r",
+    });
+    // The status once Linux has stopped; the RTOS runs on, so the run ends
+    // there.
+    steps.push(Step {
+        after: "linux: stopped",
+        nth: 1,
+        send: &[0x1c, b's'],
+    });
+    steps.push(Step {
+        after: "  rtos     running",
+        nth: 1,
+        send: b"",
+    });
+    let run = boot_steps(&img, std::time::Duration::from_secs(300), &[], &steps, &[]);
+    assert_eq!(
+        run.lines_with("linux: reset by vcpu").len(),
+        5,
+        "five resets"
+    );
+    assert_eq!(
+        run.lines_with("2 CPUs online").len(),
+        6,
+        "both CPUs after every boot"
+    );
+    assert_eq!(
+        run.lines_with("echoed intact").len(),
+        6,
+        "rpmsg after every boot"
+    );
+    run.line("linux: powered off by vcpu");
+    run.line("  linux    stopped");
+    run.line("  rtos     running");
+    run.expect_absent("failed to come online");
+    run.expect_absent("all partitions have ended");
+    run.expect_absent("BUG:");
+    run.expect_absent("WARNING:");
+    assert!(!run.timed_out, "the run did not reach the status");
+}
