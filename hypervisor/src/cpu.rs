@@ -88,6 +88,12 @@ impl PerCpu {
     }
 }
 
+/// This CPU's state. The index is below MAX_CPUS (checked at boot); the
+/// mask lets the compiler drop the bounds check on the trap path.
+pub fn this() -> &'static PerCpu {
+    &CPUS[arch::cpu_index() % MAX_CPUS]
+}
+
 /// The partition and vCPU this CPU runs.
 pub fn current() -> Option<(usize, usize)> {
     CPUS[arch::cpu_index()].running()

@@ -108,7 +108,7 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
 
 /// One more virtual interrupt injected on this CPU, for the status.
 fn count_injected() {
-    cpu::PerCpu::count(&cpu::get(arch::cpu_index()).injected);
+    cpu::PerCpu::count(&cpu::this().injected);
 }
 
 /// Loads list registers if something became pending for this CPU's vCPU.

@@ -138,7 +138,10 @@ pub fn maybe_power_off() {
 }
 
 /// A control hypercall of `caller` (x0..x3 as it made it): the answer goes
-/// in x0 (and x1..x7); a refusal is an error code and a log line.
+/// in x0 (and x1..x7); a refusal is an error code and a log line. Out of
+/// line: its ELF buffer would otherwise cost every hypercall a stack probe.
+#[cold]
+#[inline(never)]
 pub fn control(
     frame: &mut TrapFrame,
     caller: &Partition,

@@ -140,8 +140,9 @@ fn pump(link: usize, l: &mut Link, from: usize) {
 /// Side `side` of `link` went down or came up: the other side sees it in
 /// its PEER_READY word and a configuration-change interrupt.
 fn changed(link: usize, l: &mut Link, side: usize, reset: bool) {
-    let peer = l.side_changed(side, reset);
-    raise(link, peer);
+    if let Some(peer) = l.side_changed(side, reset) {
+        raise(link, peer);
+    }
 }
 
 /// `p` has stopped: each of its devices is reset under its link's lock,

@@ -46,7 +46,7 @@ fn current() -> (&'static Partition, usize) {
 extern "C" fn guest_sync(frame: &mut TrapFrame) {
     let (p, vcpu) = current();
     let s = arch::syndrome();
-    PerCpu::count(&cpu::get(arch::cpu_index()).traps);
+    PerCpu::count(&cpu::this().traps);
     handle_sync(frame, p, vcpu, &s);
     irq::flush_if_needed();
 }

@@ -115,14 +115,18 @@ impl Link {
     /// Side `side` went down (its driver reset the device, or its
     /// partition stopped: then `reset` resets its device first) or came up
     /// (DRIVER_OK): the other side sees the change of its PEER_READY word
-    /// through a configuration-change interrupt. Returns the side to
-    /// interrupt.
-    pub fn side_changed(&mut self, side: usize, reset: bool) -> usize {
+    /// through a configuration-change interrupt, if its driver is live (a
+    /// device notifies no driver before DRIVER_OK, 3.1.1). Returns the
+    /// side to interrupt.
+    pub fn side_changed(&mut self, side: usize, reset: bool) -> Option<usize> {
         if reset {
             self.dev[side].reset();
         }
-        self.dev[1 - side].config_changed();
-        1 - side
+        let peer = 1 - side;
+        self.dev[peer].driver_ok().then(|| {
+            self.dev[peer].config_changed();
+            peer
+        })
     }
 
     /// Moves every message side `from` has queued, in order, into receive
@@ -394,6 +398,33 @@ mod tests {
         b.rx.offer(&mut m[1], 0);
         a.send(&mut m[0], 1, 2, b"y");
         assert_eq!(link.pump(0, &mut m).unwrap_err().side, 1);
+    }
+
+    #[test]
+    fn a_side_going_down_and_up_is_seen_by_its_peer_and_nothing_is_lost() {
+        let (mut link, mut m, mut a, b) = pair();
+        assert_eq!(link.read(0, PEER_READY), 1);
+        // b stops: its device is reset; a sees it and keeps sending.
+        assert_eq!(link.side_changed(1, true), Some(0));
+        assert_eq!(link.read(0, PEER_READY), 0);
+        assert_eq!(link.dev[0].read(0x060) & 2, 2, "configuration change");
+        for i in 0..3u8 {
+            a.send(&mut m[0], 1, 2, &[i; 8]);
+        }
+        assert!(link.pump(0, &mut m).unwrap().waiting);
+        // b's new instance sets up its device; a notify-free pump at
+        // DRIVER_OK (what the binary does) delivers in order.
+        let mut b = side(&mut link, 1, &mut m[1]);
+        b.post_rx(&mut m[1], 4);
+        assert_eq!(link.side_changed(1, false), Some(0));
+        assert_eq!(link.read(0, PEER_READY), 1);
+        assert_eq!(link.pump(0, &mut m).unwrap().messages, 3);
+        let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
+        assert_eq!(got, [0, 1, 2]);
+        // A peer whose driver is not live is not interrupted.
+        link.dev[0].reset();
+        assert_eq!(link.side_changed(1, false), None);
+        let _ = b;
     }
 
     /// Arbitrary rings and buffers: the pump never panics, and a side's
