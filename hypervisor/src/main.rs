@@ -240,7 +240,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     let links = config
         .links
         .iter()
-        .map(|l| rpmsg::LinkLock::new(partita_core::rpmsg::Link::with_name_service(l.name_service)))
+        .map(|l| rpmsg::LinkLock::new(partita_core::rpmsg::Link::configured(l.config())))
         .collect();
     let mut cpu_owner = alloc::vec![None; config.cpus.len()];
     for (i, d) in config.domains.iter().enumerate() {
