@@ -273,6 +273,12 @@ fn setup(style: Style) -> Result<(), &'static str> {
             set(0x44, 1);
         }
     }
+    // Checked before DRIVER_OK: from then on, a device that needs a reset
+    // may be a fault at run time (a message that waited for us finding
+    // our receive buffers too short), which recovery handles.
+    if reg(0x70) & STATUS_NEEDS_RESET != 0 {
+        return Err("the device refused its queues");
+    }
     for i in 0..Q {
         // SAFETY: our receive buffers, handed to the device.
         let a = unsafe { addr_of!(RXB.0[i as usize]) } as u64;
@@ -292,9 +298,6 @@ fn setup(style: Style) -> Result<(), &'static str> {
             (false, false) => 15,
         },
     );
-    if reg(0x70) & STATUS_NEEDS_RESET != 0 {
-        return Err("the device refused its queues");
-    }
     let next = STATE.load(Ordering::Relaxed).wrapping_add(1) & !BROKEN;
     STATE.store(next, Ordering::Relaxed);
     if style == Style::Linux {
