@@ -496,13 +496,15 @@ impl Receiver {
     }
 
     /// Hands each received message (src, dst, payload, buffer length) to
-    /// `f` and posts its buffer again; returns how many there were.
+    /// `f` and posts its buffer again; returns how many there were. At
+    /// most a queue's worth per call: a peer that sends as fast as this
+    /// side takes would otherwise keep one call going for ever.
     pub fn poll(&mut self, mut f: impl FnMut(u32, u32, &[u8], u32)) -> u32 {
         if STATE.load(Ordering::Relaxed) != self.generation {
             (self.seen, self.generation) = (0, catch_up());
         }
         let mut n = 0;
-        while self.seen != used_idx(RX) {
+        while n < u32::from(Q) && self.seen != used_idx(RX) {
             let (id, len) = used_entry(RX, self.seen);
             self.seen = self.seen.wrapping_add(1);
             // SAFETY: a receive buffer the device filled and returned.
