@@ -4,15 +4,22 @@
 
 use crate::arch;
 use crate::arch::gic::SGI_KICK;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub const MAX_CPUS: usize = 8;
+/// The kick's requests.
+pub const STOP: u32 = 1;
+pub const RESUME: u32 = 2;
 const STACK_SIZE: usize = 64 << 10;
 
 pub struct PerCpu {
-    /// Another CPU asked this one to leave its vCPU (the partition is
-    /// stopping). A hint: the lifecycle, under its lock, decides.
-    stop: AtomicBool,
+    /// What the kick SGI asks of this CPU, one bit each (one load on
+    /// every kick when there is nothing): `STOP`, another CPU asked it to
+    /// leave its vCPU (the partition is stopping; a hint: the lifecycle,
+    /// under its lock, decides); `RESUME`, an rpmsg pump stopped at its
+    /// budget here and the kick this CPU sent itself continues it
+    /// (`rpmsg::resume`).
+    requests: AtomicU32,
     /// (partition + 1) << 8 | vcpu while a vCPU runs here; 0 when parked.
     running: AtomicUsize,
     /// The running vCPU has new pending virtual interrupts to load into
@@ -26,7 +33,7 @@ pub struct PerCpu {
 
 static CPUS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
-        stop: AtomicBool::new(false),
+        requests: AtomicU32::new(0),
         running: AtomicUsize::new(0),
         flush: AtomicBool::new(false),
         traps: AtomicU64::new(0),
@@ -56,9 +63,12 @@ pub fn stack_top(cpu: usize) -> u64 {
 }
 
 impl PerCpu {
-    /// Takes the stop hint.
-    pub fn take_stop(&self) -> bool {
-        self.stop.load(Ordering::Acquire) && self.stop.swap(false, Ordering::Acquire)
+    /// Takes the kick's requests (`STOP`, `RESUME`).
+    pub fn take_requests(&self) -> u32 {
+        match self.requests.load(Ordering::Acquire) {
+            0 => 0,
+            _ => self.requests.swap(0, Ordering::Acquire),
+        }
     }
 
     /// A counter only this CPU writes: a plain load and store, no atomic
@@ -73,6 +83,10 @@ impl PerCpu {
 
     pub fn take_flush(&self) -> bool {
         self.flush.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn request_resume(&self) {
+        self.requests.fetch_or(RESUME, Ordering::Relaxed);
     }
 
     pub fn running(&self) -> Option<(usize, usize)> {
@@ -108,6 +122,6 @@ pub fn kick(cpu: usize) {
 
 /// Asks CPU `cpu` to leave its vCPU.
 pub fn ask_stop(cpu: usize) {
-    get(cpu).stop.store(true, Ordering::Release);
+    get(cpu).requests.fetch_or(STOP, Ordering::Release);
     kick(cpu);
 }

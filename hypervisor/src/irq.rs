@@ -129,7 +129,8 @@ pub fn handle_physical() {
         match id {
             SGI_KICK => {
                 sys.gic.deactivate(id);
-                if cpu::get(me).take_stop() {
+                let requests = cpu::get(me).take_requests();
+                if requests & cpu::STOP != 0 {
                     if let Some((p, v)) = cpu::get(me).running() {
                         let p = &sys.partitions[p];
                         let leaving = p.life.lock().leave(v);
@@ -137,6 +138,9 @@ pub fn handle_physical() {
                             crate::life::leave(p, kick);
                         }
                     }
+                }
+                if requests & cpu::RESUME != 0 {
+                    crate::rpmsg::resume();
                 }
                 cpu::get(me).request_flush();
             }

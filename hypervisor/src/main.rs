@@ -40,7 +40,7 @@ pub struct System {
     /// The console UART's receive interrupt, taken by the hypervisor.
     pub console_spi: Option<u32>,
     /// The rpmsg links' device state, one lock per link.
-    pub links: Vec<spin::Mutex<partita_core::rpmsg::Link>>,
+    pub links: Vec<rpmsg::LinkLock>,
     /// The partition and vCPU each physical CPU serves, if any.
     cpu_owner: Vec<Option<(usize, usize)>>,
 }
@@ -240,7 +240,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     let links = config
         .links
         .iter()
-        .map(|l| spin::Mutex::new(partita_core::rpmsg::Link::with_name_service(l.name_service)))
+        .map(|l| rpmsg::LinkLock::new(partita_core::rpmsg::Link::configured(l.config())))
         .collect();
     let mut cpu_owner = alloc::vec![None; config.cpus.len()];
     for (i, d) in config.domains.iter().enumerate() {

@@ -177,11 +177,13 @@ impl Partition {
         // virtio windows stay unmapped: every access traps.
         let virtio: Vec<crate::rpmsg::VirtioPort> = sys
             .links_of(index)
-            .map(|(link, side)| crate::rpmsg::VirtioPort {
-                base: sys.links[link].windows[side],
-                spi: sys.links[link].spis[side],
-                link,
-                side,
+            .map(|(link, side)| {
+                crate::rpmsg::VirtioPort::new(
+                    sys.links[link].windows[side],
+                    sys.links[link].spis[side],
+                    link,
+                    side,
+                )
             })
             .collect();
         emulated_spis.extend(virtio.iter().map(|v| v.spi));

@@ -1,17 +1,65 @@
 //! rpmsg between partitions over the hypervisor's virtio-mmio devices:
 //! every message delivered in order and intact, slow receivers, the name
-//! service, and a malformed queue that harms only its own device.
+//! service, a malformed queue that harms only its own device; legacy
+//! (version 1) and mixed links; a receiver that comes up late; faults
+//! charged to whoever made them and recovered from; chains; bursts beyond
+//! what one trap moves.
 
 use partita_tests::*;
 
 /// `domain` with an rpmsg relation to `remote` appended (host side).
 fn with_link(domain: &str, remote: &str, windows: (u32, u32), spis: (u32, u32)) -> String {
+    with_link_props(domain, remote, windows, spis, "")
+}
+
+/// As `with_link`, with more properties (`extra`, whole lines) on the link.
+fn with_link_props(
+    domain: &str,
+    remote: &str,
+    windows: (u32, u32),
+    spis: (u32, u32),
+    extra: &str,
+) -> String {
     let link = format!(
-        "\t\t\tdomain-to-domain {{\n\t\t\t\tcompatible = \"openamp,domain-to-domain-v1\";\n\t\t\t\trpmsg-relation {{\n\t\t\t\t\tcompatible = \"openamp,rpmsg-v1\";\n\t\t\t\t\tlink {{\n\t\t\t\t\t\tremote = <&{remote}>;\n\t\t\t\t\t\tpartita,virtio-mmio = <0x0 {:#x} 0x0 {:#x}>;\n\t\t\t\t\t\tpartita,virtio-interrupts = <{} {}>;\n\t\t\t\t\t}};\n\t\t\t\t}};\n\t\t\t}};\n\t\t}};\n",
+        "\t\t\tdomain-to-domain {{\n\t\t\t\tcompatible = \"openamp,domain-to-domain-v1\";\n\t\t\t\trpmsg-relation {{\n\t\t\t\t\tcompatible = \"openamp,rpmsg-v1\";\n\t\t\t\t\tlink {{\n\t\t\t\t\t\tremote = <&{remote}>;\n\t\t\t\t\t\tpartita,virtio-mmio = <0x0 {:#x} 0x0 {:#x}>;\n\t\t\t\t\t\tpartita,virtio-interrupts = <{} {}>;\n{extra}\t\t\t\t\t}};\n\t\t\t\t}};\n\t\t\t}};\n\t\t}};\n",
         windows.0, windows.1, spis.0, spis.1
     );
     let cut = domain.rfind("\t\t};").expect("a domain node");
     format!("{}{link}", &domain[..cut])
+}
+
+/// Two links on the four CPUs: `a` (CPU 0) to `b` (CPU 1) with `extra_ab`
+/// on the link, and `c` (CPU 2) to `d` (CPU 3) with `extra_cd`; each name
+/// is given with its bootargs.
+fn two_links(
+    (a, args_a): (&str, &str),
+    (b, args_b): (&str, &str),
+    extra_ab: &str,
+    (c, args_c): (&str, &str),
+    (d, args_d): (&str, &str),
+    extra_cd: &str,
+) -> String {
+    let dom = |n: &str, id, cpu, mem, args: &str| labelled(n, domain(n, id, cpu, mem, args));
+    with_link_props(
+        &dom(a, 1, 0x1, 0x4800_0000, args_a),
+        b,
+        (0x0a00_0000, 0x0a00_0200),
+        (16, 17),
+        extra_ab,
+    ) + &dom(b, 2, 0x2, 0x4a00_0000, args_b)
+        + &with_link_props(
+            &dom(c, 3, 0x4, 0x4c00_0000, args_c),
+            d,
+            (0x0a00_0400, 0x0a00_0600),
+            (18, 19),
+            extra_cd,
+        )
+        + &dom(d, 4, 0x8, 0x4e00_0000, args_d)
+}
+
+/// The link property that gives its sides virtio-mmio versions `h` and `r`.
+fn versions(h: u32, r: u32) -> String {
+    format!("\t\t\t\t\t\tpartita,virtio-version = <{h} {r}>;\n")
 }
 
 fn labelled(name: &str, d: String) -> String {
@@ -71,4 +119,120 @@ fn a_malformed_queue_resets_only_its_device_and_other_links_work_on() {
     run.line("[good2] rpmsg: sent 1000, received 1000, 0 bad");
     run.line("[victim] hello:");
     run.expect_clean_exit();
+}
+
+/// A link with one legacy (version 1) side and one version 2 side: each
+/// guest's driver speaks what its device reports, and 10,000 messages go
+/// each way.
+#[test]
+fn a_mixed_link_carries_ten_thousand_messages_each_way() {
+    let a = labelled("ping", domain("ping", 1, 0x1, 0x4800_0000, "rpmsg=10000"));
+    let b = labelled("pong", domain("pong", 2, 0x2, 0x4a00_0000, "rpmsg=10000"));
+    let doms = with_link_props(
+        &a,
+        "pong",
+        (0x0a00_0000, 0x0a00_0200),
+        (16, 17),
+        &versions(1, 2),
+    ) + &b;
+    let run = boot(&virt_image("rpmsg-mixed", &doms), LIMIT);
+    run.line("(irq 49)  virtio 1/2");
+    run.line("[ping] rpmsg: device at 0xa000000, irq 16, features 0x1, virtio-mmio version 1");
+    run.line("[pong] rpmsg: device at 0xa000200, irq 17, features 0x1, virtio-mmio version 2");
+    run.line("[ping] rpmsg: peer announced rpmsg-raw at 1024");
+    run.line("[pong] rpmsg: peer announced rpmsg-raw at 1024");
+    run.line("[ping] rpmsg: sent 10000, received 10000, 0 bad, interrupts yes");
+    run.line("[pong] rpmsg: sent 10000, received 10000, 0 bad, interrupts yes");
+    run.expect_clean_exit();
+}
+
+/// A link legacy on both sides; and a receiver that comes up late, as
+/// OpenAMP's driver does (legacy, ACKNOWLEDGE then DRIVER_OK alone, no
+/// notify), finds the announcement sent before it was ready already in
+/// its receive buffers.
+#[test]
+fn legacy_sides_and_a_late_receiver() {
+    let doms = two_links(
+        ("ping", "rpmsg=1000"),
+        ("pong", "rpmsg=1000"),
+        &versions(1, 1),
+        ("early", "rpmsg=300"),
+        ("late", "rpmsg-late=300,300"),
+        &versions(2, 1),
+    );
+    on_both_gics("rpmsg-legacy", &doms, |run| {
+        run.line("[ping] rpmsg: device at 0xa000000, irq 16, features 0x1, virtio-mmio version 1");
+        run.line("[pong] rpmsg: device at 0xa000200, irq 17, features 0x1, virtio-mmio version 1");
+        run.line("[ping] rpmsg: sent 1000, received 1000, 0 bad, interrupts yes");
+        run.line("[pong] rpmsg: sent 1000, received 1000, 0 bad, interrupts yes");
+        run.expect_in_order(&[
+            "[late] rpmsg: device at 0xa000600, irq 19, features 0x1, virtio-mmio version 1",
+            "[late] rpmsg: late receiver found rpmsg-raw at 1024 first of",
+            "[late] rpmsg: peer announced rpmsg-raw at 1024",
+            "[late] rpmsg: sent 300, received 300, 0 bad",
+        ]);
+        run.line("[early] rpmsg: sent 300, received 300, 0 bad");
+        run.expect_clean_exit();
+    });
+}
+
+/// A message longer than the link's buffer size is its sender's fault and
+/// a receive buffer shorter than it its receiver's: only the faulty side's
+/// device needs a reset, its driver recovers, and the exchange completes
+/// on both sides with nothing lost (the peer's device never needs one).
+/// The over-long sender's peer starts late: what a device had delivered
+/// before its own reset is lost with it.
+#[test]
+fn rpmsg_faults_are_charged_to_whoever_made_them_and_recovered_from() {
+    let doms = two_links(
+        ("long", "rpmsg-fault=overlong,300"),
+        ("fine", "rpmsg-late=300,300"),
+        "",
+        ("small", "rpmsg-fault=small-rx,300"),
+        ("sender", "rpmsg=300"),
+        "",
+    );
+    on_both_gics("rpmsg-faults", &doms, |run| {
+        run.line("long: rpmsg device of /domains/long/domain-to-domain/rpmsg-relation/link: message of 616 bytes, longer than the link's 512; it needs a reset");
+        run.line("small: rpmsg device of /domains/small/domain-to-domain/rpmsg-relation/link: receive buffer of 256 bytes, smaller than the link's 512; it needs a reset");
+        run.expect_absent("fine: rpmsg device");
+        run.expect_absent("sender: rpmsg device");
+        run.expect_in_order(&[
+            "[long] rpmsg: overlong: my device needs a reset (status 0x4f)",
+            "[long] rpmsg: sent 300, received 300, 0 bad",
+            "[long] rpmsg: overlong: recovered 1 time(s)",
+        ]);
+        run.expect_in_order(&[
+            "[small] rpmsg: small-rx: my device needs a reset (status 0x4f)",
+            "[small] rpmsg: sent 300, received 300, 0 bad",
+            "[small] rpmsg: small-rx: recovered 1 time(s)",
+        ]);
+        run.line("[fine] rpmsg: sent 300, received 300, 0 bad");
+        run.line("[sender] rpmsg: sent 300, received 300, 0 bad");
+        run.expect_clean_exit();
+    });
+}
+
+/// Chains of five descriptors (refused as "a loop" once) arrive intact;
+/// bursts of a whole queue with one notify each, more than one trap
+/// moves, arrive without another notify (the hypervisor resumes on the
+/// sender's CPU), in order.
+#[test]
+fn chains_and_bursts_beyond_a_traps_budget_arrive_intact() {
+    let doms = two_links(
+        ("chain", "rpmsg=300,chain"),
+        ("plain", "rpmsg=300"),
+        "",
+        ("burst1", "rpmsg=2000,burst"),
+        ("burst2", "rpmsg=2000,burst"),
+        "",
+    );
+    on_both_gics("rpmsg-chains", &doms, |run| {
+        run.line("[chain] rpmsg: sent 300, received 300, 0 bad");
+        run.line("[plain] rpmsg: sent 300, received 300, 0 bad");
+        run.line("[burst1] rpmsg: sent 2000, received 2000, 0 bad");
+        run.line("[burst2] rpmsg: sent 2000, received 2000, 0 bad");
+        run.expect_absent("needs a reset");
+        run.expect_clean_exit();
+    });
 }

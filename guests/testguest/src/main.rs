@@ -13,7 +13,9 @@
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
-//! - `rpmsg=N[,slow]`, `rpmsg-bad`, `rpmsg-client=N`: see rpmsg.rs;
+//! - `rpmsg=N[,slow|,chain|,burst]`, `rpmsg-late=MS,N`,
+//!   `rpmsg-fault=overlong|small-rx,N`, `rpmsg-bad`, `rpmsg-client=N`: see
+//!   rpmsg.rs;
 //! - `echo=N`: echoes N typed lines (console receive interrupt);
 //! - `spam=N`: N long lines as fast as possible;
 //! - `bench-NAME=N`: N samples of timer, sgi, hvc or psci (see bench.rs);
@@ -144,8 +146,16 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             w if w.starts_with("rpmsg=") => {
                 let (n, mode) = w[6..].split_once(',').unwrap_or((&w[6..], ""));
                 if rpmsg::init(&fdt) {
-                    rpmsg::exchange(n.parse().unwrap_or(100), mode == "slow");
+                    rpmsg::exchange(n.parse().unwrap_or(100), rpmsg::Mode::from_word(mode));
                 }
+            }
+            w if w.starts_with("rpmsg-late=") => {
+                let (ms, n) = w[11..].split_once(',').unwrap_or((&w[11..], "100"));
+                rpmsg::late(&fdt, ms.parse().unwrap_or(100), n.parse().unwrap_or(100));
+            }
+            w if w.starts_with("rpmsg-fault=") => {
+                let (kind, n) = w[12..].split_once(',').unwrap_or((&w[12..], "100"));
+                rpmsg::fault(&fdt, kind, n.parse().unwrap_or(100));
             }
             w if w.starts_with("rpmsg-client=") => {
                 if rpmsg::init(&fdt) {

@@ -2,19 +2,41 @@
 //!
 //! `rpmsg=N` sends N numbered messages of varying size (up to 496 bytes)
 //! and checks that N arrive from the peer in order and intact; `,slow`
-//! makes this side a slow receiver; `rpmsg-bad` corrupts its queue;
-//! `rpmsg-client=N` talks to the RTOS's echo and jitter endpoints.
+//! makes this side a slow receiver, `,chain` sends each message as a
+//! chain of 5 descriptors, `,burst` sends 16 at a time with one notify and
+//! takes nothing before a whole burst has arrived (more than the
+//! hypervisor moves in one trap: the rest must follow with no further
+//! notify); `rpmsg-late=MS,N` starts MS ms late, brings its device up as
+//! OpenAMP does (no notify), and must find the peer's announcement
+//! waiting; `rpmsg-fault=overlong,N` sends a message longer than the
+//! link allows and `rpmsg-fault=small-rx,N` posts receive buffers shorter
+//! than it: either device needs a reset, the driver recovers, and the
+//! exchange of N follows; `rpmsg-bad` corrupts its queue; `rpmsg-client=N`
+//! talks to the RTOS's echo and jitter endpoints.
 
 use crate::{gic, println};
 use core::sync::atomic::{AtomicU32, Ordering};
-use guest_common::virtio::{self, Receiver, Sender, BUF, HDR, NS_ADDR};
+use guest_common::virtio::{self, Receiver, Sender, Style, BUF, HDR, NS_ADDR};
 
 const ADDR: u32 = 1024;
 pub static SPI: AtomicU32 = AtomicU32::new(0);
 static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
+/// How `init_as` brings the device up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Linux,
+    OpenAmp,
+    /// With receive buffers of this many bytes.
+    Posting(u32),
+}
+
 /// Finds the device, starts it, and counts its interrupts.
 pub fn init(fdt: &fdt::Fdt<'_>) -> bool {
+    init_as(fdt, Start::Linux)
+}
+
+pub fn init_as(fdt: &fdt::Fdt<'_>, how: Start) -> bool {
     let Some(n) = fdt.find_compatible(&["virtio,mmio"]) else {
         println!("rpmsg: no virtio-mmio device");
         return false;
@@ -25,7 +47,12 @@ pub fn init(fdt: &fdt::Fdt<'_>) -> bool {
         .map_or(0, |r| r.starting_address as u64);
     let spi = guest_common::spi_of(n).unwrap_or(0);
     SPI.store(spi, Ordering::Relaxed);
-    if let Err(e) = virtio::init(base) {
+    let started = match how {
+        Start::Linux => virtio::init(base),
+        Start::OpenAmp => virtio::init_with(base, Style::OpenAmp),
+        Start::Posting(len) => virtio::init_posting(base, len),
+    };
+    if let Err(e) = started {
         println!("rpmsg: {e} at {base:#x}");
         return false;
     }
@@ -36,9 +63,10 @@ pub fn init(fdt: &fdt::Fdt<'_>) -> bool {
     // SAFETY: IRQs on; the handler counts and acknowledges.
     unsafe { core::arch::asm!("msr daifclr, #2") };
     println!(
-        "rpmsg: device at {base:#x}, irq {}, features {:#x}",
+        "rpmsg: device at {base:#x}, irq {}, features {:#x}, virtio-mmio version {}",
         spi - 32,
-        virtio::features()
+        virtio::features(),
+        virtio::version()
     );
     true
 }
@@ -62,20 +90,80 @@ fn stuck(idle: &mut u64, progress: bool) -> bool {
     *idle > 50_000_000 || virtio::status() & virtio::STATUS_NEEDS_RESET != 0
 }
 
-/// The exchange: announce, then N messages each way.
-pub fn exchange(n: u32, slow: bool) {
+/// How `exchange` sends and receives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Slow,
+    Chain,
+    Burst,
+}
+
+impl Mode {
+    pub fn from_word(w: &str) -> Mode {
+        match w {
+            "slow" => Mode::Slow,
+            "chain" => Mode::Chain,
+            "burst" => Mode::Burst,
+            _ => Mode::Plain,
+        }
+    }
+}
+
+/// Messages per burst: a whole queue, more than one trap moves.
+const BURST: u32 = virtio::Q as u32;
+
+/// The exchange: announce (except in bursts, which count every buffer),
+/// then N messages each way.
+pub fn exchange(n: u32, mode: Mode) {
     let (mut tx, mut rx) = (Sender::new(), Receiver::new());
-    tx.send(ADDR, NS_ADDR, &virtio::ns_message("rpmsg-raw", ADDR));
+    if mode != Mode::Burst {
+        tx.send(ADDR, NS_ADDR, &virtio::ns_message("rpmsg-raw", ADDR));
+    }
     let (mut sent, mut received, mut bad, mut idle) = (0u32, 0u32, 0u32, 0u64);
     let mut msg = [0u8; BUF - HDR];
     let mut expect = [0u8; BUF - HDR];
     while sent < n || received < n {
         let mut progress = false;
-        if sent < n && tx.can_send() {
-            let len = message(sent, &mut msg);
-            tx.send(ADDR, ADDR, &msg[..len]);
-            sent += 1;
-            progress = true;
+        match mode {
+            Mode::Burst if sent < n && tx.drained() => {
+                let k = BURST.min(n - sent);
+                for _ in 0..k {
+                    let len = message(sent, &mut msg);
+                    tx.queue(ADDR, ADDR, &msg[..len]);
+                    sent += 1;
+                }
+                tx.kick();
+                progress = true;
+            }
+            Mode::Burst => {}
+            Mode::Chain if sent < n => {
+                let len = message(sent, &mut msg);
+                if tx.send_chained(ADDR, ADDR, &msg[..len], 5) {
+                    sent += 1;
+                    progress = true;
+                }
+            }
+            _ if sent < n && tx.can_send() => {
+                let len = message(sent, &mut msg);
+                tx.send(ADDR, ADDR, &msg[..len]);
+                sent += 1;
+                progress = true;
+            }
+            _ => {}
+        }
+        // A burst is taken whole or not at all: what the hypervisor did
+        // not move in the notify's trap must arrive without another.
+        if mode == Mode::Burst && u32::from(rx.pending()) < BURST.min(n - received) {
+            if stuck(&mut idle, progress) {
+                println!(
+                    "rpmsg: stuck after sending {sent} and receiving {received} (a burst of {} of {})",
+                    rx.pending(),
+                    BURST.min(n - received)
+                );
+                return;
+            }
+            continue;
         }
         progress |= rx.poll(|_, dst, p, len| {
             if dst == NS_ADDR {
@@ -89,7 +177,7 @@ pub fn exchange(n: u32, slow: bool) {
                 bad += 1;
             }
             received += 1;
-            if slow {
+            if mode == Mode::Slow {
                 for _ in 0..3000 {
                     core::hint::spin_loop();
                 }
@@ -113,6 +201,88 @@ pub fn exchange(n: u32, slow: bool) {
         "none"
     };
     println!("rpmsg: sent {sent}, received {received}, {bad} bad, interrupts {irqs}");
+}
+
+/// Starts `ms` ms late and as OpenAMP's driver does (no notify after
+/// DRIVER_OK): the announcement the peer sent meanwhile must be waiting in
+/// a receive buffer before this side has notified anything. Then the
+/// exchange of `n`.
+pub fn late(fdt: &fdt::Fdt<'_>, ms: u64, n: u32) {
+    let until = guest_common::counter() + guest_common::counter_freq() * ms / 1000;
+    while guest_common::counter() < until {
+        core::hint::spin_loop();
+    }
+    if !init_as(fdt, Start::OpenAmp) {
+        return;
+    }
+    let rx = Receiver::new();
+    let mut waited = 0u64;
+    // Only the used ring is read until the announcement is there: this
+    // side makes no trap that could move it.
+    while rx.pending() == 0 && waited < 100_000_000 {
+        waited += 1;
+        core::hint::spin_loop();
+    }
+    let mut found = None;
+    rx.peek(|_, dst, p| {
+        if dst == NS_ADDR {
+            found = virtio::parse_ns(p).map(|(name, at)| (name == "rpmsg-raw", at));
+        }
+    });
+    match found {
+        Some((true, at)) => println!(
+            "rpmsg: late receiver found rpmsg-raw at {at} first of {} waiting, before notifying",
+            rx.pending()
+        ),
+        _ => println!("rpmsg: late receiver found no announcement waiting"),
+    }
+    // The exchange takes the announcement again, and what followed it.
+    exchange(n, Mode::Plain);
+}
+
+/// Makes this side's device need a reset, as `kind` says, then lets the
+/// driver recover it and exchanges `n` messages with the peer, whose
+/// device must never have needed one.
+pub fn fault(fdt: &fdt::Fdt<'_>, kind: &str, n: u32) {
+    let how = if kind == "small-rx" {
+        Start::Posting(256)
+    } else {
+        Start::Linux
+    };
+    if !init_as(fdt, how) {
+        return;
+    }
+    if kind == "overlong" {
+        // 600 bytes of payload in one buffer that holds them (transmit
+        // buffers 0 and 1 are contiguous): longer than the link's 512.
+        let b = virtio::tx_buffer(0);
+        // SAFETY: our own transmit buffers, 1 KiB from `b`, not yet offered.
+        unsafe {
+            core::ptr::write_bytes(b, 0, 2 * BUF);
+            core::ptr::copy_nonoverlapping(ADDR.to_le_bytes().as_ptr(), b, 4);
+            core::ptr::copy_nonoverlapping(ADDR.to_le_bytes().as_ptr(), b.add(4), 4);
+            core::ptr::copy_nonoverlapping(600u16.to_le_bytes().as_ptr(), b.add(12), 2);
+        }
+        virtio::put_desc(1, 0, b as u64, HDR as u32 + 600, 0);
+        virtio::offer(1, 0);
+        virtio::notify(1);
+    }
+    // The hypervisor tells us with a configuration interrupt.
+    let mut waited = 0u64;
+    while !virtio::needs_recovery() && waited < 200_000_000 {
+        waited += 1;
+        core::hint::spin_loop();
+    }
+    if !virtio::needs_recovery() {
+        println!("rpmsg: {kind}: no configuration interrupt");
+        return;
+    }
+    println!(
+        "rpmsg: {kind}: my device needs a reset (status {:#x})",
+        virtio::status()
+    );
+    exchange(n, Mode::Plain);
+    println!("rpmsg: {kind}: recovered {} time(s)", virtio::recoveries());
 }
 
 /// Offers a transmit buffer outside its memory: the device must refuse it.

@@ -5,8 +5,14 @@
 //! one copy, no memory shared. A message whose receiver has no free buffer
 //! stays in its sender's queue until one is posted, so none is lost and
 //! order is kept. Name-service messages (to address 53) pass like any other.
+//!
+//! Each link has one buffer size (512 bytes unless its SDT node says
+//! otherwise): a message longer than it is its sender's fault, a receive
+//! buffer shorter than it its receiver's, whatever the message, so that
+//! what one side sends can never put the other side's device in
+//! DEVICE_NEEDS_RESET.
 
-use crate::virtio::{Chain, Fault, GuestMemory, VirtioMmio};
+use crate::virtio::{Chain, Fault, GuestMemory, Queue, Segment, VirtioMmio};
 
 pub const DEVICE_ID: u32 = 7;
 /// VIRTIO_RPMSG_F_NS: name-service announcements.
@@ -20,6 +26,9 @@ pub const NS_ADDR: u32 = 53;
 /// The device-specific configuration word that says whether the other
 /// side's driver is ready.
 pub const PEER_READY: u64 = 0x100;
+/// A link's buffer size unless its SDT node sets `partita,buffer-size`:
+/// Linux's virtio_rpmsg_bus and OpenAMP's default.
+pub const BUFFER_SIZE: u32 = 512;
 
 /// A fault, and which side of the link caused it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,11 +48,36 @@ pub struct Moved {
     /// Name-service messages not delivered: the receiver did not
     /// negotiate VIRTIO_RPMSG_F_NS.
     pub dropped_ns: u32,
+    /// The pump stopped at its budget with more messages queued.
+    pub more: bool,
+}
+
+/// How a link is set up, from its SDT node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// Whether each side's device offers the name service.
+    pub name_service: [bool; 2],
+    /// Each side's virtio-mmio version: 2, or 1 (legacy).
+    pub version: [u32; 2],
+    /// The longest message, header included, and the smallest receive
+    /// buffer.
+    pub buffer_size: u32,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            name_service: [true, true],
+            version: [2, 2],
+            buffer_size: BUFFER_SIZE,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Link {
     pub dev: [VirtioMmio; 2],
+    pub buffer_size: u32,
 }
 
 impl Default for Link {
@@ -56,48 +90,123 @@ fn blame<T>(side: usize, r: Result<T, Fault>) -> Result<T, SideFault> {
     r.map_err(|fault| SideFault { side, fault })
 }
 
-/// Copies `len` bytes from `src`'s segments to `dst`'s, straight from one
-/// memory to the other, a contiguous run at a time.
+/// Where a walk through a chain stands: its current buffer, the offset in
+/// it, and the descriptors still to come.
+struct Cursor {
+    seg: Segment,
+    off: u32,
+    next: Option<u16>,
+    left: u16,
+}
+
+impl Cursor {
+    fn new(c: &Chain) -> Self {
+        Cursor {
+            seg: c.first,
+            off: 0,
+            next: (c.n > 1).then_some(c.next),
+            left: c.n - 1,
+        }
+    }
+
+    /// Bytes left in the current buffer, moving on to the next descriptor
+    /// (read and checked again: the driver may have rewritten it since the
+    /// chain was taken) when it is used up; 0 at the end of the chain,
+    /// which is never walked further than when it was taken.
+    fn room(&mut self, q: &Queue, m: &impl GuestMemory, device_writes: bool) -> Result<u32, Fault> {
+        while self.off == self.seg.len {
+            let Some(i) = self.next.filter(|_| self.left > 0) else {
+                return Ok(0);
+            };
+            let (seg, next) = q.segment(m, i, device_writes)?;
+            (self.seg, self.off, self.next, self.left) = (seg, 0, next, self.left - 1);
+        }
+        Ok(self.seg.len - self.off)
+    }
+}
+
+/// Reads the first `buf.len()` bytes of a device-readable chain whose
+/// first buffer is shorter than that.
+fn read_prefix(q: &Queue, c: &Chain, m: &impl GuestMemory, buf: &mut [u8]) -> Result<(), Fault> {
+    let mut cur = Cursor::new(c);
+    let mut at = 0;
+    while at < buf.len() {
+        let n = cur.room(q, m, false)? as usize;
+        if n == 0 {
+            return Err(Fault::BadLength {
+                len: buf.len() as u32,
+                room: at as u32,
+            });
+        }
+        let k = n.min(buf.len() - at);
+        m.read(cur.seg.addr + u64::from(cur.off), &mut buf[at..at + k])?;
+        (cur.off, at) = (cur.off + k as u32, at + k);
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes from the sender's chain `tx` (in queue `tq`, memory
+/// `sm`) to the receiver's `rx` (`rq`, `dm`), straight from one memory to
+/// the other, a contiguous run at a time. Both chains were found long
+/// enough when taken; one that shrank since is its driver's fault. A
+/// fault names the side as `copy_from` does: 0 the sender, 1 the receiver.
 fn copy<M: GuestMemory>(
-    src: &Chain,
-    sm: &M,
-    dst: &Chain,
-    dm: &mut M,
+    (tq, tx, sm): (&Queue, &Chain, &M),
+    (rq, rx, dm): (&Queue, &Chain, &mut M),
     len: u32,
-) -> Result<(), SideFault> {
-    let (mut si, mut so, mut di, mut doff) = (0usize, 0u32, 0usize, 0u32);
+) -> Result<(), (usize, Fault)> {
+    // One buffer each, as Linux and OpenAMP send and post them.
+    if tx.n == 1 && rx.n == 1 {
+        return dm.copy_from(rx.first.addr, sm, tx.first.addr, len as usize);
+    }
+    let (mut s, mut d) = (Cursor::new(tx), Cursor::new(rx));
     let mut left = len;
     while left > 0 {
-        let (s, d) = (&src.segments()[si], &dst.segments()[di]);
-        let n = left.min(s.len - so).min(d.len - doff);
+        let a = s.room(tq, sm, false).map_err(|f| (0, f))?;
+        let b = d.room(rq, &*dm, true).map_err(|f| (1, f))?;
+        if a == 0 || b == 0 {
+            let short = Fault::BadLength {
+                len,
+                room: len - left,
+            };
+            return Err((usize::from(a != 0), short));
+        }
+        let n = left.min(a).min(b);
         dm.copy_from(
-            d.addr + u64::from(doff),
+            d.seg.addr + u64::from(d.off),
             sm,
-            s.addr + u64::from(so),
+            s.seg.addr + u64::from(s.off),
             n as usize,
-        )
-        .map_err(|(side, fault)| SideFault { side, fault })?;
-        (so, doff, left) = (so + n, doff + n, left - n);
-        if so == s.len {
-            (si, so) = (si + 1, 0);
-        }
-        if doff == d.len {
-            (di, doff) = (di + 1, 0);
-        }
+        )?;
+        (s.off, d.off, left) = (s.off + n, d.off + n, left - n);
     }
     Ok(())
 }
 
 impl Link {
     pub fn new() -> Self {
-        Self::with_name_service([true, true])
+        Self::configured(LinkConfig::default())
     }
 
     /// A link whose devices offer VIRTIO_RPMSG_F_NS only where `ns` says.
     pub fn with_name_service(ns: [bool; 2]) -> Self {
-        let dev = |on: bool| VirtioMmio::new(DEVICE_ID, if on { F_NS } else { 0 });
+        Self::configured(LinkConfig {
+            name_service: ns,
+            ..LinkConfig::default()
+        })
+    }
+
+    pub fn configured(c: LinkConfig) -> Self {
+        let dev = |side: usize| {
+            VirtioMmio::with_version(
+                DEVICE_ID,
+                if c.name_service[side] { F_NS } else { 0 },
+                c.version[side],
+            )
+        };
         Link {
-            dev: [dev(ns[0]), dev(ns[1])],
+            dev: [dev(0), dev(1)],
+            buffer_size: c.buffer_size,
         }
     }
 
@@ -129,14 +238,17 @@ impl Link {
         })
     }
 
-    /// Moves every message side `from` has queued, in order, into receive
-    /// buffers of the other side, until either runs out. `mem[i]` is side
-    /// i's memory. A fault is blamed on the side whose queue or buffer
-    /// caused it; the messages moved before it stay moved.
+    /// Moves up to `budget` messages side `from` has queued, in order, into
+    /// receive buffers of the other side, until either runs out. `mem[i]`
+    /// is side i's memory. A fault is blamed on the side whose queue or
+    /// buffer caused it; the messages moved before it stay moved.
+    /// Inlined: the hypervisor's trap path is measured in instructions.
+    #[inline(always)]
     pub fn pump<M: GuestMemory>(
         &mut self,
         from: usize,
         mem: &mut [M; 2],
+        budget: u32,
     ) -> Result<Moved, SideFault> {
         let to = 1 - from;
         let mut moved = Moved::default();
@@ -146,25 +258,40 @@ impl Link {
         // The sender's message is checked first, whether or not the
         // receiver is ready: a malformed queue is found at its notify.
         while let Some(tx_head) = blame(from, self.dev[from].queues[TX].peek(&mem[from]))? {
-            let tx = blame(from, self.dev[from].queues[TX].chain(&mem[from], tx_head))?;
-            let sent = blame(from, tx.len(false))?;
-            let first = tx.segments()[0];
-            if first.len < HEADER {
+            if moved.messages + moved.dropped_ns >= budget {
+                moved.more = true;
+                break;
+            }
+            let tq = &self.dev[from].queues[TX];
+            let tx = blame(from, tq.chain(&mem[from], tx_head, false))?;
+            let mut hdr = [0u8; 16];
+            if tx.first.len >= HEADER {
+                blame(from, mem[from].read(tx.first.addr, &mut hdr))?;
+            } else if tx.len >= HEADER {
+                blame(from, read_prefix(tq, &tx, &mem[from], &mut hdr))?;
+            } else {
                 return Err(SideFault {
                     side: from,
                     fault: Fault::BadLength {
                         len: HEADER,
-                        room: first.len,
+                        room: tx.len,
                     },
                 });
             }
-            let mut hdr = [0u8; 16];
-            blame(from, mem[from].read(first.addr, &mut hdr))?;
             let len = HEADER + u32::from(u16::from_le_bytes([hdr[12], hdr[13]]));
-            if len > sent {
+            if len > self.buffer_size {
                 return Err(SideFault {
                     side: from,
-                    fault: Fault::BadLength { len, room: sent },
+                    fault: Fault::TooLong {
+                        len,
+                        max: self.buffer_size,
+                    },
+                });
+            }
+            if len > tx.len {
+                return Err(SideFault {
+                    side: from,
+                    fault: Fault::BadLength { len, room: tx.len },
                 });
             }
             if !self.dev[to].driver_ok() {
@@ -182,20 +309,21 @@ impl Link {
                 )?;
                 self.dev[from].queues[TX].advance();
                 moved.dropped_ns += 1;
-                moved.interrupt[from] |=
-                    blame(from, self.dev[from].queues[TX].wants_interrupt(&mem[from]))?;
                 continue;
             }
             let Some(rx_head) = blame(to, self.dev[to].queues[RX].peek(&mem[to]))? else {
                 moved.waiting = true;
                 break;
             };
-            let rx = blame(to, self.dev[to].queues[RX].chain(&mem[to], rx_head))?;
-            let room = blame(to, rx.len(true))?;
-            if len > room {
+            let rq = &self.dev[to].queues[RX];
+            let rx = blame(to, rq.chain(&mem[to], rx_head, true))?;
+            if rx.len < self.buffer_size {
                 return Err(SideFault {
                     side: to,
-                    fault: Fault::BadLength { len, room },
+                    fault: Fault::SmallBuffer {
+                        room: rx.len,
+                        need: self.buffer_size,
+                    },
                 });
             }
             let (a, b) = mem.split_at_mut(1);
@@ -204,9 +332,9 @@ impl Link {
             } else {
                 (&b[0], &mut a[0])
             };
-            copy(&tx, sm, &rx, dm, len).map_err(|f| SideFault {
-                side: if f.side == 0 { from } else { to },
-                ..f
+            copy((tq, &tx, sm), (rq, &rx, dm), len).map_err(|(side, fault)| SideFault {
+                side: if side == 0 { from } else { to },
+                fault,
             })?;
             blame(
                 to,
@@ -220,8 +348,13 @@ impl Link {
             self.dev[from].queues[TX].advance();
             moved.messages += 1;
         }
-        if moved.messages > 0 {
-            for (side, q) in [(to, RX), (from, TX)] {
+        // Used buffers: the receiver's when messages arrived, the sender's
+        // when any of its buffers came back.
+        for (side, q, used) in [
+            (to, RX, moved.messages > 0),
+            (from, TX, moved.messages + moved.dropped_ns > 0),
+        ] {
+            if used {
                 self.dev[side].signal_used();
                 moved.interrupt[side] |=
                     blame(side, self.dev[side].queues[q].wants_interrupt(&mem[side]))?;
@@ -234,11 +367,14 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::tests::{ready_device_with, Driver, Ram};
+    use crate::virtio::tests::{legacy_device_with, ready_device_with, Driver, Ram};
     use crate::virtio::Effect;
     use std::vec::Vec;
 
     const BUF: u32 = 512;
+    const ALL: u32 = u32::MAX;
+    const NEXT: u16 = 1;
+    const WRITE: u16 = 2;
 
     /// One side: its memory, its two queues, its buffers.
     struct Side {
@@ -248,15 +384,30 @@ mod tests {
         tx_next: u16,
     }
 
-    fn side(link: &mut Link, i: usize, m: &mut Ram) -> Side {
+    /// Drives side `i`'s device up to DRIVER_OK in its own version, with
+    /// two queues of 16 in `m`; `ok` false stops before DRIVER_OK.
+    fn side_with(link: &mut Link, i: usize, m: &mut Ram, ok: bool) -> Side {
         let base = m.base;
-        link.dev[i] = ready_device_with(u64::from(link.dev[i].read(0x010)), m);
+        let features = u64::from(link.dev[i].read(0x010));
+        let legacy = link.dev[i].version() == 1;
+        link.dev[i] = if legacy {
+            legacy_device_with(features, m)
+        } else {
+            ready_device_with(features, m)
+        };
         let rx = Driver::at(base, 16);
         let tx = Driver::at(base + 0x1000, 16);
-        assert_eq!(rx.setup(&mut link.dev[i], 0, m), Effect::None);
-        assert_eq!(tx.setup(&mut link.dev[i], 1, m), Effect::None);
-        link.dev[i].write(0x070, 15, m);
-        assert!(link.dev[i].driver_ok());
+        for (q, d) in [(0, &rx), (1, &tx)] {
+            let e = if legacy {
+                d.setup_legacy(&mut link.dev[i], q, m)
+            } else {
+                d.setup(&mut link.dev[i], q, m)
+            };
+            assert_eq!(e, Effect::QueueReady(q as u16));
+        }
+        if ok {
+            go(link, i, m);
+        }
         Side {
             rx,
             tx,
@@ -265,19 +416,36 @@ mod tests {
         }
     }
 
+    fn side(link: &mut Link, i: usize, m: &mut Ram) -> Side {
+        side_with(link, i, m, true)
+    }
+
+    /// DRIVER_OK, as each version's driver writes it.
+    fn go(link: &mut Link, i: usize, m: &Ram) {
+        let s = if link.dev[i].version() == 1 { 7 } else { 15 };
+        assert_eq!(link.dev[i].write(0x070, s, m), Effect::DriverOk);
+        assert!(link.dev[i].driver_ok());
+    }
+
     impl Side {
         fn post_rx(&mut self, m: &mut Ram, n: u16) {
+            self.post_rx_of(m, n, BUF);
+        }
+        fn post_rx_of(&mut self, m: &mut Ram, n: u16, size: u32) {
             for _ in 0..n {
                 let i = self.rx.avail_idx % 16;
-                self.rx
-                    .desc(m, i, self.buf + u64::from(i) * u64::from(BUF), BUF, 2, 0);
+                self.rx.desc(
+                    m,
+                    i,
+                    self.buf + u64::from(i) * u64::from(BUF),
+                    size,
+                    WRITE,
+                    0,
+                );
                 self.rx.offer(m, i);
             }
         }
-        fn send(&mut self, m: &mut Ram, src: u32, dst: u32, payload: &[u8]) {
-            let i = self.tx_next % 16;
-            self.tx_next += 1;
-            let a = self.buf + 0x2000 + u64::from(i) * u64::from(BUF);
+        fn message(src: u32, dst: u32, payload: &[u8]) -> Vec<u8> {
             let mut msg = Vec::new();
             msg.extend_from_slice(&src.to_le_bytes());
             msg.extend_from_slice(&dst.to_le_bytes());
@@ -285,9 +453,32 @@ mod tests {
             msg.extend_from_slice(&(payload.len() as u16).to_le_bytes());
             msg.extend_from_slice(&0u16.to_le_bytes());
             msg.extend_from_slice(payload);
+            msg
+        }
+        fn send(&mut self, m: &mut Ram, src: u32, dst: u32, payload: &[u8]) {
+            let msg = Self::message(src, dst, payload);
+            let i = self.tx_next % 16;
+            self.tx_next += 1;
+            let a = self.buf + 0x2000 + u64::from(i) * u64::from(BUF);
             m.put(a, &msg);
             self.tx.desc(m, i, a, msg.len() as u32, 0, 0);
             self.tx.offer(m, i);
+        }
+        /// One message cut into the descriptors `cuts` lengths say
+        /// (the last takes the rest), at 0x100 apart from 0x3000.
+        fn send_chain(&mut self, m: &mut Ram, payload: &[u8], cuts: &[usize]) {
+            let msg = Self::message(1, 2, payload);
+            let mut at = 0;
+            for (k, &c) in cuts.iter().enumerate() {
+                let last = k + 1 == cuts.len();
+                let n = if last { msg.len() - at } else { c };
+                let a = self.buf + 0x3000 + 0x100 * k as u64;
+                m.put(a, &msg[at..at + n]);
+                let flags = if last { 0 } else { NEXT };
+                self.tx.desc(m, k as u16, a, n as u32, flags, k as u16 + 1);
+                at += n;
+            }
+            self.tx.offer(m, 0);
         }
         fn received(&mut self, m: &Ram) -> Vec<Vec<u8>> {
             let used = self.rx.take_used(m);
@@ -300,15 +491,23 @@ mod tests {
         }
     }
 
-    fn pair() -> (Link, [Ram; 2], Side, Side) {
-        let mut link = Link::new();
-        let mut m = [
+    fn mems() -> [Ram; 2] {
+        [
             Ram::new(0x4000_0000, 0x20000),
             Ram::new(0x5000_0000, 0x20000),
-        ];
+        ]
+    }
+
+    fn pair_of(config: LinkConfig) -> (Link, [Ram; 2], Side, Side) {
+        let mut link = Link::configured(config);
+        let mut m = mems();
         let a = side(&mut link, 0, &mut m[0]);
         let b = side(&mut link, 1, &mut m[1]);
         (link, m, a, b)
+    }
+
+    fn pair() -> (Link, [Ram; 2], Side, Side) {
+        pair_of(LinkConfig::default())
     }
 
     #[test]
@@ -316,14 +515,13 @@ mod tests {
         let (mut link, mut m, mut a, mut b) = pair();
         b.post_rx(&mut m[1], 4);
         a.send(&mut m[0], 1024, 53, b"rpmsg-raw announcement");
-        let moved = link.pump(0, &mut m).unwrap();
+        let moved = link.pump(0, &mut m, ALL).unwrap();
         assert_eq!(
             moved,
             Moved {
                 messages: 1,
                 interrupt: [true, true],
-                waiting: false,
-                dropped_ns: 0
+                ..Default::default()
             }
         );
         let got = b.received(&m[1]);
@@ -334,6 +532,31 @@ mod tests {
         assert_eq!(link.dev[1].read(0x060), 1);
     }
 
+    /// Legacy on both sides, and one side of each version: the same
+    /// messages, both ways, in order.
+    #[test]
+    fn legacy_and_mixed_links_carry_messages_both_ways() {
+        for version in [[1, 1], [1, 2], [2, 1]] {
+            let (mut link, mut m, mut a, mut b) = pair_of(LinkConfig {
+                version,
+                ..LinkConfig::default()
+            });
+            assert_eq!((link.read(0, 4), link.read(1, 4)), (version[0], version[1]));
+            a.post_rx(&mut m[0], 16);
+            b.post_rx(&mut m[1], 16);
+            for i in 0..10u8 {
+                a.send(&mut m[0], 1, 2, &[i; 100]);
+                b.send(&mut m[1], 2, 1, &[i + 100; 200]);
+            }
+            assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 10);
+            assert_eq!(link.pump(1, &mut m, ALL).unwrap().messages, 10);
+            let at_b: Vec<u8> = b.received(&m[1]).iter().map(|x| x[16]).collect();
+            let at_a: Vec<u8> = a.received(&m[0]).iter().map(|x| x[16]).collect();
+            assert_eq!(at_b, (0..10).collect::<Vec<u8>>());
+            assert_eq!(at_a, (100..110).collect::<Vec<u8>>());
+        }
+    }
+
     #[test]
     fn without_receive_buffers_messages_wait_in_order() {
         let (mut link, mut m, mut a, mut b) = pair();
@@ -341,16 +564,57 @@ mod tests {
             a.send(&mut m[0], 1, 2, &[i; 10]);
         }
         assert_eq!(
-            link.pump(0, &mut m).unwrap(),
+            link.pump(0, &mut m, ALL).unwrap(),
             Moved {
                 waiting: true,
                 ..Default::default()
             }
         );
         b.post_rx(&mut m[1], 2);
-        assert_eq!(link.pump(0, &mut m).unwrap().messages, 2);
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 2);
         b.post_rx(&mut m[1], 8);
-        assert_eq!(link.pump(0, &mut m).unwrap().messages, 3);
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 3);
+        let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+    }
+
+    /// What waited for a receiver whose driver was not ready moves once
+    /// it is (the hypervisor pumps at its DRIVER_OK), in either version.
+    #[test]
+    fn a_late_receiver_gets_what_waited() {
+        for version in [1, 2] {
+            let mut link = Link::configured(LinkConfig {
+                version: [2, version],
+                ..LinkConfig::default()
+            });
+            let mut m = mems();
+            let mut a = side(&mut link, 0, &mut m[0]);
+            let mut b = side_with(&mut link, 1, &mut m[1], false);
+            a.send(&mut m[0], 1024, NS_ADDR, b"rpmsg-raw");
+            b.post_rx(&mut m[1], 16);
+            let moved = link.pump(0, &mut m, ALL).unwrap();
+            assert_eq!((moved.messages, moved.waiting), (0, true));
+            go(&mut link, 1, &m[1]);
+            assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+            assert_eq!(&b.received(&m[1])[0][16..], b"rpmsg-raw");
+        }
+    }
+
+    /// A budget bounds one pump; the rest stays queued, in order, for the
+    /// next.
+    #[test]
+    fn a_pump_stops_at_its_budget_and_the_rest_follows() {
+        let (mut link, mut m, mut a, mut b) = pair();
+        b.post_rx(&mut m[1], 16);
+        for i in 0..5u8 {
+            a.send(&mut m[0], 1, 2, &[i; 10]);
+        }
+        let first = link.pump(0, &mut m, 2).unwrap();
+        assert_eq!((first.messages, first.more), (2, true));
+        let second = link.pump(0, &mut m, 2).unwrap();
+        assert_eq!((second.messages, second.more), (2, true));
+        let last = link.pump(0, &mut m, 2).unwrap();
+        assert_eq!((last.messages, last.more), (1, false));
         let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
         assert_eq!(got, [0, 1, 2, 3, 4]);
     }
@@ -358,22 +622,51 @@ mod tests {
     #[test]
     fn announcements_reach_only_a_receiver_with_the_name_service() {
         let mut link = Link::with_name_service([true, false]);
-        let mut m = [
-            Ram::new(0x4000_0000, 0x20000),
-            Ram::new(0x5000_0000, 0x20000),
-        ];
+        let mut m = mems();
         let mut a = side(&mut link, 0, &mut m[0]);
         let mut b = side(&mut link, 1, &mut m[1]);
         assert_eq!(link.dev[1].negotiated() & F_NS, 0);
         b.post_rx(&mut m[1], 4);
         a.send(&mut m[0], 1024, 53, b"rpmsg-raw");
         a.send(&mut m[0], 1024, 1024, b"data");
-        let moved = link.pump(0, &mut m).unwrap();
+        let moved = link.pump(0, &mut m, ALL).unwrap();
         assert_eq!((moved.messages, moved.dropped_ns), (1, 1));
         let got = b.received(&m[1]);
         assert_eq!(got.len(), 1);
         assert_eq!(&got[0][16..], b"data");
         assert_eq!(a.tx.take_used(&m[0]).len(), 2);
+    }
+
+    /// Chains of several descriptors on either side, as long as the queue
+    /// allows, and a header cut across two of them.
+    #[test]
+    fn chained_buffers_carry_messages_intact() {
+        let payload: Vec<u8> = (0..480u32).map(|i| (i * 7) as u8).collect();
+        for cuts in [&[16, 100, 100, 100][..], &[8, 8, 64, 300], &[16; 15]] {
+            let (mut link, mut m, mut a, mut b) = pair();
+            // Receive buffers: one chain of 3 (200 + 200 + 112 bytes).
+            for (k, len) in [(0u16, 200u32), (1, 200), (2, 112)] {
+                let flags = if k < 2 { WRITE | NEXT } else { WRITE };
+                b.rx.desc(
+                    &mut m[1],
+                    k,
+                    b.buf + 0x200 * u64::from(k),
+                    len,
+                    flags,
+                    k + 1,
+                );
+            }
+            b.rx.offer(&mut m[1], 0);
+            a.send_chain(&mut m[0], &payload, cuts);
+            assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1, "{cuts:?}");
+            let got = b.rx.take_used(&m[1]);
+            assert_eq!(got, [(0, 496)]);
+            let mut whole = Vec::new();
+            for (k, len) in [(0u64, 200), (1, 200), (2, 96)] {
+                whole.extend_from_slice(m[1].get(b.buf + 0x200 * k, len));
+            }
+            assert_eq!(whole, Side::message(1, 2, &payload));
+        }
     }
 
     #[test]
@@ -383,7 +676,7 @@ mod tests {
         // Header claims more payload than the buffer carries.
         a.send(&mut m[0], 1, 2, b"x");
         m[0].put(a.buf + 0x2000 + 12, &400u16.to_le_bytes());
-        let f = link.pump(0, &mut m).unwrap_err();
+        let f = link.pump(0, &mut m, ALL).unwrap_err();
         assert_eq!(
             f,
             SideFault {
@@ -392,12 +685,11 @@ mod tests {
             }
         );
         // A receive buffer outside the receiver's memory.
-        let (mut link, mut m, mut a, b) = pair();
-        b.rx.desc(&mut m[1], 0, 0x4000_0000, BUF, 2, 0);
-        let mut b = b;
+        let (mut link, mut m, mut a, mut b) = pair();
+        b.rx.desc(&mut m[1], 0, 0x4000_0000, BUF, WRITE, 0);
         b.rx.offer(&mut m[1], 0);
         a.send(&mut m[0], 1, 2, b"y");
-        assert_eq!(link.pump(0, &mut m).unwrap_err().side, 1);
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap_err().side, 1);
     }
 
     #[test]
@@ -411,14 +703,14 @@ mod tests {
         for i in 0..3u8 {
             a.send(&mut m[0], 1, 2, &[i; 8]);
         }
-        assert!(link.pump(0, &mut m).unwrap().waiting);
+        assert!(link.pump(0, &mut m, ALL).unwrap().waiting);
         // b's new instance sets up its device; a notify-free pump at
         // DRIVER_OK (what the binary does) delivers in order.
         let mut b = side(&mut link, 1, &mut m[1]);
         b.post_rx(&mut m[1], 4);
         assert_eq!(link.side_changed(1, false), Some(0));
         assert_eq!(link.read(0, PEER_READY), 1);
-        assert_eq!(link.pump(0, &mut m).unwrap().messages, 3);
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 3);
         let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
         assert_eq!(got, [0, 1, 2]);
         // A peer whose driver is not live is not interrupted.
@@ -427,9 +719,98 @@ mod tests {
         let _ = b;
     }
 
-    /// Arbitrary rings and buffers: the pump never panics, and a side's
-    /// memory only changes through its own device (the Ram refuses any
-    /// address outside it).
+    /// A message longer than the link's buffer size is its sender's fault,
+    /// even in a buffer that holds it and towards a receiver whose buffer
+    /// would: the receiver's device stays live. Once was the receiver's.
+    #[test]
+    fn an_over_long_message_is_the_senders_fault() {
+        let (mut link, mut m, mut a, mut b) = pair();
+        b.post_rx(&mut m[1], 4);
+        a.send_chain(&mut m[0], &[7; 600], &[512]);
+        assert_eq!(
+            link.pump(0, &mut m, ALL),
+            Err(SideFault {
+                side: 0,
+                fault: Fault::TooLong { len: 616, max: 512 }
+            })
+        );
+        // A link with 1 KiB buffers takes it.
+        let (mut link, mut m, mut a, mut b) = pair_of(LinkConfig {
+            buffer_size: 1024,
+            ..LinkConfig::default()
+        });
+        b.rx.desc(&mut m[1], 0, b.buf, 1024, WRITE, 0);
+        b.rx.offer(&mut m[1], 0);
+        a.send_chain(&mut m[0], &[7; 600], &[512]);
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(b.rx.take_used(&m[1]), [(0, 616)]);
+    }
+
+    /// A receive buffer smaller than the link's buffer size is its
+    /// receiver's fault, even for a message that would fit it.
+    #[test]
+    fn a_small_receive_buffer_is_the_receivers_fault() {
+        let (mut link, mut m, mut a, mut b) = pair();
+        b.post_rx_of(&mut m[1], 1, 256);
+        a.send(&mut m[0], 1, 2, b"short");
+        assert_eq!(
+            link.pump(0, &mut m, ALL),
+            Err(SideFault {
+                side: 1,
+                fault: Fault::SmallBuffer {
+                    room: 256,
+                    need: 512
+                }
+            })
+        );
+        // The message stays queued for the receiver's next life.
+        assert_eq!(a.tx.take_used(&m[0]), []);
+    }
+
+    /// A chain rewritten between its walk and its copy: the copy walks it
+    /// again and blames its driver when it comes up short.
+    #[test]
+    fn a_chain_that_shrinks_under_the_copy_is_its_drivers_fault() {
+        let (link, mut m, mut a, b) = pair();
+        for (k, flags) in [(0u16, WRITE | NEXT), (1, WRITE)] {
+            b.rx.desc(&mut m[1], k, b.buf + 0x200 * u64::from(k), 300, flags, 1);
+        }
+        a.send_chain(&mut m[0], &[1; 400], &[200, 0]);
+        let (tq, rq) = (&link.dev[0].queues[TX], &link.dev[1].queues[RX]);
+        let tx = tq.chain(&m[0], 0, false).unwrap();
+        let rx = rq.chain(&m[1], 0, true).unwrap();
+        assert_eq!((tx.n, tx.len, rx.n, rx.len), (2, 416, 2, 600));
+        // The receiver's second buffer now holds 50 bytes.
+        b.rx.desc(&mut m[1], 1, b.buf + 0x200, 50, WRITE, 0);
+        let (m0, m1) = m.split_at_mut(1);
+        assert_eq!(
+            copy((tq, &tx, &m0[0]), (rq, &rx, &mut m1[0]), 416),
+            Err((
+                1,
+                Fault::BadLength {
+                    len: 416,
+                    room: 350
+                }
+            ))
+        );
+        // The sender's second buffer now points outside its memory.
+        b.rx.desc(&mut m1[0], 1, b.buf + 0x200, 300, WRITE, 0);
+        a.tx.desc(&mut m0[0], 1, 0x1000, 216, 0, 0);
+        assert_eq!(
+            copy((tq, &tx, &m0[0]), (rq, &rx, &mut m1[0]), 416),
+            Err((
+                0,
+                Fault::OutsideMemory {
+                    addr: 0x1000,
+                    len: 216
+                }
+            ))
+        );
+    }
+
+    /// Arbitrary rings and buffers, on devices of both versions: the pump
+    /// never panics, and a side's memory only changes through its own
+    /// device (the Ram refuses any address outside it).
     #[test]
     fn arbitrary_rings_never_panic() {
         let mut seed = 0x1234_5678_9abc_def0u64;
@@ -440,7 +821,11 @@ mod tests {
             seed
         };
         for round in 0..2000 {
-            let (mut link, mut m, _, _) = pair();
+            let version = [1 + (round & 1) as u32, 1 + ((round >> 1) & 1) as u32];
+            let (mut link, mut m, _, _) = pair_of(LinkConfig {
+                version,
+                ..LinkConfig::default()
+            });
             for side in m.iter_mut() {
                 for _ in 0..64 {
                     let off = (rand() % 0x2000) as usize;
@@ -451,11 +836,11 @@ mod tests {
             }
             for _ in 0..4 {
                 let from = (rand() % 2) as usize;
-                if let Err(f) = link.pump(from, &mut m) {
+                let budget = 1 + (rand() % 4) as u32;
+                if let Err(f) = link.pump(from, &mut m, budget) {
                     link.dev[f.side].fail();
                 }
             }
-            let _ = round;
         }
     }
 }

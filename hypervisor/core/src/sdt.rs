@@ -175,6 +175,22 @@ pub struct RpmsgLink {
     pub spis: [u32; 2],
     /// Whether each side's device offers the name service (VIRTIO_RPMSG_F_NS).
     pub name_service: [bool; 2],
+    /// Each side's virtio-mmio version: 2, or 1 for the legacy interface.
+    pub versions: [u32; 2],
+    /// The longest message (header included) and the smallest receive
+    /// buffer the link allows.
+    pub buffer_size: u32,
+}
+
+impl RpmsgLink {
+    /// The device model's setup of this link.
+    pub fn config(&self) -> crate::rpmsg::LinkConfig {
+        crate::rpmsg::LinkConfig {
+            name_service: self.name_service,
+            version: self.versions,
+            buffer_size: self.buffer_size,
+        }
+    }
 }
 
 /// A domain's right to control another's life (lopper's
@@ -192,6 +208,11 @@ pub struct Control {
 
 /// Bytes of one virtio-mmio register window.
 pub const VIRTIO_WINDOW: u64 = 0x200;
+/// A link's buffer size: room for a name-service announcement (a header
+/// and 40 bytes) at least, and no more than the longest message rpmsg's
+/// 16-bit length can describe.
+pub const BUFFER_SIZE_MIN: u32 = 64;
+pub const BUFFER_SIZE_MAX: u32 = 16 + 0xffff;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SystemConfig {
@@ -712,8 +733,16 @@ impl SystemConfig {
             );
         }
         for l in &self.links {
+            // Versions and buffer size only where they are not the default.
+            let mut extra = String::new();
+            if l.versions != [2, 2] {
+                extra += &format!("  virtio {}/{}", l.versions[0], l.versions[1]);
+            }
+            if l.buffer_size != crate::rpmsg::BUFFER_SIZE {
+                extra += &format!("  buffers {} bytes", l.buffer_size);
+            }
             s += &format!(
-                "  rpmsg    {} <-> {}  virtio-mmio {:#x} (irq {}) / {:#x} (irq {})\n",
+                "  rpmsg    {} <-> {}  virtio-mmio {:#x} (irq {}) / {:#x} (irq {}){extra}\n",
                 self.domains[l.domains[0]].name,
                 self.domains[l.domains[1]].name,
                 l.windows[0],
@@ -1468,12 +1497,43 @@ fn read_link(
             "`partita,name-service` must be <host remote>, each 0 or 1",
         );
     };
+    // Optional `partita,virtio-version = <host remote>`: 1 gives that side
+    // the legacy interface (OpenAMP's own virtio-mmio driver speaks no
+    // other), 2 (the default) the current one.
+    let v: Vec<u32> = prop(n, "partita,virtio-version")
+        .map(|v| cells(v).collect())
+        .unwrap_or_else(|| alloc::vec![2, 2]);
+    let versions = match v[..] {
+        [h, r] if [h, r].iter().all(|x| (1..=2).contains(x)) => [h, r],
+        _ => {
+            return err(
+                path,
+                "`partita,virtio-version` must be <host remote>, each 1 or 2",
+            )
+        }
+    };
+    // Optional `partita,buffer-size = <bytes>`: the longest message, header
+    // included, and the smallest receive buffer, on both sides.
+    let b: Vec<u32> = prop(n, "partita,buffer-size")
+        .map(|v| cells(v).collect())
+        .unwrap_or_else(|| alloc::vec![crate::rpmsg::BUFFER_SIZE]);
+    let buffer_size = match b[..] {
+        [b] if (BUFFER_SIZE_MIN..=BUFFER_SIZE_MAX).contains(&b) => b,
+        _ => {
+            return err(
+                path,
+                format!("`partita,buffer-size` must be one number of bytes from {BUFFER_SIZE_MIN} to {BUFFER_SIZE_MAX}"),
+            )
+        }
+    };
     let link = RpmsgLink {
         path: path.to_owned(),
         domains: [host, other],
         windows,
         spis: [hs + 32, rs + 32],
         name_service: [nh != 0, nr != 0],
+        versions,
+        buffer_size,
     };
     for side in 0..2 {
         let d = &sys.domains[link.domains[side]];

@@ -1,9 +1,12 @@
-//! virtio-mmio version 2 (virtio 1.2, 4.2.2) with split virtqueues (2.7),
-//! device side. Every address and length the driver gives is an allegation:
+//! virtio-mmio (virtio 1.2, 4.2.2) with split virtqueues (2.7), device
+//! side, in version 2 or, where a link side asks for it, the legacy
+//! version 1 (4.2.4: GuestPageSize, QueuePFN and one block for the three
+//! rings). Every address and length the driver gives is an allegation:
 //! rings and buffers are checked against the domain's memory through
-//! [`GuestMemory`] before they are touched, descriptor walks are bounded,
-//! and a malformed queue yields a [`Fault`] that the caller turns into
-//! DEVICE_NEEDS_RESET for that device alone.
+//! [`GuestMemory`] before they are touched, in both versions alike;
+//! descriptor walks are bounded by the queue size, and a malformed queue
+//! yields a [`Fault`] that the caller turns into DEVICE_NEEDS_RESET for
+//! that device alone.
 
 /// The driver's memory, as the device may reach it.
 pub trait GuestMemory {
@@ -34,6 +37,10 @@ pub enum Fault {
     Misaligned { addr: u64 },
     /// The queue size is zero or larger than the device offers.
     BadQueueSize(u32),
+    /// A legacy GuestPageSize that is not a power of two.
+    BadPageSize(u32),
+    /// A legacy QueueAlign that is not a power of two.
+    BadQueueAlign(u32),
     /// A descriptor index at or beyond the queue size.
     DescriptorIndex(u16),
     /// More descriptors in a chain than the queue has (a loop).
@@ -45,8 +52,15 @@ pub enum Fault {
     /// A buffer of the wrong direction (device-readable where the device
     /// must write, or the reverse).
     Direction,
-    /// A message that does not fit the buffer that carries it.
+    /// A message that does not fit the buffer that carries it (its
+    /// header claims more than the sender's buffer holds, or the chain
+    /// changed under the device).
     BadLength { len: u32, room: u32 },
+    /// A message longer than the link's buffer size: the sender's fault.
+    TooLong { len: u32, max: u32 },
+    /// A receive buffer smaller than the link's buffer size: the
+    /// receiver's fault, whatever the message it was meant for.
+    SmallBuffer { room: u32, need: u32 },
 }
 
 impl core::fmt::Display for Fault {
@@ -57,6 +71,8 @@ impl core::fmt::Display for Fault {
             }
             Fault::Misaligned { addr } => write!(f, "ring address {addr:#x} is misaligned"),
             Fault::BadQueueSize(n) => write!(f, "queue size {n} is not between 1 and {QUEUE_MAX}"),
+            Fault::BadPageSize(n) => write!(f, "guest page size {n:#x} is not a power of two"),
+            Fault::BadQueueAlign(n) => write!(f, "queue alignment {n:#x} is not a power of two"),
             Fault::DescriptorIndex(i) => write!(f, "descriptor index {i} is beyond the queue"),
             Fault::ChainTooLong => write!(f, "descriptor chain longer than the queue (a loop)"),
             Fault::Indirect => write!(f, "indirect descriptor, which was not negotiated"),
@@ -68,6 +84,13 @@ impl core::fmt::Display for Fault {
             Fault::BadLength { len, room } => {
                 write!(f, "message of {len} bytes in a buffer of {room}")
             }
+            Fault::TooLong { len, max } => {
+                write!(f, "message of {len} bytes, longer than the link's {max}")
+            }
+            Fault::SmallBuffer { room, need } => write!(
+                f,
+                "receive buffer of {room} bytes, smaller than the link's {need}"
+            ),
         }
     }
 }
@@ -84,43 +107,29 @@ fn read_u16(m: &impl GuestMemory, a: u64) -> Result<u16, Fault> {
     Ok(u16::from_le_bytes(b))
 }
 
-/// One descriptor of a chain.
+/// One descriptor's buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
     pub addr: u64,
     pub len: u32,
-    pub device_writes: bool,
 }
 
-/// A descriptor chain, bounded: rpmsg buffers are one descriptor each (in
-/// Linux too), and longer chains are accepted up to this many. Kept small,
-/// since a chain is built on every message.
-pub const CHAIN_MAX: usize = 4;
-
-#[derive(Clone, Copy, Debug, Default)]
+/// A descriptor chain, walked and checked whole when it is taken, but
+/// kept small: its first buffer (which carries rpmsg's header, and is the
+/// whole chain for rpmsg as Linux and OpenAMP send it), where the rest
+/// continues, how many descriptors and how many bytes. The copy reads the
+/// rest again as it reaches it (see [`Queue::segment`]), so a chain may be
+/// as long as the queue without an array of that size built per message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
     pub head: u16,
-    pub segs: [Segment; CHAIN_MAX],
-    pub n: u8,
-}
-
-impl Chain {
-    pub fn segments(&self) -> &[Segment] {
-        &self.segs[..usize::from(self.n)]
-    }
-
-    /// Total bytes, if every segment has the direction `device_writes`.
-    pub fn len(&self, device_writes: bool) -> Result<u32, Fault> {
-        self.segments().iter().try_fold(0u32, |acc, s| {
-            if s.device_writes != device_writes {
-                return Err(Fault::Direction);
-            }
-            acc.checked_add(s.len).ok_or(Fault::BadLength {
-                len: u32::MAX,
-                room: acc,
-            })
-        })
-    }
+    pub first: Segment,
+    /// The descriptor after the first (when `n` > 1).
+    pub next: u16,
+    /// Descriptors in the chain, 1 to the queue size.
+    pub n: u16,
+    /// Bytes over all of them.
+    pub len: u32,
 }
 
 /// A split virtqueue as the driver configured it.
@@ -136,8 +145,9 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Checks the configuration when the driver sets QueueReady: size, ring
-    /// alignment (2.7: 16, 2, 4) and every ring inside the domain's memory.
+    /// Checks the configuration when the driver makes the queue ready
+    /// (QueueReady, or a legacy QueuePFN): size, ring alignment (2.7: 16,
+    /// 2, 4) and every ring inside the domain's memory.
     pub fn validate(&self, m: &impl GuestMemory) -> Result<(), Fault> {
         let n = u64::from(self.size);
         if self.size == 0 || self.size > QUEUE_MAX {
@@ -179,44 +189,69 @@ impl Queue {
         Ok(Some(head))
     }
 
-    /// Walks the chain at `head`, checking every descriptor. Inlined so
-    /// the chain is built where the caller keeps it, not copied out.
+    /// Descriptor `i`, checked: inside the queue, not indirect, of the
+    /// direction `device_writes`, its buffer inside the domain's memory.
+    /// Returns its buffer and the index of the next one, if it chains.
     #[inline(always)]
-    pub fn chain(&self, m: &impl GuestMemory, head: u16) -> Result<Chain, Fault> {
+    pub fn segment(
+        &self,
+        m: &impl GuestMemory,
+        i: u16,
+        device_writes: bool,
+    ) -> Result<(Segment, Option<u16>), Fault> {
+        if i >= self.size {
+            return Err(Fault::DescriptorIndex(i));
+        }
+        let mut d = [0u8; 16];
+        m.read(self.desc + 16 * u64::from(i), &mut d)?;
+        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+        let flags = u16::from_le_bytes([d[12], d[13]]);
+        let next = u16::from_le_bytes([d[14], d[15]]);
+        if flags & DESC_F_INDIRECT != 0 {
+            return Err(Fault::Indirect);
+        }
+        if (flags & DESC_F_WRITE != 0) != device_writes {
+            return Err(Fault::Direction);
+        }
+        m.check(addr, len.into())?;
+        Ok((
+            Segment { addr, len },
+            (flags & DESC_F_NEXT != 0).then_some(next),
+        ))
+    }
+
+    /// Walks the chain at `head`, checking every descriptor (each of the
+    /// direction `device_writes`). A chain may hold up to the queue size
+    /// descriptors; one that goes on longer revisits one of them: a loop.
+    #[inline(always)]
+    pub fn chain(
+        &self,
+        m: &impl GuestMemory,
+        head: u16,
+        device_writes: bool,
+    ) -> Result<Chain, Fault> {
+        let (first, mut next) = self.segment(m, head, device_writes)?;
         let mut c = Chain {
             head,
-            ..Default::default()
+            first,
+            next: next.unwrap_or(0),
+            n: 1,
+            len: first.len,
         };
-        let mut i = head;
-        for _ in 0..self.size {
-            if i >= self.size {
-                return Err(Fault::DescriptorIndex(i));
-            }
-            let mut d = [0u8; 16];
-            m.read(self.desc + 16 * u64::from(i), &mut d)?;
-            let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-            let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
-            let flags = u16::from_le_bytes([d[12], d[13]]);
-            let next = u16::from_le_bytes([d[14], d[15]]);
-            if flags & DESC_F_INDIRECT != 0 {
-                return Err(Fault::Indirect);
-            }
-            if usize::from(c.n) == CHAIN_MAX {
+        while let Some(i) = next {
+            if c.n == self.size {
                 return Err(Fault::ChainTooLong);
             }
-            m.check(addr, len.into())?;
-            c.segs[usize::from(c.n)] = Segment {
-                addr,
-                len,
-                device_writes: flags & DESC_F_WRITE != 0,
-            };
+            let (s, after) = self.segment(m, i, device_writes)?;
+            c.len = c.len.checked_add(s.len).ok_or(Fault::BadLength {
+                len: u32::MAX,
+                room: c.len,
+            })?;
             c.n += 1;
-            if flags & DESC_F_NEXT == 0 {
-                return Ok(c);
-            }
-            i = next;
+            next = after;
         }
-        Err(Fault::ChainTooLong)
+        Ok(c)
     }
 
     /// Takes the chain `peek` returned.
@@ -248,6 +283,24 @@ impl Queue {
     }
 }
 
+/// Where a legacy queue's rings lie (4.2.4 and 2.7.2's legacy layout):
+/// the descriptor table at page `pfn` of `page_size` bytes, the available
+/// ring right after it, the used ring at the next multiple of `align`.
+pub fn legacy_rings(pfn: u32, page_size: u32, align: u32, size: u16) -> Result<[u64; 3], Fault> {
+    if !page_size.is_power_of_two() {
+        return Err(Fault::BadPageSize(page_size));
+    }
+    if !align.is_power_of_two() {
+        return Err(Fault::BadQueueAlign(align));
+    }
+    let n = u64::from(size);
+    // At most (2^32 - 1)^2 plus a few MiB: no u64 overflows below.
+    let desc = u64::from(pfn) * u64::from(page_size);
+    let avail = desc + 16 * n;
+    let used = (avail + 6 + 2 * n).next_multiple_of(u64::from(align));
+    Ok([desc, avail, used])
+}
+
 /// Device status bits (2.1).
 pub mod status {
     pub const ACKNOWLEDGE: u32 = 1;
@@ -273,15 +326,27 @@ pub enum Effect {
     Reset,
     /// The driver set DRIVER_OK: the device is live.
     DriverOk,
+    /// This queue became ready (QueueReady, or a legacy QueuePFN), its
+    /// rings checked.
+    QueueReady(u16),
     /// A write that the state machine refused, for the log.
     Refused,
-    /// QueueReady on a queue whose rings are invalid.
+    /// A queue made ready whose rings are invalid.
     Invalid(Fault),
+}
+
+/// The legacy transport's per-queue registers.
+#[derive(Clone, Copy, Debug, Default)]
+struct LegacyQueue {
+    align: u32,
+    pfn: u32,
 }
 
 /// The transport registers of one virtio-mmio device with two queues.
 #[derive(Clone, Debug)]
 pub struct VirtioMmio {
+    /// 2, or 1 for the legacy interface.
+    version: u32,
     device_id: u32,
     features: u64,
     features_sel: u32,
@@ -292,6 +357,9 @@ pub struct VirtioMmio {
     pub queues: [Queue; 2],
     pub interrupt_status: u32,
     config_generation: u32,
+    /// Legacy only: GuestPageSize, and each queue's QueueAlign and PFN.
+    page_size: u32,
+    legacy: [LegacyQueue; 2],
 }
 
 /// Whether the driver may move from status `from` to `to` (3.1.1): one
@@ -313,11 +381,35 @@ fn legal(from: u32, to: u32) -> bool {
             .any(|(&next, &prev)| prev == from && next == to)
 }
 
+/// The same for a legacy driver, which has no FEATURES_OK (3.1.2) and
+/// whose status is a value it writes rather than steps it takes:
+/// OpenAMP's driver writes ACKNOWLEDGE, then DRIVER_OK alone. Only the
+/// driver's own bits, and DRIVER_OK kept once set (or FAILED), until a
+/// reset.
+fn legal_legacy(from: u32, to: u32) -> bool {
+    use status::*;
+    to & !(ACKNOWLEDGE | DRIVER | DRIVER_OK | FAILED) == 0
+        && (from & DRIVER_OK == 0 || to & (DRIVER_OK | FAILED) != 0)
+}
+
 impl VirtioMmio {
+    /// A version 2 device.
     pub fn new(device_id: u32, features: u64) -> Self {
+        Self::with_version(device_id, features, 2)
+    }
+
+    /// A device of version 2, or 1 (legacy) when `version` is 1. A legacy
+    /// device offers no VIRTIO_F_VERSION_1.
+    pub fn with_version(device_id: u32, features: u64, version: u32) -> Self {
+        let legacy = version == 1;
         VirtioMmio {
+            version: if legacy { 1 } else { 2 },
             device_id,
-            features: features | F_VERSION_1,
+            features: if legacy {
+                features & !F_VERSION_1
+            } else {
+                features | F_VERSION_1
+            },
             features_sel: 0,
             driver_features: 0,
             driver_sel: 0,
@@ -326,7 +418,17 @@ impl VirtioMmio {
             queues: [Queue::default(); 2],
             interrupt_status: 0,
             config_generation: 0,
+            page_size: 0,
+            legacy: [LegacyQueue::default(); 2],
         }
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn legacy(&self) -> bool {
+        self.version == 1
     }
 
     pub fn driver_ok(&self) -> bool {
@@ -360,10 +462,11 @@ impl VirtioMmio {
     }
 
     /// Back to the state after power-on, as a driver's reset (status 0)
-    /// leaves it; the configuration generation moves on.
+    /// leaves it; the version stays and the configuration generation
+    /// moves on.
     pub fn reset(&mut self) {
         let generation = self.config_generation.wrapping_add(1);
-        *self = VirtioMmio::new(self.device_id, self.features);
+        *self = VirtioMmio::with_version(self.device_id, self.features, self.version);
         self.config_generation = generation;
     }
 
@@ -373,10 +476,12 @@ impl VirtioMmio {
     }
 
     pub fn read(&self, off: u64) -> u32 {
-        let q = self.queues.get(self.queue_sel as usize);
+        let sel = self.queue_sel as usize;
+        let q = self.queues.get(sel);
+        let legacy = || self.legacy().then(|| self.legacy.get(sel)).flatten();
         match off {
             0x000 => MAGIC,
-            0x004 => 2,
+            0x004 => self.version,
             0x008 => self.device_id,
             0x00c => 0x554d_4551, // vendor "QEMU", as Linux's tools expect none in particular
             0x010 => match self.features_sel {
@@ -386,9 +491,13 @@ impl VirtioMmio {
             },
             0x034 => q.map_or(0, |_| u32::from(QUEUE_MAX)),
             0x038 => q.map_or(0, |q| u32::from(q.size)),
-            0x044 => q.map_or(0, |q| u32::from(q.ready)),
+            0x03c => legacy().map_or(0, |l| l.align),
+            0x040 => legacy().map_or(0, |l| l.pfn),
             0x060 => self.interrupt_status,
             0x070 => self.status,
+            // What follows is version 2's alone.
+            _ if self.legacy() => 0,
+            0x044 => q.map_or(0, |q| u32::from(q.ready)),
             0x080 => q.map_or(0, |q| q.desc as u32),
             0x084 => q.map_or(0, |q| (q.desc >> 32) as u32),
             0x090 => q.map_or(0, |q| q.avail as u32),
@@ -400,54 +509,123 @@ impl VirtioMmio {
         }
     }
 
+    /// Makes the selected queue ready after checking its rings.
+    fn make_ready(&mut self, m: &impl GuestMemory) -> Effect {
+        let sel = self.queue_sel as u16;
+        let Some(q) = self.queue() else {
+            return Effect::Refused;
+        };
+        if let Err(f) = q.validate(m) {
+            return Effect::Invalid(f);
+        }
+        q.ready = true;
+        q.last_avail = 0;
+        q.used_idx = 0;
+        Effect::QueueReady(sel)
+    }
+
+    /// A legacy QueuePFN write: 0 stops the queue; another page places
+    /// its rings (at most once until it is stopped).
+    fn write_pfn(&mut self, v: u32, m: &impl GuestMemory) -> Effect {
+        let sel = self.queue_sel as usize;
+        let (Some(q), Some(l)) = (self.queues.get_mut(sel), self.legacy.get_mut(sel)) else {
+            return Effect::Refused;
+        };
+        if v == 0 {
+            q.ready = false;
+            l.pfn = 0;
+            return Effect::None;
+        }
+        if q.ready {
+            return Effect::Refused;
+        }
+        match legacy_rings(v, self.page_size, l.align, q.size) {
+            Ok([desc, avail, used]) => {
+                (q.desc, q.avail, q.used) = (desc, avail, used);
+                l.pfn = v;
+            }
+            Err(f) => return Effect::Invalid(f),
+        }
+        let e = self.make_ready(m);
+        if e != Effect::QueueReady(sel as u16) {
+            self.legacy[sel].pfn = 0;
+        }
+        e
+    }
+
     /// A 32-bit register write (the transport allows no other width).
     pub fn write(&mut self, off: u64, v: u32, m: &impl GuestMemory) -> Effect {
+        // The two writes of every message, before the rest.
+        match off {
+            0x050 => return Effect::Notify(v as u16),
+            0x064 => {
+                self.interrupt_status &= !v;
+                return Effect::None;
+            }
+            _ => {}
+        }
         let setting_up = self.status & status::DRIVER_OK == 0;
+        let legacy = self.legacy();
         let set_lo = |x: &mut u64| *x = (*x & !0xffff_ffff) | u64::from(v);
         let set_hi = |x: &mut u64| *x = (*x & 0xffff_ffff) | (u64::from(v) << 32);
         match off {
             0x014 => self.features_sel = v,
-            0x020 if self.status & status::FEATURES_OK == 0 => match self.driver_sel {
+            // A legacy driver has 32 feature bits and no FEATURES_OK: it
+            // takes what it writes before DRIVER_OK, within what we offer.
+            0x020 if legacy && setting_up => {
+                if self.driver_sel == 0 {
+                    self.driver_features = u64::from(v) & self.features;
+                }
+            }
+            0x020 if !legacy && self.status & status::FEATURES_OK == 0 => match self.driver_sel {
                 0 => set_lo(&mut self.driver_features),
                 1 => set_hi(&mut self.driver_features),
                 _ => {}
             },
             0x024 => self.driver_sel = v,
+            0x028 if legacy => self.page_size = v,
             0x030 => self.queue_sel = v,
             0x038 if setting_up => match self.queue() {
                 Some(q) if !q.ready => q.size = v.min(u32::from(u16::MAX)) as u16,
                 _ => return Effect::Refused,
             },
-            0x044 => {
-                let Some(q) = self.queue() else {
-                    return Effect::Refused;
-                };
-                if v == 0 {
-                    q.ready = false;
-                } else if let Err(f) = q.validate(m) {
-                    return Effect::Invalid(f);
-                } else {
-                    q.ready = true;
-                    q.last_avail = 0;
-                    q.used_idx = 0;
+            0x03c if legacy => {
+                let sel = self.queue_sel as usize;
+                match (self.queues.get(sel), self.legacy.get_mut(sel)) {
+                    (Some(q), Some(l)) if !q.ready => l.align = v,
+                    _ => return Effect::Refused,
                 }
             }
-            0x050 => return Effect::Notify(v as u16),
-            0x064 => self.interrupt_status &= !v,
+            0x040 if legacy => return self.write_pfn(v, m),
+            0x044 if !legacy => {
+                if v != 0 {
+                    return self.make_ready(m);
+                }
+                match self.queue() {
+                    Some(q) => q.ready = false,
+                    None => return Effect::Refused,
+                }
+            }
             0x070 => {
                 if v == 0 {
                     self.reset();
                     return Effect::Reset;
                 }
-                if !legal(self.status, v) {
-                    return Effect::Refused;
-                }
-                // FEATURES_OK only for a subset of ours that includes VERSION_1.
-                if v & status::FEATURES_OK != 0
-                    && (self.driver_features & !self.features != 0
-                        || self.driver_features & F_VERSION_1 == 0)
-                {
-                    return Effect::Refused;
+                if legacy {
+                    if !legal_legacy(self.status, v) {
+                        return Effect::Refused;
+                    }
+                } else {
+                    if !legal(self.status, v) {
+                        return Effect::Refused;
+                    }
+                    // FEATURES_OK only for a subset of ours that includes VERSION_1.
+                    if v & status::FEATURES_OK != 0
+                        && (self.driver_features & !self.features != 0
+                            || self.driver_features & F_VERSION_1 == 0)
+                    {
+                        return Effect::Refused;
+                    }
                 }
                 let was_ok = self.driver_ok();
                 self.status = v | (self.status & status::NEEDS_RESET);
@@ -455,7 +633,7 @@ impl VirtioMmio {
                     return Effect::DriverOk;
                 }
             }
-            0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 => {
+            0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 if !legacy => {
                 let Some(q) = self.queue().filter(|q| !q.ready) else {
                     return Effect::Refused;
                 };
@@ -573,6 +751,15 @@ pub(crate) mod tests {
             dev.write(0x0a4, 0, m);
             dev.write(0x044, 1, m)
         }
+        /// The legacy way: GuestPageSize 4096, QueueAlign 4 (so the used
+        /// ring lies where `at` put it), QueuePFN; `desc` page-aligned.
+        pub fn setup_legacy(&self, dev: &mut VirtioMmio, q: u32, m: &Ram) -> Effect {
+            dev.write(0x028, 4096, m);
+            dev.write(0x030, q, m);
+            dev.write(0x038, u32::from(self.size), m);
+            dev.write(0x03c, 4, m);
+            dev.write(0x040, (self.desc / 4096) as u32, m)
+        }
         pub fn desc(&self, m: &mut Ram, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
             let mut d = [0u8; 16];
             d[..8].copy_from_slice(&addr.to_le_bytes());
@@ -624,6 +811,17 @@ pub(crate) mod tests {
         d
     }
 
+    /// A legacy device driven as Linux's legacy driver does, up to (not
+    /// including) DRIVER_OK, taking every feature offered.
+    pub fn legacy_device_with(features: u64, m: &Ram) -> VirtioMmio {
+        let mut d = VirtioMmio::with_version(7, features, 1);
+        for s in [1, 3] {
+            assert_eq!(d.write(0x070, s, m), Effect::None);
+        }
+        d.write(0x020, d.read(0x010), m);
+        d
+    }
+
     #[test]
     fn identification_and_features() {
         let m = Ram::new(0x1000, 0x1000);
@@ -661,7 +859,10 @@ pub(crate) mod tests {
     fn queue_setup_is_checked_against_memory() {
         let m = Ram::new(0x10000, 0x4000);
         let mut d = ready_device(&m);
-        assert_eq!(Driver::at(0x10000, 16).setup(&mut d, 0, &m), Effect::None);
+        assert_eq!(
+            Driver::at(0x10000, 16).setup(&mut d, 0, &m),
+            Effect::QueueReady(0)
+        );
         assert_eq!(d.read(0x044), 1);
         // Its descriptor table fits; its available ring starts past the end.
         assert_eq!(
@@ -687,31 +888,201 @@ pub(crate) mod tests {
         let mut drv = Driver::at(0x10000, 8);
         drv.setup(&mut d, 0, &m);
         let q = d.queues[0];
+        const W: u16 = DESC_F_WRITE;
         // A loop: 0 -> 1 -> 0.
-        drv.desc(&mut m, 0, 0x14000, 16, DESC_F_NEXT, 1);
-        drv.desc(&mut m, 1, 0x14100, 16, DESC_F_NEXT, 0);
+        drv.desc(&mut m, 0, 0x14000, 16, W | DESC_F_NEXT, 1);
+        drv.desc(&mut m, 1, 0x14100, 16, W | DESC_F_NEXT, 0);
         drv.offer(&mut m, 0);
         assert_eq!(q.peek(&m), Ok(Some(0)));
-        assert_eq!(q.chain(&m, 0).unwrap_err(), Fault::ChainTooLong);
-        drv.desc(&mut m, 1, 0x14100, 16, DESC_F_NEXT, 9);
-        assert_eq!(q.chain(&m, 0).unwrap_err(), Fault::DescriptorIndex(9));
-        drv.desc(&mut m, 0, 0x17ff0, 32, 0, 0);
+        assert_eq!(q.chain(&m, 0, true).unwrap_err(), Fault::ChainTooLong);
+        drv.desc(&mut m, 1, 0x14100, 16, W | DESC_F_NEXT, 9);
+        assert_eq!(q.chain(&m, 0, true).unwrap_err(), Fault::DescriptorIndex(9));
+        drv.desc(&mut m, 0, 0x17ff0, 32, W, 0);
         assert_eq!(
-            q.chain(&m, 0).unwrap_err(),
+            q.chain(&m, 0, true).unwrap_err(),
             Fault::OutsideMemory {
                 addr: 0x17ff0,
                 len: 32
             }
         );
         drv.desc(&mut m, 0, 0x14000, 16, DESC_F_INDIRECT, 0);
-        assert_eq!(q.chain(&m, 0).unwrap_err(), Fault::Indirect);
-        drv.desc(&mut m, 0, 0x14000, 16, DESC_F_WRITE, 0);
-        let c = q.chain(&m, 0).unwrap();
-        assert_eq!(c.len(true), Ok(16));
-        assert_eq!(c.len(false), Err(Fault::Direction));
+        assert_eq!(q.chain(&m, 0, true).unwrap_err(), Fault::Indirect);
+        drv.desc(&mut m, 0, 0x14000, 16, W, 0);
+        let c = q.chain(&m, 0, true).unwrap();
+        assert_eq!(
+            (c.n, c.len, c.first),
+            (
+                1,
+                16,
+                Segment {
+                    addr: 0x14000,
+                    len: 16
+                }
+            )
+        );
+        assert_eq!(q.chain(&m, 0, false), Err(Fault::Direction));
+        // A direction that changes along the chain.
+        drv.desc(&mut m, 0, 0x14000, 16, W | DESC_F_NEXT, 1);
+        drv.desc(&mut m, 1, 0x14100, 16, 0, 0);
+        assert_eq!(q.chain(&m, 0, true), Err(Fault::Direction));
         // An available index a whole queue ahead is refused.
         m.put(drv.avail + 2, &100u16.to_le_bytes());
         assert_eq!(q.peek(&m), Err(Fault::AvailOverrun { idx: 100, last: 0 }));
+    }
+
+    /// Any chain that fits the queue is legal, five descriptors as well as
+    /// all eight of a queue of eight; the ninth link can only revisit one.
+    #[test]
+    fn chains_may_be_as_long_as_the_queue() {
+        let mut m = Ram::new(0x10000, 0x8000);
+        let mut d = ready_device(&m);
+        let drv = Driver::at(0x10000, 8);
+        drv.setup(&mut d, 0, &m);
+        let q = d.queues[0];
+        for i in 0..8u16 {
+            drv.desc(
+                &mut m,
+                i,
+                0x14000 + 0x100 * u64::from(i),
+                100,
+                DESC_F_NEXT,
+                i + 1,
+            );
+        }
+        drv.desc(&mut m, 4, 0x14400, 100, 0, 0);
+        let c = q.chain(&m, 0, false).unwrap();
+        assert_eq!((c.n, c.len, c.next), (5, 500, 1));
+        drv.desc(&mut m, 4, 0x14400, 100, DESC_F_NEXT, 5);
+        drv.desc(&mut m, 7, 0x14700, 100, 0, 0);
+        assert_eq!(q.chain(&m, 0, false).map(|c| (c.n, c.len)), Ok((8, 800)));
+        // The last one back to the first: a ninth descriptor is a loop.
+        drv.desc(&mut m, 7, 0x14700, 100, DESC_F_NEXT, 0);
+        assert_eq!(q.chain(&m, 3, false), Err(Fault::ChainTooLong));
+    }
+
+    #[test]
+    fn legacy_identification_and_status_without_features_ok() {
+        let m = Ram::new(0x10000, 0x4000);
+        let mut d = VirtioMmio::with_version(7, 1, 1);
+        assert_eq!((d.read(0), d.read(4), d.read(8)), (0x7472_6976, 1, 7));
+        d.write(0x14, 1, &m);
+        assert_eq!(d.read(0x10), 0, "no VIRTIO_F_VERSION_1");
+        assert_eq!(d.write(0x070, 1, &m), Effect::None);
+        assert_eq!(d.write(0x070, 3, &m), Effect::None);
+        assert_eq!(d.write(0x070, 11, &m), Effect::Refused, "no FEATURES_OK");
+        assert_eq!(
+            d.write(0x070, 3 | 64, &m),
+            Effect::Refused,
+            "not the driver's bit"
+        );
+        d.write(0x020, 0xffff_ffff, &m);
+        assert_eq!(d.negotiated(), 1, "within what is offered");
+        assert_eq!(d.write(0x070, 7, &m), Effect::DriverOk);
+        d.write(0x020, 0, &m);
+        assert_eq!(d.negotiated(), 1, "fixed at DRIVER_OK");
+        assert_eq!(
+            d.write(0x070, 3, &m),
+            Effect::Refused,
+            "no way back but reset"
+        );
+        // Version 2's registers are not there.
+        for off in [0x044, 0x080, 0x090, 0x0a0] {
+            assert_eq!(d.write(off, 1, &m), Effect::Refused);
+            assert_eq!(d.read(off), 0);
+        }
+        assert_eq!(d.write(0x070, 0, &m), Effect::Reset);
+        assert_eq!((d.read(4), d.read(0x070), d.negotiated()), (1, 0, 0));
+    }
+
+    /// OpenAMP's own driver, register by register (`virtio_mmio_drv.c`
+    /// and `rpmsg_init_vdev`): ACKNOWLEDGE, GuestPageSize, then per queue
+    /// QueueNum, QueueAlign 4096 and QueuePFN, and DRIVER_OK written alone.
+    #[test]
+    fn openamps_legacy_sequence_is_accepted() {
+        let m = Ram::new(0x4000_0000, 0x10000);
+        let mut d = VirtioMmio::with_version(7, 1, 1);
+        assert_eq!(d.write(0x070, 1, &m), Effect::None);
+        assert_eq!(d.write(0x028, 4096, &m), Effect::None);
+        d.write(0x014, 0, &m);
+        d.write(0x020, d.read(0x010) & 1, &m);
+        for q in 0..2u32 {
+            d.write(0x030, q, &m);
+            assert_eq!(d.read(0x034), 256);
+            d.write(0x038, 16, &m);
+            d.write(0x03c, 4096, &m);
+            let pfn = 0x4000_0000 / 4096 + 2 * q;
+            assert_eq!(d.write(0x040, pfn, &m), Effect::QueueReady(q as u16));
+            assert_eq!(d.read(0x040), pfn);
+            let base = u64::from(pfn) * 4096;
+            let qu = d.queues[q as usize];
+            // The legacy layout: avail after the table, used on the next page.
+            assert_eq!(
+                (qu.desc, qu.avail, qu.used),
+                (base, base + 256, base + 4096)
+            );
+        }
+        assert_eq!(d.write(0x070, 4, &m), Effect::DriverOk);
+        assert!(d.driver_ok());
+        assert_eq!(d.negotiated(), 1);
+    }
+
+    /// The legacy rings are checked exactly as version 2's: size,
+    /// alignment, and every byte inside the domain's memory.
+    #[test]
+    fn legacy_queues_are_checked_against_memory() {
+        let m = Ram::new(0x10000, 0x4000);
+        let mut d = legacy_device_with(1, &m);
+        let setup = |d: &mut VirtioMmio, page: u32, num: u32, align: u32, pfn: u32| {
+            d.write(0x028, page, &m);
+            d.write(0x030, 0, &m);
+            d.write(0x040, 0, &m);
+            d.write(0x038, num, &m);
+            d.write(0x03c, align, &m);
+            d.write(0x040, pfn, &m)
+        };
+        assert_eq!(setup(&mut d, 4096, 16, 4096, 0x10), Effect::QueueReady(0));
+        // Its used ring would start at 0x14000, past the end.
+        assert_eq!(
+            setup(&mut d, 4096, 16, 4096, 0x13),
+            Effect::Invalid(Fault::OutsideMemory {
+                addr: 0x14000,
+                len: 6 + 8 * 16
+            })
+        );
+        assert_eq!((d.read(0x040), d.queues[0].ready), (0, false));
+        assert_eq!(
+            setup(&mut d, 4096, 0, 4096, 0x10),
+            Effect::Invalid(Fault::BadQueueSize(0))
+        );
+        assert_eq!(
+            setup(&mut d, 4096, 300, 4096, 0x10),
+            Effect::Invalid(Fault::BadQueueSize(300))
+        );
+        assert_eq!(
+            setup(&mut d, 0, 16, 4096, 0x10),
+            Effect::Invalid(Fault::BadPageSize(0))
+        );
+        assert_eq!(
+            setup(&mut d, 4096, 16, 3000, 0x10),
+            Effect::Invalid(Fault::BadQueueAlign(3000))
+        );
+        // A used ring aligned to 2 only.
+        assert_eq!(
+            setup(&mut d, 16, 2, 2, 0x1000),
+            Effect::Invalid(Fault::Misaligned { addr: 0x1002a })
+        );
+        // The largest page number and page size: far outside, no overflow.
+        assert!(matches!(
+            setup(&mut d, 0x8000_0000, 256, 0x8000_0000, u32::MAX),
+            Effect::Invalid(Fault::OutsideMemory { .. })
+        ));
+        // A live queue is not moved; PFN 0 stops it first.
+        assert_eq!(setup(&mut d, 4096, 16, 4096, 0x10), Effect::QueueReady(0));
+        assert_eq!(d.write(0x040, 0x11, &m), Effect::Refused);
+        assert_eq!(d.write(0x038, 8, &m), Effect::Refused);
+        assert_eq!(d.write(0x03c, 64, &m), Effect::Refused);
+        assert_eq!(d.write(0x040, 0, &m), Effect::None);
+        assert!(!d.queues[0].ready);
     }
 
     #[test]

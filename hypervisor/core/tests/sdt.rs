@@ -339,3 +339,57 @@ fn refuses_bad_rpmsg_links() {
     let e = refused(&s.replace("partita,virtio-interrupts = <16 17>;", ""));
     assert!(e.contains("`partita,virtio-interrupts` must be"), "{e}");
 }
+
+/// Per side, a link may ask for the legacy virtio-mmio interface, and for
+/// a buffer size other than 512 bytes; both show in the partition table.
+#[test]
+fn rpmsg_links_choose_virtio_versions_and_buffer_size() {
+    let s = linux_rtos();
+    let sys = SystemConfig::from_dtb(&compile(&s)).unwrap();
+    assert_eq!(
+        (sys.links[0].versions, sys.links[0].buffer_size),
+        ([2, 2], 512)
+    );
+    let mixed = s.replace(
+        "partita,name-service = <0 1>;",
+        "partita,name-service = <0 1>;\n\t\t\t\t\t\tpartita,virtio-version = <2 1>;\n\t\t\t\t\t\tpartita,buffer-size = <1024>;",
+    );
+    let sys = SystemConfig::from_dtb(&compile(&mixed)).unwrap();
+    let l = &sys.links[0];
+    assert_eq!((l.versions, l.buffer_size), ([2, 1], 1024));
+    assert_eq!(l.config().version, [2, 1]);
+    assert!(
+        sys.partition_table()
+            .contains("(irq 49)  virtio 2/1  buffers 1024 bytes"),
+        "{}",
+        sys.partition_table()
+    );
+    for (bad, why) in [
+        (
+            "partita,virtio-version = <2 3>;",
+            "`partita,virtio-version` must be",
+        ),
+        (
+            "partita,virtio-version = <1>;",
+            "`partita,virtio-version` must be",
+        ),
+        (
+            "partita,buffer-size = <32>;",
+            "`partita,buffer-size` must be",
+        ),
+        (
+            "partita,buffer-size = <0x10010>;",
+            "`partita,buffer-size` must be",
+        ),
+        (
+            "partita,buffer-size = <512 512>;",
+            "`partita,buffer-size` must be",
+        ),
+    ] {
+        let e = refused(&s.replace(
+            "partita,name-service = <0 1>;",
+            &format!("partita,name-service = <0 1>;\n{bad}"),
+        ));
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}
