@@ -180,7 +180,7 @@ pub fn handle_physical() {
                 }
             },
             spi if Some(spi) == sys.console_spi => {
-                crate::console::receive();
+                crate::console::interrupt();
                 sys.gic.deactivate(spi);
             }
             spi if spi >= vgic::SPI_BASE => match sys.spi_owner(spi) {

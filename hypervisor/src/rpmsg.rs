@@ -3,11 +3,12 @@
 //! notifying CPU and raises the peer's interrupt (an IPI reaches its CPU).
 
 use crate::arch::TrapFrame;
+use crate::console::guest_warn;
 use crate::irq::Hw;
 use crate::partition::Partition;
 use crate::system;
 use core::sync::atomic::Ordering;
-use log::{debug, warn};
+use log::debug;
 use partita_core::rpmsg::{Link, TX};
 use partita_core::sdt::Range;
 use partita_core::trap::MmioAccess;
@@ -104,7 +105,8 @@ fn raise(link: usize, side: usize) {
 
 fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
     let p = partition_of(link, side);
-    warn!(
+    guest_warn!(
+        p,
         "{}: rpmsg device of {}: {f}; it needs a reset",
         p.name,
         system().config.links[link].path

@@ -180,13 +180,46 @@ pub fn boot(image: &Path, limit: Duration) -> Run {
     boot_with(image, limit, &[], None, &[])
 }
 
-/// As `boot`, with extra environment for qemu/virt, bytes fed to the serial
-/// input once `after` appears in the output, and extra QEMU arguments.
+/// As `boot`, with extra environment for qemu/virt, bytes typed into the
+/// serial input (20 ms apart) once `after` appears in the output, and
+/// extra QEMU arguments.
 pub fn boot_with(
     image: &Path,
     limit: Duration,
     env: &[(&str, &str)],
     input: Option<(&str, &[u8])>,
+    qemu_args: &[&str],
+) -> Run {
+    let feeds: Vec<Feed> = input
+        .map(|(after, bytes)| Feed {
+            after,
+            bytes,
+            burst: false,
+        })
+        .into_iter()
+        .collect();
+    boot_scripted(image, limit, env, &feeds, None, qemu_args)
+}
+
+/// Input for the serial line: `bytes`, once `after` appears in the output
+/// (after where the previous feed was sent), typed 20 ms apart or, if
+/// `burst`, written all at once as a paste does.
+#[derive(Clone, Copy)]
+pub struct Feed<'a> {
+    pub after: &'a str,
+    pub bytes: &'a [u8],
+    pub burst: bool,
+}
+
+/// As `boot_with`, with any number of feeds, and `stop`: once every feed
+/// is sent and this text appears after the last one, QEMU is stopped (the
+/// run counts as neither a timeout nor an exit).
+pub fn boot_scripted(
+    image: &Path,
+    limit: Duration,
+    env: &[(&str, &str)],
+    feeds: &[Feed<'_>],
+    stop: Option<&str>,
     qemu_args: &[&str],
 ) -> Run {
     let script = root().join("qemu/virt");
@@ -222,24 +255,41 @@ pub fn boot_with(
     });
     let start = Instant::now();
     let mut out = Vec::new();
-    let mut fed = input.is_none();
+    let mut feeds = feeds.iter();
+    let mut next = feeds.next();
+    // Output before this offset was there when the last feed went in.
+    let mut seen = 0;
     let mut stdin = child.stdin.take();
     let mut timed_out = false;
     let exit = loop {
         while let Ok(chunk) = rx.try_recv() {
             out.extend_from_slice(&chunk);
         }
-        if let (false, Some((after, bytes))) = (fed, input) {
-            if String::from_utf8_lossy(&out).contains(after) {
+        if let Some(f) = next {
+            if text_of(&out[seen..]).contains(f.after) {
                 use std::io::Write;
                 if let Some(s) = stdin.as_mut() {
-                    for b in bytes {
-                        let _ = s.write_all(&[*b]);
+                    if f.burst {
+                        let _ = s.write_all(f.bytes);
                         let _ = s.flush();
-                        std::thread::sleep(Duration::from_millis(20));
+                    } else {
+                        for b in f.bytes {
+                            let _ = s.write_all(&[*b]);
+                            let _ = s.flush();
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
                     }
                 }
-                fed = true;
+                seen = out.len();
+                next = feeds.next();
+            }
+        }
+        if let (None, Some(text)) = (next, stop) {
+            if text_of(&out[seen..]).contains(text) {
+                // Let the line end, then stop.
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = child.kill();
+                break child.wait().ok().and_then(|s| s.code());
             }
         }
         if let Some(st) = child.try_wait().unwrap() {
@@ -271,6 +321,11 @@ pub fn boot_with(
         timed_out,
         command,
     }
+}
+
+/// Serial output as text, without the carriage returns.
+fn text_of(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).replace('\r', "")
 }
 
 impl Run {

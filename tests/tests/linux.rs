@@ -32,3 +32,36 @@ fn linux_and_the_rtos_talk_over_rpmsg() {
     run.expect_absent("Oops");
     run.expect_clean_exit();
 }
+
+/// A 125-character command pasted into the Linux shell at once (as a
+/// terminal's paste does) arrives whole: the console keeps typed input in
+/// a 4 KiB buffer per partition while Linux drains its emulated FIFO.
+#[test]
+fn a_pasted_125_character_command_reaches_the_linux_shell_whole() {
+    let word: String = (0..125)
+        .map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[i * 7 % 36]))
+        .collect();
+    let command = format!("echo {word}\r");
+    let img = root().join("target/images/qemu-virt/linux-rtos.img");
+    images();
+    let feeds = [Feed {
+        after: "Enter 'help' for a list of built-in commands.",
+        bytes: command.as_bytes(),
+        burst: true,
+    }];
+    let run = boot_scripted(
+        &img,
+        LIMIT,
+        &[],
+        &feeds,
+        Some(&format!("[linux] {word}\n")),
+        &[],
+    );
+    run.line("[linux] / # ");
+    // The shell ran the whole command: its output is the whole word.
+    assert!(
+        run.output.lines().any(|l| l == format!("[linux] {word}")),
+        "the command did not arrive whole"
+    );
+    run.expect_absent("console input dropped");
+}

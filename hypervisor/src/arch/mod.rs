@@ -229,6 +229,15 @@ pub fn configure_vcpu(v: &VcpuSetup) {
     unsafe { asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
 }
 
+/// Physical interrupts are taken at EL2 on this CPU from now on, before it
+/// runs any vCPU (`configure_vcpu` keeps IMO): without it, a CPU that no
+/// partition uses would never take the interrupts routed to it (the
+/// console's).
+pub fn take_interrupts_at_el2() {
+    HCR_EL2.write(HCR_EL2::RW::EL1IsAarch64 + HCR_EL2::IMO::EnableVirtualIRQ);
+    barrier::isb(barrier::SY);
+}
+
 /// Injects a synchronous external abort into the guest at EL1, as the
 /// hardware would deliver a data abort to the guest's own vectors.
 pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
