@@ -375,14 +375,24 @@ pub fn new_limits() -> [RateLimit; 2] {
 }
 
 /// Logs a line that something partition `p` did caused, within its limit:
-/// past it, lines are counted instead, and the next line that passes says
-/// how many were cut.
+/// past it, lines are counted instead, and the next line about `p` that
+/// passes, of either class, says how many were cut.
 pub fn limited(p: &Partition, class: Class, level: log::Level, args: core::fmt::Arguments<'_>) {
     if level > log::max_level() {
         return;
     }
-    let verdict = p.log_limits.lock()[class as usize]
-        .check(crate::arch::counter(), crate::arch::counter_frequency());
+    let verdict = {
+        let mut limits = p.log_limits.lock();
+        let now = crate::arch::counter();
+        match limits[class as usize].check(now, crate::arch::counter_frequency()) {
+            Verdict::Print { suppressed } => Verdict::Print {
+                suppressed: limits
+                    .iter_mut()
+                    .fold(suppressed, |n, l| n.saturating_add(l.take_pending())),
+            },
+            v => v,
+        }
+    };
     if let Verdict::Print { suppressed } = verdict {
         if suppressed > 0 {
             log::log!(
@@ -420,7 +430,21 @@ macro_rules! guest_info {
     };
 }
 
-pub(crate) use {guest_info, guest_warn};
+/// `info!` for an access the hypervisor does not emulate (an unknown
+/// register: read as zero, write ignored), within the partition's fault
+/// limit.
+macro_rules! guest_note {
+    ($p:expr, $($arg:tt)+) => {
+        $crate::console::limited(
+            $p,
+            $crate::console::Class::Fault,
+            log::Level::Info,
+            format_args!($($arg)+),
+        )
+    };
+}
+
+pub(crate) use {guest_info, guest_note, guest_warn};
 
 struct Logger;
 static LOGGER: Logger = Logger;

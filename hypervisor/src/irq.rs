@@ -244,7 +244,8 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess
         return false;
     };
     let v = r.unwrap_or_else(|vgic::Unhandled| {
-        debug!(
+        crate::console::guest_note!(
+            p,
             "{}: vcpu {vcpu} {} unemulated GIC register at {:#x}",
             p.name,
             if a.write { "wrote" } else { "read" },

@@ -391,8 +391,9 @@ pub extern "C" fn park_loop() -> ! {
 
 /// The exception class and registers of a fatal trap, readable by a person.
 /// A guest's (taken from EL1 or EL0) counts against its partition's log
-/// limit: a controller restarting a crashing partition in a loop cannot
-/// make the hypervisor print without bound.
+/// limit for events, as its restarts do (one crash per instance): a
+/// controller restarting a crashing partition in a loop cannot make the
+/// hypervisor print without bound.
 pub fn report_fatal(what: &str, frame: &arch::TrapFrame) {
     let s = arch::syndrome();
     let ec = partita_core::trap::ec_of(s.esr);
@@ -410,7 +411,7 @@ pub fn report_fatal(what: &str, frame: &arch::TrapFrame) {
     match current {
         // Taken from EL1 or EL0: the guest's.
         Some((p, _)) if (frame.spsr >> 2) & 3 < 2 => {
-            console::limited(p, console::Class::Fault, log::Level::Error, report!())
+            console::limited(p, console::Class::Event, log::Level::Error, report!())
         }
         _ => error!("{}", report!()),
     }

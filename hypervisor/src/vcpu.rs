@@ -2,7 +2,7 @@
 //! is decoded into one event and handed to exactly one handler.
 
 use crate::arch::{self, TrapFrame, VcpuSetup};
-use crate::console::{guest_info, guest_warn};
+use crate::console::{guest_info, guest_note, guest_warn};
 use crate::cpu::{self, PerCpu};
 use crate::irq;
 use crate::life;
@@ -186,14 +186,16 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
                     }
                 }
                 Some(Effect::None) => {}
-                None => debug!(
+                None => guest_note!(
+                    p,
                     "{}: write to unknown PL011 register {off:#x} ignored",
                     p.name
                 ),
             }
         } else {
             let v = uart.read(off, a.width).unwrap_or_else(|| {
-                debug!(
+                guest_note!(
+                    p,
                     "{}: read of unknown PL011 register {off:#x} returns 0",
                     p.name
                 );

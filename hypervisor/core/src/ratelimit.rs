@@ -92,6 +92,12 @@ impl RateLimit {
     pub fn pending(&self) -> u32 {
         self.suppressed
     }
+
+    /// Takes the count of lines cut, when a line of another bucket says
+    /// it.
+    pub fn take_pending(&mut self) -> u32 {
+        core::mem::take(&mut self.suppressed)
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +132,7 @@ mod tests {
         assert_eq!(r.pending(), 0);
         assert_eq!(r.check(100 + HZ / 2, HZ), Verdict::Suppress);
         assert_eq!(r.total_suppressed, 1001);
+        assert_eq!((r.take_pending(), r.pending()), (1, 0));
     }
 
     #[test]
