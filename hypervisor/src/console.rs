@@ -172,6 +172,8 @@ fn prefix_into<const N: usize>(
 
 /// Writes a partition's line, its name in front; a `partial` one (a
 /// prompt) stays open for the rest of it.
+#[inline(never)]
+#[cold]
 pub fn guest_line(index: usize, name: &str, text: &[u8], partial: bool) {
     write(
         Some(index),
@@ -243,6 +245,8 @@ pub fn emergency(args: core::fmt::Arguments<'_>) {
 
 /// The console UART's interrupt: typed input, each byte routed, and room
 /// in its transmit FIFO, which is fed again.
+#[inline(never)]
+#[cold]
 pub fn interrupt() {
     {
         let mut c = CONSOLE.lock();
@@ -377,6 +381,8 @@ pub fn new_limits() -> [RateLimit; 2] {
 /// Logs a line that something partition `p` did caused, within its limit:
 /// past it, lines are counted instead, and the next line about `p` that
 /// passes, of either class, says how many were cut.
+#[inline(never)]
+#[cold]
 pub fn limited(p: &Partition, class: Class, level: log::Level, args: core::fmt::Arguments<'_>) {
     if level > log::max_level() {
         return;
