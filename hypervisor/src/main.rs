@@ -10,6 +10,8 @@ extern crate alloc;
 mod arch;
 mod console;
 mod cpu;
+#[cfg(feature = "el2-time")]
+mod el2time;
 mod irq;
 mod life;
 mod partition;
@@ -379,6 +381,8 @@ pub extern "C" fn park_loop() -> ! {
     let me = arch::cpu_index();
     cpu::get(me).set_running(None);
     let owner = system().cpu_owner[me];
+    #[cfg(feature = "el2-time")]
+    el2time::report(me, owner.map(|(p, _)| &system().partitions[p]));
     loop {
         if let Some((p, v)) = owner {
             life::serve(&system().partitions[p], v);

@@ -1318,3 +1318,41 @@ fn storms(me: &Me) {
         ticks * 1000 / guest_common::counter_freq().max(1)
     );
 }
+
+// --- flood (a noisy neighbour for the temporal-isolation benchmark) ------
+
+/// `flood=MS`: for MS milliseconds, as fast as it can, round after round:
+/// 100 notifications on its virtio device, a queue refused (a fault the
+/// hypervisor logs, within its limit) and the device set up again (its
+/// peer sees the link go down and up), a data abort, and a console line.
+pub fn flood(ms: u64, args: &str, me: &Me) {
+    HYP.store(list(args, "hyp").0[0], Ordering::Relaxed);
+    let hyp = HYP.load(Ordering::Relaxed);
+    let end = guest_common::counter() + guest_common::counter_freq() * ms / 1000;
+    let dev = me.virtio.map(Dev);
+    PROBING.store(true, Ordering::Release);
+    let mut rounds = 0u64;
+    while guest_common::counter() < end {
+        if let Some(dev) = &dev {
+            if !dev.needs_reset() && dev.status() & 4 != 0 {
+                for _ in 0..100 {
+                    dev.set(QUEUE_NOTIFY, TX);
+                }
+            }
+            dev.negotiate();
+            dev.queue(TX, 0, 0, 0, 0);
+            dev.ready(TX);
+            live(dev, good_rx);
+        }
+        exception(|| {
+            ldr(hyp);
+        });
+        println!("flood: round {rounds}, the quick brown fox jumps over the lazy dog");
+        rounds += 1;
+    }
+    PROBING.store(false, Ordering::Release);
+    if let Some(dev) = &dev {
+        dev.reset();
+    }
+    println!("flood: {rounds} rounds in {ms} ms");
+}

@@ -25,7 +25,8 @@
 //! - `reset-race=N`, `timer-off=N`, `rpmsg-restarts=N[,send]`: the
 //!   lifecycle's races (see races.rs);
 //! - `hostile=GROUP,...`: attacks on every boundary, counted (see
-//!   hostile.rs); `watch-sgis`: reports any SGI that arrives.
+//!   hostile.rs); `flood=MS`: notifications, faults and console lines
+//!   for MS ms; `watch-sgis`: reports any SGI that arrives.
 //!
 //! Without `stay` it ends with PSCI SYSTEM_OFF.
 #![no_std]
@@ -105,7 +106,11 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             }
             "stay" => {}
             "watch-sgis" => hostile::watch_sgis(0),
-            w if w.starts_with("hostile=") => {
+            // Parameters of `hostile=` and `flood=`.
+            w if ["victims=", "hyp=", "mmio=", "gic=", "ids=", "self="]
+                .iter()
+                .any(|k| w.starts_with(k)) => {}
+            w if w.starts_with("hostile=") || w.starts_with("flood=") => {
                 let virtio = fdt.find_compatible(&["virtio,mmio"]);
                 let mut own_spis = [0u32; 4];
                 own_spis[0] = guest_common::console(&fdt).and_then(|c| c.1).unwrap_or(0);
@@ -123,7 +128,10 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     gicr,
                     own_spis,
                 };
-                hostile::run(&w[8..], args, &me);
+                match w.strip_prefix("flood=") {
+                    Some(ms) => hostile::flood(ms.parse().unwrap_or(1000), args, &me),
+                    None => hostile::run(&w[8..], args, &me),
+                }
             }
             "timer" => irqs::timer(cpus),
             "many-sgis" => irqs::many_sgis(),

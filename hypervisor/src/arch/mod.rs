@@ -9,7 +9,10 @@ use aarch64_cpu::registers::*;
 use core::arch::{asm, global_asm};
 use partita_core::trap::Syndrome;
 
+#[cfg(not(feature = "el2-time"))]
 global_asm!(include_str!("entry.S"));
+#[cfg(feature = "el2-time")]
+global_asm!(".set PARTITA_EL2_TIME, 1", include_str!("entry.S"));
 
 /// The guest's registers as the exception vectors saved them.
 #[repr(C)]
