@@ -46,7 +46,9 @@ pub fn report(me: usize, p: Option<&Partition>) {
     let window = crate::arch::counter().saturating_sub(since).max(1);
     let freq = crate::arch::counter_frequency().max(1);
     let c = crate::cpu::get(me);
-    log::info!(
+    // A vCPU leaves at its partition's will (CPU_OFF): within its limit.
+    crate::console::guest_info!(
+        p,
         "el2-time: cpu{me} ({}) {total} ticks at EL2 over {window} ticks: {} per second; traps {} in {}, interrupts {} in {}, other {} in {}; {} interrupts injected",
         p.name,
         u128::from(total) * u128::from(freq) / u128::from(window),
