@@ -172,6 +172,8 @@ pub struct Run {
     pub exit: Option<i32>,
     pub timed_out: bool,
     pub command: String,
+    /// How long QEMU ran, by the host's clock.
+    pub elapsed: Duration,
 }
 
 /// Boots `image` on QEMU virt and collects the serial output until QEMU
@@ -311,6 +313,7 @@ pub fn boot_scripted(
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
+    let elapsed = start.elapsed();
     let mut output = String::from_utf8_lossy(&out).replace('\r', "");
     if !err.is_empty() {
         output.push_str(&format!("\n--- qemu stderr ---\n{err}"));
@@ -320,6 +323,7 @@ pub fn boot_scripted(
         exit,
         timed_out,
         command,
+        elapsed,
     }
 }
 

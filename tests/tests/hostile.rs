@@ -35,12 +35,13 @@ fn with_link(domain: &str, remote: &str, windows: (u32, u32), spis: (u32, u32)) 
 }
 
 /// The victims: the RTOS (id 3, CPU 2) releasing its periodic task every
-/// millisecond for 3 s, and its rpmsg client (id 4, CPU 3), which also
-/// reports any SGI that reaches it.
+/// millisecond for 5 s, and its rpmsg client (id 4, CPU 3), which also
+/// reports any SGI that reaches it. (Long enough for the client's echoes
+/// on a loaded host, where QEMU's vCPUs share few cores.)
 fn victims() -> String {
     let rtos = labelled(
         "rtos",
-        domain("rtos", 3, 0x4, RTOS, "period-us=1000 run-for=3000"),
+        domain("rtos", 3, 0x4, RTOS, "period-us=1000 run-for=5000"),
     )
     .replace(
         "partita,kernel = \"testguest\"",
@@ -48,7 +49,7 @@ fn victims() -> String {
     );
     let client = labelled(
         "client",
-        domain("client", 4, 0x8, CLIENT, "watch-sgis rpmsg-client=1000"),
+        domain("client", 4, 0x8, CLIENT, "watch-sgis rpmsg-client=300"),
     );
     with_link(&client, "rtos", (0x0a00_0000, 0x0a00_0200), (16, 17)) + &rtos
 }
@@ -96,7 +97,7 @@ fn check_common(run: &Run, groups: &[&str]) -> u32 {
     }
     run.expect_absent("NOT REFUSED");
     // The victims: every echo intact, the periodic task at its pace.
-    run.line("[client] client: 1000 messages echoed, 0 bad");
+    run.line("[client] client: 300 messages echoed, 0 bad");
     run.line("[client] client: jitter: ");
     let report = run.lines_with("[rtos] rtos: jitter: ")[0].to_string();
     let releases: u64 = report
@@ -105,20 +106,22 @@ fn check_common(run: &Run, groups: &[&str]) -> u32 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(
-        (2700..=3000).contains(&releases),
-        "{releases} releases in 3 s at 1 kHz: {report}"
+        (4500..=5000).contains(&releases),
+        "{releases} releases in 5 s at 1 kHz: {report}"
     );
     run.expect_absent("watch-sgis: unexpected SGI");
     run.expect_absent("irq: unexpected interrupt");
-    // Whatever the attacker did, the hypervisor's lines about it stayed
-    // within its limit: a burst, a trickle, and a count of the rest.
+    // Whatever the attacker did, the hypervisor's warnings about it stayed
+    // within its limit: a burst of 10, then 2 a second (each of which may
+    // carry a count of the lines cut before it).
     let about: Vec<&str> = run
         .output
         .lines()
         .filter(|l| l.starts_with("[partita") && l.contains("] WARN: hostile: "))
         .collect();
+    let limit = 2 * (10 + 2 * (run.elapsed.as_secs() as usize + 1));
     assert!(
-        about.len() <= 30,
+        about.len() <= limit,
         "{} warnings about the attacker:\n{}",
         about.len(),
         about.join("\n")
