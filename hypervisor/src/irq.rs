@@ -184,7 +184,7 @@ pub fn handle_physical() {
                 }
             },
             spi if Some(spi) == sys.console_spi => {
-                crate::console::receive();
+                crate::console::interrupt();
                 sys.gic.deactivate(spi);
             }
             spi if spi >= vgic::SPI_BASE => match sys.spi_owner(spi) {
@@ -248,7 +248,8 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess
         return false;
     };
     let v = r.unwrap_or_else(|vgic::Unhandled| {
-        debug!(
+        crate::console::guest_note!(
+            p,
             "{}: vcpu {vcpu} {} unemulated GIC register at {:#x}",
             p.name,
             if a.write { "wrote" } else { "read" },

@@ -4,11 +4,12 @@
 //! machine off when every partition has ended.
 
 use crate::arch::{self, TrapFrame};
+use crate::console::{guest_info, guest_warn};
 use crate::cpu;
 use crate::partition::Partition;
 use crate::system;
 use core::sync::atomic::Ordering;
-use log::{info, warn};
+use log::info;
 use partita_core::control::{self, ControlError, Request};
 use partita_core::lifecycle::{Image, Refusal, State, Work};
 
@@ -62,9 +63,9 @@ fn finish(p: &'static Partition) {
     arch::invalidate_guest_tlb(p.vttbr());
     let state = p.life.lock().finished();
     match state {
-        State::Loading => info!("{}: restarting", p.name),
-        State::Crashed => info!("{}: crashed; its controller may restart it", p.name),
-        _ => info!("{}: stopped", p.name),
+        State::Loading => guest_info!(p, "{}: restarting", p.name),
+        State::Crashed => guest_info!(p, "{}: crashed; its controller may restart it", p.name),
+        _ => guest_info!(p, "{}: stopped", p.name),
     }
     notify_controller(p);
     if state.ended() {
@@ -91,7 +92,8 @@ fn load(p: &'static Partition, image: Image) {
         l.loaded(entry, p.layout.dtb, arch::counter());
         l.restarts
     };
-    info!(
+    guest_info!(
+        p,
         "{}: started{}; heap {} bytes in use",
         p.name,
         match restarts {
@@ -133,6 +135,7 @@ pub fn maybe_power_off() {
     let sys = system();
     if sys.partitions.iter().all(|p| p.life.lock().state().ended()) {
         info!("all partitions have ended; powering off");
+        crate::console::flush();
         arch::smc(crate::FW_SYSTEM_OFF, 0, 0, 0);
     }
 }
@@ -149,9 +152,12 @@ pub fn control(
     req: Result<Request, ControlError>,
 ) {
     if let Err(e) = req.and_then(|r| serve_control(frame, caller, r)) {
-        warn!(
+        guest_warn!(
+            caller,
             "{}: control call {:#x} for partition id {} refused: {e}",
-            caller.name, x[0], x[1]
+            caller.name,
+            x[0],
+            x[1]
         );
         frame.x[0] = e.code();
     }
@@ -198,13 +204,13 @@ fn serve_control(
         }
         Request::Start { .. } => {
             t.life.lock().start().map_err(wrong)?;
-            info!("{}: start requested by {}", t.name, caller.name);
+            guest_info!(caller, "{}: start requested by {}", t.name, caller.name);
             cpu::kick(t.pcpus[0]);
             frame.x[0] = 0;
         }
         Request::Stop { .. } => {
             let kick = t.life.lock().stop().map_err(wrong)?;
-            info!("{}: stop requested by {}", t.name, caller.name);
+            guest_info!(caller, "{}: stop requested by {}", t.name, caller.name);
             ask_to_leave(t, kick);
             frame.x[0] = 0;
         }
@@ -216,9 +222,11 @@ fn serve_control(
             let r = load_elf(caller, t, addr, len);
             t.life.lock().end_load(r.ok());
             let entry = r?;
-            info!(
+            guest_info!(
+                caller,
                 "{}: loaded an ELF of {len} bytes from {}, entry {entry:#x}",
-                t.name, caller.name
+                t.name,
+                caller.name
             );
             frame.x[0] = 0;
         }
@@ -238,7 +246,7 @@ fn load_elf(caller: &Partition, t: &Partition, addr: u64, len: u64) -> Result<u6
     let dtb = partita_core::sdt::Range::new(t.layout.dtb, partita_core::guest_fdt::DTB_MAX);
     let plan =
         control::plan_elf(&head[..n], len, t.layout.kernel, &t.memory, dtb).map_err(|e| {
-            warn!("{}: ELF from {} refused: {e}", t.name, caller.name);
+            guest_warn!(caller, "{}: ELF from {} refused: {e}", t.name, caller.name);
             ControlError::BadImage
         })?;
     for s in plan.segments() {

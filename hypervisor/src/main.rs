@@ -10,6 +10,8 @@ extern crate alloc;
 mod arch;
 mod console;
 mod cpu;
+#[cfg(feature = "el2-time")]
+mod el2time;
 mod irq;
 mod life;
 mod partition;
@@ -123,6 +125,7 @@ fn cannot_start(bootloader_tree: Option<&[u8]>, what: core::fmt::Arguments<'_>) 
 fn refuse(what: core::fmt::Arguments<'_>) -> ! {
     error!("{what}");
     error!("nothing was started; powering off");
+    console::flush();
     arch::smc(FW_SYSTEM_OFF, 0, 0, 0);
     loop {
         arch::wait_for_event();
@@ -208,6 +211,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         },
     };
     gic.init_distributor();
+    arch::take_interrupts_at_el2();
     if let Err(e) = gic.init_cpu(mpidr) {
         refuse(format_args!("{e}"));
     }
@@ -281,12 +285,19 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         boot_cpu,
         Some(unsafe { &__boot_stack_top as *const u8 as u64 }),
     );
+    // The console's interrupt goes to a CPU no partition uses, if there
+    // is one, so that feeding the UART and routing typed input take no
+    // partition's time.
+    let mut console_cpu = sys.cpu_owner[boot_cpu].is_none().then_some(boot_cpu);
     for (i, c) in sys.config.cpus.iter().enumerate() {
         if i == boot_cpu {
             continue;
         }
         cpu::prepare(i, None);
         let r = arch::smc(FW_CPU_ON, c.mpidr, arch::secondary_entry_point(), i as u64);
+        if r == 0 && sys.cpu_owner[i].is_none() {
+            console_cpu = console_cpu.or(Some(i));
+        }
         if r != 0 {
             // No vCPU is posted before every CPU is on, so nothing waits yet.
             let needed: Vec<&str> = sys
@@ -311,6 +322,10 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
                 ));
             }
         }
+    }
+
+    if let (Some(spi), Some(c)) = (sys.console_spi, console_cpu) {
+        sys.gic.route(spi, sys.config.cpus[c].mpidr, c);
     }
 
     // Each partition's home CPU (that of its vCPU 0) loads its images
@@ -346,6 +361,7 @@ fn enable_mmu(sys: &SystemConfig) {
 extern "C" fn secondary_main(index: usize) -> ! {
     arch::set_cpu_index(index);
     let sys = system();
+    arch::take_interrupts_at_el2();
     if let Err(e) = sys.gic.init_cpu(arch::mpidr()) {
         error!("{e}; this CPU stays parked");
         loop {
@@ -365,31 +381,56 @@ pub extern "C" fn park_loop() -> ! {
     let me = arch::cpu_index();
     cpu::get(me).set_running(None);
     let owner = system().cpu_owner[me];
+    #[cfg(feature = "el2-time")]
+    el2time::report(me, owner.map(|(p, _)| &system().partitions[p]));
     loop {
         if let Some((p, v)) = owner {
             life::serve(&system().partitions[p], v);
         }
         arch::wait_for_interrupt();
         arch::take_pending_interrupts();
+        console::idle();
     }
 }
 
 /// The exception class and registers of a fatal trap, readable by a person.
+/// A guest's (taken from EL1 or EL0) counts against its partition's log
+/// limit for events, as its restarts do (one crash per instance): a
+/// controller restarting a crashing partition in a loop cannot make the
+/// hypervisor print without bound.
 pub fn report_fatal(what: &str, frame: &arch::TrapFrame) {
     let s = arch::syndrome();
     let ec = partita_core::trap::ec_of(s.esr);
-    let who = match cpu::current() {
-        Some((p, v)) => alloc::format!(" in partition {} vcpu {v}", system().partitions[p].name),
-        None => alloc::string::String::new(),
-    };
-    error!(
-        "{what}{who}: {} (EC {ec:#04x}) ESR {:#x} FAR {:#x} ELR {:#x} SPSR {:#x}",
-        partita_core::trap::ec_name(ec),
-        s.esr,
-        s.far,
-        frame.elr,
-        frame.spsr
-    );
+    let name = partita_core::trap::ec_name(ec);
+    let current = cpu::current().map(|(p, v)| (&system().partitions[p], v));
+    let who = Who(current.map(|(p, v)| (p.name.as_str(), v)));
+    macro_rules! report {
+        () => {
+            format_args!(
+                "{what}{who}: {name} (EC {ec:#04x}) ESR {:#x} FAR {:#x} ELR {:#x} SPSR {:#x}",
+                s.esr, s.far, frame.elr, frame.spsr
+            )
+        };
+    }
+    match current {
+        // Taken from EL1 or EL0: the guest's.
+        Some((p, _)) if (frame.spsr >> 2) & 3 < 2 => {
+            console::limited(p, console::Class::Event, log::Level::Error, report!())
+        }
+        _ => error!("{}", report!()),
+    }
+}
+
+/// " in partition NAME vcpu N", or nothing.
+struct Who<'a>(Option<(&'a str, usize)>);
+
+impl core::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some((name, v)) => write!(f, " in partition {name} vcpu {v}"),
+            None => Ok(()),
+        }
+    }
 }
 
 #[panic_handler]

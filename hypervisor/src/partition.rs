@@ -55,6 +55,9 @@ pub struct Partition {
     pub rpmsg_in: AtomicU64,
     pub rpmsg_out: AtomicU64,
     pub faults: AtomicU64,
+    /// What the guest may make the hypervisor log (`console::Class`);
+    /// kept across restarts.
+    pub log_limits: Mutex<[partita_core::ratelimit::RateLimit; 2]>,
 }
 
 /// A configuration the SDT allowed but the boot package or memory cannot
@@ -219,6 +222,7 @@ impl Partition {
             rpmsg_in: AtomicU64::new(0),
             rpmsg_out: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            log_limits: Mutex::new(crate::console::new_limits()),
         };
         Ok(p)
     }

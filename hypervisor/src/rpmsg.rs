@@ -11,12 +11,13 @@
 //! dropped or reordered, and none waits for its sender to notify again.
 
 use crate::arch::TrapFrame;
+use crate::console::guest_warn;
 use crate::cpu;
 use crate::irq::Hw;
 use crate::partition::Partition;
 use crate::system;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use log::{debug, warn};
+use log::debug;
 use partita_core::rpmsg::{Link, Moved, RX, TX};
 use partita_core::sdt::Range;
 use partita_core::trap::MmioAccess;
@@ -90,8 +91,6 @@ pub struct VirtioPort {
     /// trap's budget by one of this partition's CPUs, which has kicked
     /// itself to continue.
     pub resume: [AtomicBool; 2],
-    /// Faults of this device logged so far (see `fail`).
-    logged: AtomicU32,
 }
 
 impl VirtioPort {
@@ -102,7 +101,6 @@ impl VirtioPort {
             link,
             side,
             resume: [AtomicBool::new(false), AtomicBool::new(false)],
-            logged: AtomicU32::new(0),
         }
     }
 }
@@ -188,32 +186,14 @@ fn raise(link: usize, side: usize) {
     }
 }
 
-/// Faults of one device logged before the rest are only counted: a
-/// driver that resets its device and faults again, over and over, prints
-/// no more than this.
-const LOGGED_FAULTS: u32 = 8;
-
 fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
     let p = partition_of(link, side);
-    let path = &system().config.links[link].path;
-    let logged = p
-        .virtio
-        .iter()
-        .find(|v| v.link == link && v.side == side)
-        .map_or(u32::MAX, |v| {
-            // Saturating: the count never wraps back to logging.
-            v.logged
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
-                .unwrap_or(u32::MAX)
-        });
-    if logged < LOGGED_FAULTS {
-        warn!("{}: rpmsg device of {path}: {f}; it needs a reset", p.name);
-    } else if logged == LOGGED_FAULTS {
-        warn!(
-            "{}: rpmsg device of {path}: {f}; it needs a reset (its further faults are counted, not logged)",
-            p.name
-        );
-    }
+    guest_warn!(
+        p,
+        "{}: rpmsg device of {}: {f}; it needs a reset",
+        p.name,
+        system().config.links[link].path
+    );
     l.dev[side].fail();
     p.faults.fetch_add(1, Ordering::Relaxed);
     raise(link, side);

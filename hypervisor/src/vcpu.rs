@@ -2,12 +2,13 @@
 //! is decoded into one event and handed to exactly one handler.
 
 use crate::arch::{self, TrapFrame, VcpuSetup};
+use crate::console::{guest_info, guest_note, guest_warn};
 use crate::cpu::{self, PerCpu};
 use crate::irq;
 use crate::life;
 use crate::partition::Partition;
 use crate::{report_fatal, system};
-use log::{debug, info, warn};
+use log::debug;
 use partita_core::control;
 use partita_core::lifecycle::Psci;
 use partita_core::psci;
@@ -29,7 +30,8 @@ pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
     });
     system().gic.set_virtual_interface(false);
     cpu::get(me).set_running(Some((p.index, vcpu)));
-    info!(
+    guest_info!(
+        p,
         "{}: vcpu {vcpu} starts at {entry:#x} (counter {})",
         p.name,
         arch::counter()
@@ -66,7 +68,7 @@ fn handle_sync(
         }
         Trap::Mmio(a) => mmio(frame, p, vcpu, a, s.far),
         Trap::DataAbort { ipa, write, fsc } => {
-            warn!("{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
+            guest_warn!(p, "{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
                 p.name, if write { "write" } else { "read" });
             p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             arch::inject_data_abort(frame, s.far, write);
@@ -144,9 +146,9 @@ fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
         }
         Psci::Leave { kick } => {
             match c {
-                psci::Call::CpuOff => info!("{}: vcpu {vcpu} off", p.name),
-                psci::Call::SystemReset => info!("{}: reset by vcpu {vcpu}", p.name),
-                _ => info!("{}: powered off by vcpu {vcpu}", p.name),
+                psci::Call::CpuOff => guest_info!(p, "{}: vcpu {vcpu} off", p.name),
+                psci::Call::SystemReset => guest_info!(p, "{}: reset by vcpu {vcpu}", p.name),
+                _ => guest_info!(p, "{}: powered off by vcpu {vcpu}", p.name),
             }
             life::leave(p, kick)
         }
@@ -184,14 +186,16 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
                     }
                 }
                 Some(Effect::None) => {}
-                None => debug!(
+                None => guest_note!(
+                    p,
                     "{}: write to unknown PL011 register {off:#x} ignored",
                     p.name
                 ),
             }
         } else {
             let v = uart.read(off, a.width).unwrap_or_else(|| {
-                debug!(
+                guest_note!(
+                    p,
                     "{}: read of unknown PL011 register {off:#x} returns 0",
                     p.name
                 );
@@ -204,7 +208,8 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
         frame.elr += 4;
         return;
     }
-    warn!(
+    guest_warn!(
+        p,
         "{}: {} of {} bytes at IPA {:#x} outside its memory and devices; data abort injected",
         p.name,
         if a.write { "write" } else { "read" },

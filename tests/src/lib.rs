@@ -172,6 +172,8 @@ pub struct Run {
     pub exit: Option<i32>,
     pub timed_out: bool,
     pub command: String,
+    /// How long QEMU ran, by the host's clock.
+    pub elapsed: Duration,
 }
 
 /// Boots `image` on QEMU virt and collects the serial output until QEMU
@@ -180,8 +182,9 @@ pub fn boot(image: &Path, limit: Duration) -> Run {
     boot_with(image, limit, &[], None, &[])
 }
 
-/// As `boot`, with extra environment for qemu/virt, bytes fed to the serial
-/// input once `after` appears in the output, and extra QEMU arguments.
+/// As `boot`, with extra environment for qemu/virt, bytes typed into the
+/// serial input (20 ms apart) once `after` appears in the output, and
+/// extra QEMU arguments.
 pub fn boot_with(
     image: &Path,
     limit: Duration,
@@ -189,34 +192,36 @@ pub fn boot_with(
     input: Option<(&str, &[u8])>,
     qemu_args: &[&str],
 ) -> Run {
-    let steps: Vec<Step> = input
-        .map(|(after, send)| Step {
+    let feeds: Vec<Feed> = input
+        .map(|(after, bytes)| Feed {
             after,
-            nth: 1,
-            send,
+            bytes,
+            burst: false,
         })
         .into_iter()
         .collect();
-    boot_steps(image, limit, env, &steps, qemu_args)
+    boot_scripted(image, limit, env, &feeds, None, qemu_args)
 }
 
-/// Input typed at a point of a run: `send` once `after` has appeared `nth`
-/// times in the output. An empty `send` ends the run there (QEMU is
-/// stopped; the run does not count as timed out): for machines that keep
-/// running by design.
+/// Input for the serial line: `bytes`, once `after` appears in the output
+/// (after where the previous feed was sent), typed 20 ms apart or, if
+/// `burst`, written all at once as a paste does.
 #[derive(Clone, Copy)]
-pub struct Step<'a> {
+pub struct Feed<'a> {
     pub after: &'a str,
-    pub nth: usize,
-    pub send: &'a [u8],
+    pub bytes: &'a [u8],
+    pub burst: bool,
 }
 
-/// As `boot_with`, with any number of input steps, fed in order.
-pub fn boot_steps(
+/// As `boot_with`, with any number of feeds, and `stop`: once every feed
+/// is sent and this text appears after the last one, QEMU is stopped (the
+/// run counts as neither a timeout nor an exit).
+pub fn boot_scripted(
     image: &Path,
     limit: Duration,
     env: &[(&str, &str)],
-    steps: &[Step<'_>],
+    feeds: &[Feed<'_>],
+    stop: Option<&str>,
     qemu_args: &[&str],
 ) -> Run {
     let script = root().join("qemu/virt");
@@ -252,29 +257,41 @@ pub fn boot_steps(
     });
     let start = Instant::now();
     let mut out = Vec::new();
-    let mut next = 0;
+    let mut feeds = feeds.iter();
+    let mut next = feeds.next();
+    // Output before this offset was there when the last feed went in.
+    let mut seen = 0;
     let mut stdin = child.stdin.take();
     let mut timed_out = false;
     let exit = loop {
         while let Ok(chunk) = rx.try_recv() {
             out.extend_from_slice(&chunk);
         }
-        if let Some(step) = steps.get(next) {
-            if String::from_utf8_lossy(&out).matches(step.after).count() >= step.nth {
-                if step.send.is_empty() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
+        if let Some(f) = next {
+            if text_of(&out[seen..]).contains(f.after) {
                 use std::io::Write;
                 if let Some(s) = stdin.as_mut() {
-                    for b in step.send {
-                        let _ = s.write_all(&[*b]);
+                    if f.burst {
+                        let _ = s.write_all(f.bytes);
                         let _ = s.flush();
-                        std::thread::sleep(Duration::from_millis(20));
+                    } else {
+                        for b in f.bytes {
+                            let _ = s.write_all(&[*b]);
+                            let _ = s.flush();
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
                     }
                 }
-                next += 1;
+                seen = out.len();
+                next = feeds.next();
+            }
+        }
+        if let (None, Some(text)) = (next, stop) {
+            if text_of(&out[seen..]).contains(text) {
+                // Let the line end, then stop.
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = child.kill();
+                break child.wait().ok().and_then(|s| s.code());
             }
         }
         if let Some(st) = child.try_wait().unwrap() {
@@ -296,6 +313,7 @@ pub fn boot_steps(
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
+    let elapsed = start.elapsed();
     let mut output = String::from_utf8_lossy(&out).replace('\r', "");
     if !err.is_empty() {
         output.push_str(&format!("\n--- qemu stderr ---\n{err}"));
@@ -305,7 +323,13 @@ pub fn boot_steps(
         exit,
         timed_out,
         command,
+        elapsed,
     }
+}
+
+/// Serial output as text, without the carriage returns.
+fn text_of(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).replace('\r', "")
 }
 
 impl Run {

@@ -40,31 +40,23 @@ fn linux_and_the_rtos_talk_over_rpmsg() {
 fn linux_reboots_five_times_and_powers_off_alone() {
     let img = images().join("qemu-virt/linux-rtos.img");
     let prompt = "Ctrl-A X leaves QEMU.";
-    let mut steps: Vec<Step> = (1..=5)
-        .map(|nth| Step {
-            after: prompt,
-            nth,
-            send: b"reboot -f\r",
-        })
-        .collect();
-    steps.push(Step {
-        after: prompt,
-        nth: 6,
-        send: b"poweroff -f\r",
-    });
-    // The status once Linux has stopped; the RTOS runs on, so the run ends
-    // there.
-    steps.push(Step {
-        after: "linux: stopped",
-        nth: 1,
-        send: &[0x1c, b's'],
-    });
-    steps.push(Step {
-        after: "  rtos     running",
-        nth: 1,
-        send: b"",
-    });
-    let run = boot_steps(&img, std::time::Duration::from_secs(300), &[], &steps, &[]);
+    let typed = |after, bytes| Feed {
+        after,
+        bytes,
+        burst: false,
+    };
+    let mut feeds = vec![typed(prompt, b"reboot -f\r"); 5];
+    feeds.push(typed(prompt, b"poweroff -f\r"));
+    feeds.push(typed("linux: stopped", &[0x1c, b's']));
+    // The RTOS runs on, so the run ends at the status.
+    let run = boot_scripted(
+        &img,
+        std::time::Duration::from_secs(300),
+        &[],
+        &feeds,
+        Some("  rtos     running"),
+        &[],
+    );
     assert_eq!(
         run.lines_with("linux: reset by vcpu").len(),
         5,
@@ -88,4 +80,37 @@ fn linux_reboots_five_times_and_powers_off_alone() {
     run.expect_absent("BUG:");
     run.expect_absent("WARNING:");
     assert!(!run.timed_out, "the run did not reach the status");
+}
+
+/// A 125-character command pasted into the Linux shell at once (as a
+/// terminal's paste does) arrives whole: the console keeps typed input in
+/// a 4 KiB buffer per partition while Linux drains its emulated FIFO.
+#[test]
+fn a_pasted_125_character_command_reaches_the_linux_shell_whole() {
+    let word: String = (0..125)
+        .map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[i * 7 % 36]))
+        .collect();
+    let command = format!("echo {word}\r");
+    let img = root().join("target/images/qemu-virt/linux-rtos.img");
+    images();
+    let feeds = [Feed {
+        after: "Enter 'help' for a list of built-in commands.",
+        bytes: command.as_bytes(),
+        burst: true,
+    }];
+    let run = boot_scripted(
+        &img,
+        LIMIT,
+        &[],
+        &feeds,
+        Some(&format!("[linux] {word}\n")),
+        &[],
+    );
+    run.line("[linux] / # ");
+    // The shell ran the whole command: its output is the whole word.
+    assert!(
+        run.output.lines().any(|l| l == format!("[linux] {word}")),
+        "the command did not arrive whole"
+    );
+    run.expect_absent("console input dropped");
 }

@@ -245,6 +245,13 @@ pub fn crash(fdt: &fdt::Fdt<'_>) {
     if !wait_state(id, CRASHED) {
         return;
     }
+    // The state changes first, then the interrupt that says so is raised.
+    for _ in 0..50_000_000u64 {
+        if INTERRUPTS.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        core::hint::spin_loop();
+    }
     let s = status(id);
     println!(
         "control: partition {id} crashed (faults {}); interrupts {}",

@@ -279,6 +279,9 @@ extern "C" fn on_irq() {
             continue;
         }
         match id {
+            id if id < 16 && crate::hostile::WATCHING.load(Ordering::Acquire) => {
+                crate::hostile::sgi_seen(id)
+            }
             VTIMER => {
                 let n = TICK_COUNT[me].fetch_add(1, Ordering::AcqRel) + 1;
                 if n == TICKS / 2 {

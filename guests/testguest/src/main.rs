@@ -25,7 +25,10 @@
 //! - `control=N`, `control-load`, `control-crash`, `control-refusals`,
 //!   `control-denied=ID`: drive another partition (see control.rs);
 //! - `reset-race=N`, `timer-off=N`, `rpmsg-restarts=N[,send]`: the
-//!   lifecycle's races (see races.rs).
+//!   lifecycle's races (see races.rs);
+//! - `hostile=GROUP,...`: attacks on every boundary, counted (see
+//!   hostile.rs); `flood=MS`: notifications, faults and console lines
+//!   for MS ms; `watch-sgis`: reports any SGI that arrives.
 //!
 //! Without `stay` it ends with PSCI SYSTEM_OFF.
 #![no_std]
@@ -33,6 +36,7 @@
 
 mod bench;
 mod control;
+mod hostile;
 mod irqs;
 mod races;
 mod rpmsg;
@@ -103,6 +107,34 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                 unsafe { asm!("br {}", in(reg) 0u64, options(noreturn)) }
             }
             "stay" => {}
+            "watch-sgis" => hostile::watch_sgis(0),
+            // Parameters of `hostile=` and `flood=`.
+            w if ["victims=", "hyp=", "mmio=", "gic=", "ids=", "self="]
+                .iter()
+                .any(|k| w.starts_with(k)) => {}
+            w if w.starts_with("hostile=") || w.starts_with("flood=") => {
+                let virtio = fdt.find_compatible(&["virtio,mmio"]);
+                let mut own_spis = [0u32; 4];
+                own_spis[0] = guest_common::console(&fdt).and_then(|c| c.1).unwrap_or(0);
+                own_spis[1] = virtio.and_then(guest_common::spi_of).unwrap_or(0);
+                let gicr = fdt
+                    .find_compatible(&["arm,gic-v3"])
+                    .and_then(|n| n.reg()?.nth(1))
+                    .map_or(0, |r| r.starting_address as u64);
+                let me = hostile::Me {
+                    mem: mem.unwrap_or((0, 0)),
+                    cpus,
+                    virtio: virtio
+                        .and_then(|n| n.reg()?.next())
+                        .map(|r| r.starting_address as u64),
+                    gicr,
+                    own_spis,
+                };
+                match w.strip_prefix("flood=") {
+                    Some(ms) => hostile::flood(ms.parse().unwrap_or(1000), args, &me),
+                    None => hostile::run(&w[8..], args, &me),
+                }
+            }
             "timer" => irqs::timer(cpus),
             "many-sgis" => irqs::many_sgis(),
             w if w.starts_with("busy=") => busy(w[5..].parse().unwrap_or(1000)),
@@ -333,6 +365,9 @@ fn count(n: u32) {
 /// skipped; anything else is reported and we stop.
 #[no_mangle]
 extern "C" fn on_sync(esr: u64, far: u64, elr: u64) -> u64 {
+    if hostile::PROBING.load(Ordering::Acquire) {
+        return hostile::on_sync(esr, far, elr);
+    }
     let ec = esr >> 26;
     if ec == 0x25 {
         ABORTS.fetch_add(1, Ordering::Relaxed);

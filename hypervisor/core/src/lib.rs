@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod package;
 pub mod pagetable;
 pub mod psci;
+pub mod ratelimit;
 pub mod rpmsg;
 pub mod sdt;
 pub mod trap;

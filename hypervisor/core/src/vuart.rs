@@ -1,6 +1,12 @@
 //! An emulated ARM PL011 (DDI 0183G): enough for Linux's `amba-pl011`
 //! driver, `earlycon=pl011` and bare-metal drivers. Transmission is
 //! instantaneous, so the transmit FIFO is always empty.
+//!
+//! Received bytes wait in a buffer of [`RX_BUFFER`] bytes, far deeper than
+//! a PL011's 32-byte FIFO: the FIFO the driver sees is the front of it,
+//! refilled as the driver drains it, so a pasted line arrives whole even
+//! when the guest takes its interrupt late. Only a full buffer drops bytes
+//! (an overrun, flagged in RSR and DR as on the hardware).
 
 /// The registers, decoded from their offset in the 4 KiB window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +60,25 @@ const FR_RXFE: u32 = 1 << 4;
 pub const INT_RX: u32 = 1 << 4;
 pub const INT_TX: u32 = 1 << 5;
 pub const INT_RT: u32 = 1 << 6;
+/// Overrun error: in RSR, and in DR beside the first byte read after it.
+const OE: u32 = 1 << 3;
+const DR_OE: u32 = 1 << 11;
+/// The FIFO a PL011 has: FR says full once this many bytes wait.
 const RX_FIFO: usize = 32;
+/// Bytes of typed input a partition's console holds before dropping any.
+pub const RX_BUFFER: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct VirtualPl011 {
-    rx: [u8; RX_FIFO],
+    rx: [u8; RX_BUFFER],
     rx_head: usize,
     rx_len: usize,
+    /// RSR: overrun since the driver last cleared it.
+    rsr: u32,
+    /// The next byte read carries DR's overrun flag.
+    dr_overrun: bool,
+    /// Bytes dropped on a full buffer, since the partition started.
+    pub rx_dropped: u64,
     ris: u32,
     imsc: u32,
     cr: u32,
@@ -91,9 +109,12 @@ impl VirtualPl011 {
     /// firmware leaves a console.
     pub const fn new() -> Self {
         VirtualPl011 {
-            rx: [0; RX_FIFO],
+            rx: [0; RX_BUFFER],
             rx_head: 0,
             rx_len: 0,
+            rsr: 0,
+            dr_overrun: false,
+            rx_dropped: 0,
             ris: INT_TX,
             imsc: 0,
             cr: 0x301,
@@ -109,13 +130,13 @@ impl VirtualPl011 {
     fn reg_value(&self, r: Pl011Reg) -> u32 {
         match r {
             Pl011Reg::Dr => 0,
-            Pl011Reg::Rsr => 0,
+            Pl011Reg::Rsr => self.rsr,
             Pl011Reg::Fr => {
                 let mut fr = FR_TXFE;
                 if self.rx_len == 0 {
                     fr |= FR_RXFE;
                 }
-                if self.rx_len == RX_FIFO {
+                if self.rx_len >= RX_FIFO {
                     fr |= FR_RXFF;
                 }
                 fr
@@ -177,8 +198,10 @@ impl VirtualPl011 {
             Pl011Reg::Imsc => self.imsc = merge(self.imsc) & 0x7ff,
             Pl011Reg::Icr => self.ris &= !merge(0),
             Pl011Reg::Dmacr => self.dmacr = merge(self.dmacr) & 0x7,
+            // ECR: any write clears the errors.
+            Pl011Reg::Rsr => self.rsr = 0,
             // Read-only registers ignore writes, as the hardware does.
-            Pl011Reg::Rsr | Pl011Reg::Fr | Pl011Reg::Ris | Pl011Reg::Mis | Pl011Reg::Id(_) => {}
+            Pl011Reg::Fr | Pl011Reg::Ris | Pl011Reg::Mis | Pl011Reg::Id(_) => {}
         }
         Some(Effect::None)
     }
@@ -188,24 +211,37 @@ impl VirtualPl011 {
             return 0;
         }
         let b = self.rx[self.rx_head];
-        self.rx_head = (self.rx_head + 1) % RX_FIFO;
+        self.rx_head = (self.rx_head + 1) % RX_BUFFER;
         self.rx_len -= 1;
         if self.rx_len == 0 {
             self.ris &= !(INT_RX | INT_RT);
         }
-        u32::from(b)
+        let oe = if core::mem::take(&mut self.dr_overrun) {
+            DR_OE
+        } else {
+            0
+        };
+        u32::from(b) | oe
     }
 
-    /// Queues a received byte; false when the FIFO is full (the byte is
-    /// dropped, as on a real UART overrun).
+    /// Queues a received byte; false when the buffer is full: the byte is
+    /// dropped and counted, and the driver sees an overrun.
     pub fn push_rx(&mut self, b: u8) -> bool {
-        if self.rx_len == RX_FIFO {
+        if self.rx_len == RX_BUFFER {
+            self.rx_dropped = self.rx_dropped.saturating_add(1);
+            self.rsr |= OE;
+            self.dr_overrun = true;
             return false;
         }
-        self.rx[(self.rx_head + self.rx_len) % RX_FIFO] = b;
+        self.rx[(self.rx_head + self.rx_len) % RX_BUFFER] = b;
         self.rx_len += 1;
         self.ris |= INT_RX | INT_RT;
         true
+    }
+
+    /// Whether bytes were dropped since the driver last read one.
+    pub fn overrun(&self) -> bool {
+        self.dr_overrun
     }
 
     /// Whether the interrupt line is asserted.
@@ -220,6 +256,10 @@ impl VirtualPl011 {
 pub struct LineBuffer {
     buf: [u8; LINE_MAX],
     len: usize,
+    /// The start of a UTF-8 character that a full line cut in two: it
+    /// begins the next line instead.
+    carry: [u8; 3],
+    carry_len: usize,
 }
 
 pub const LINE_MAX: usize = 200;
@@ -235,19 +275,34 @@ impl LineBuffer {
         LineBuffer {
             buf: [0; LINE_MAX],
             len: 0,
+            carry: [0; 3],
+            carry_len: 0,
         }
     }
 
     /// Adds a byte; returns a complete line (without its newline) when one
-    /// ends or the buffer is full. Carriage returns are dropped.
+    /// ends or the buffer is full. Carriage returns are dropped. A full
+    /// line is cut between characters, not inside one.
     pub fn push(&mut self, b: u8) -> Option<&[u8]> {
+        if self.carry_len > 0 {
+            let n = core::mem::take(&mut self.carry_len);
+            self.buf[..n].copy_from_slice(&self.carry[..n]);
+            self.len = n;
+        }
         match b {
             b'\r' => None,
             b'\n' => Some(self.take()),
             _ => {
                 self.buf[self.len] = b;
                 self.len += 1;
-                (self.len == LINE_MAX).then(|| self.take())
+                if self.len < LINE_MAX {
+                    return None;
+                }
+                let cut = LINE_MAX - incomplete_tail(&self.buf);
+                self.carry_len = LINE_MAX - cut;
+                self.carry[..self.carry_len].copy_from_slice(&self.buf[cut..]);
+                self.len = 0;
+                Some(&self.buf[..cut])
             }
         }
     }
@@ -265,6 +320,25 @@ impl LineBuffer {
     pub fn take_pending(&mut self) -> &[u8] {
         self.take()
     }
+}
+
+/// How many bytes at the end of `b` are the start of a UTF-8 character
+/// whose other bytes have not come yet (0 if none).
+fn incomplete_tail(b: &[u8]) -> usize {
+    for back in 1..=3.min(b.len()) {
+        let c = b[b.len() - back];
+        if c & 0xc0 == 0x80 {
+            continue; // a continuation byte: look further back
+        }
+        let need = match c {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => return 0,
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
 }
 
 #[cfg(test)]
@@ -308,8 +382,36 @@ mod tests {
         for _ in 0..RX_FIFO {
             assert!(u.push_rx(b'z'));
         }
-        assert!(!u.push_rx(b'!'));
         assert_ne!(u.read(0x18, 4).unwrap() & FR_RXFF, 0);
+    }
+
+    #[test]
+    fn a_pasted_burst_waits_whole_and_only_a_full_buffer_drops() {
+        let mut u = VirtualPl011::new();
+        let text: Vec<u8> = (0..RX_BUFFER).map(|i| b'a' + (i % 26) as u8).collect();
+        for &b in &text {
+            assert!(u.push_rx(b));
+        }
+        // The driver drains what FR shows, a FIFO at a time, and finds
+        // every byte in order.
+        let mut got = Vec::new();
+        while u.read(0x18, 4).unwrap() & FR_RXFE == 0 {
+            got.push(u.read(0, 4).unwrap() as u8);
+        }
+        assert_eq!(got, text);
+        assert!(!u.irq_pending());
+        // Overrun: the byte is dropped and counted, RSR and the next DR
+        // read say so, and a write to ECR clears it.
+        for _ in 0..RX_BUFFER {
+            u.push_rx(b'x');
+        }
+        assert!(!u.push_rx(b'!'));
+        assert_eq!(u.rx_dropped, 1);
+        assert_eq!(u.read(0x4, 4), Some(OE));
+        assert_eq!(u.read(0, 4), Some(DR_OE | u32::from(b'x')));
+        assert_eq!(u.read(0, 4), Some(u32::from(b'x')));
+        u.write(0x4, 4, 0).unwrap();
+        assert_eq!(u.read(0x4, 4), Some(0));
     }
 
     #[test]
@@ -336,5 +438,29 @@ mod tests {
         }
         assert_eq!(l.push(b'x').map(|s| s.len()), Some(LINE_MAX));
         assert!(l.pending().is_empty());
+    }
+
+    #[test]
+    fn a_full_line_is_cut_between_characters() {
+        let mut l = LineBuffer::new();
+        // LINE_MAX - 1 ASCII bytes, then a 3-byte character across the cut.
+        for _ in 0..LINE_MAX - 1 {
+            assert!(l.push(b'x').is_none());
+        }
+        let snow = "\u{2603}".as_bytes();
+        assert_eq!(l.push(snow[0]).map(|s| s.len()), Some(LINE_MAX - 1));
+        assert!(l.push(snow[1]).is_none());
+        assert!(l.push(snow[2]).is_none());
+        assert_eq!(l.push(b'\n'), Some(snow));
+        for (tail, cut) in [
+            (&b"ab"[..], 0),
+            (b"\xc3", 1),
+            (b"\xe2\x98", 2),
+            (b"\xe2\x98\x83", 0),
+            (b"\xf0\x9f\x98", 3),
+            (b"\x98\x83", 0),
+        ] {
+            assert_eq!(incomplete_tail(tail), cut, "{tail:?}");
+        }
     }
 }

@@ -163,11 +163,23 @@ park_on:
     str     x1, [sp, #16 * 16]
 .endm
 
-.macro vector handler
+// With the el2-time feature, the counter is read after the save and
+// handed to el2_time_account after the handler (x19 is callee-saved, and
+// the guest's is in the frame), with the kind of exception: 0 a guest's
+// trap, 1 an interrupt taken from a guest, 2 anything else.
+.macro vector handler, kind=2
     .balign 0x80
     save_frame
+.ifdef PARTITA_EL2_TIME
+    mrs     x19, cntpct_el0
+.endif
     mov     x0, sp
     bl      \handler
+.ifdef PARTITA_EL2_TIME
+    mov     x0, x19
+    mov     x1, #\kind
+    bl      el2_time_account
+.endif
     b       restore_and_eret
 .endm
 
@@ -184,8 +196,8 @@ el2_vectors:
     vector  el2_fatal
     vector  el2_fatal
     // Lower EL, AArch64: the guests.
-    vector  guest_sync
-    vector  guest_irq
+    vector  guest_sync, 0
+    vector  guest_irq, 1
     vector  guest_fatal
     vector  guest_serror
     // Lower EL, AArch32: guests are AArch64 only (HCR_EL2.RW).

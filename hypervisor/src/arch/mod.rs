@@ -9,7 +9,10 @@ use aarch64_cpu::registers::*;
 use core::arch::{asm, global_asm};
 use partita_core::trap::Syndrome;
 
+#[cfg(not(feature = "el2-time"))]
 global_asm!(include_str!("entry.S"));
+#[cfg(feature = "el2-time")]
+global_asm!(".set PARTITA_EL2_TIME, 1", include_str!("entry.S"));
 
 /// The guest's registers as the exception vectors saved them.
 #[repr(C)]
@@ -227,6 +230,15 @@ pub fn configure_vcpu(v: &VcpuSetup) {
     // This CPU may have run another VMID before (a restarted partition).
     // SAFETY: TLB maintenance has no memory effects.
     unsafe { asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
+}
+
+/// Physical interrupts are taken at EL2 on this CPU from now on, before it
+/// runs any vCPU (`configure_vcpu` keeps IMO): without it, a CPU that no
+/// partition uses would never take the interrupts routed to it (the
+/// console's).
+pub fn take_interrupts_at_el2() {
+    HCR_EL2.write(HCR_EL2::RW::EL1IsAarch64 + HCR_EL2::IMO::EnableVirtualIRQ);
+    barrier::isb(barrier::SY);
 }
 
 /// Injects a synchronous external abort into the guest at EL1, as the
