@@ -694,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_side_going_down_and_up_is_seen_by_its_peer_and_nothing_is_lost() {
-        let (mut link, mut m, mut a, b) = pair();
+        let (mut link, mut m, mut a, _) = pair();
         assert_eq!(link.read(0, PEER_READY), 1);
         // b stops: its device is reset; a sees it and keeps sending.
         assert_eq!(link.side_changed(1, true), Some(0));
@@ -716,7 +716,6 @@ mod tests {
         // A peer whose driver is not live is not interrupted.
         link.dev[0].reset();
         assert_eq!(link.side_changed(1, false), None);
-        let _ = b;
     }
 
     /// A message longer than the link's buffer size is its sender's fault,
