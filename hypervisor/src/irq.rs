@@ -203,9 +203,11 @@ pub fn handle_physical() {
 }
 
 /// The list registers ran low with interrupts still waiting, or the guest
-/// EOId level-sensitive emulated interrupts: free those list registers,
-/// sample the lines again and refill, now, since the maintenance interrupt
-/// stays asserted until its condition is gone.
+/// EOId entries that asked for a maintenance interrupt: level-sensitive
+/// emulated interrupts (sampled again) and, on GICv2, hardware-backed ones
+/// (deactivated here; see `vgic::lr::encode_v2`). Free those list
+/// registers and refill, now, since the maintenance interrupt stays
+/// asserted until its condition is gone.
 fn maintenance() {
     let me = arch::cpu_index();
     let gic = &system().gic;
@@ -214,9 +216,20 @@ fn maintenance() {
         return;
     };
     let p = &system().partitions[p];
-    let done = gic.eoi_lrs();
-    for i in (0..gic.lr_count()).filter(|i| done & (1 << i) != 0) {
-        gic.write_lr(i, 0);
+    let mut done = gic.eoi_lrs() & gic.lr_mask();
+    if done != 0 {
+        let g = p.vgic.lock();
+        while done != 0 {
+            let i = done.trailing_zeros() as usize;
+            done &= done - 1;
+            let intid = gic.lr_intid(gic.read_lr(i));
+            // Emptied first: a deactivated interrupt still pending comes
+            // back at once and wants a free list register.
+            gic.write_lr(i, 0);
+            if g.hw_backed(v, intid) {
+                gic.deactivate(intid);
+            }
+        }
     }
     p.resample_console();
     flush(p, v);

@@ -21,6 +21,24 @@ fn virtual_timer_ticks_1000_times_on_each_vcpu() {
     );
 }
 
+/// Issue 16's lost interrupt on GICv2, made to happen on every tick: each
+/// handler re-arms the timer and EOIs only after the new deadline passed,
+/// so the line is high again while the interrupt is active. Only its
+/// deactivation lets the GIC signal it; one vCPU, so that no other CPU's
+/// interrupts make QEMU's GICv2 look again by chance.
+#[test]
+fn a_timer_that_fires_again_before_its_eoi_is_not_lost() {
+    both(
+        "timer-late",
+        &domain("late", 1, 0x1, 0x4800_0000, "timer-late"),
+        |run| {
+            run.line("[late] timer-late: vcpu 0 counted 1000 ticks in");
+            run.expect_absent("stalled");
+            run.expect_clean_exit();
+        },
+    );
+}
+
 #[test]
 fn every_sgi_sent_between_vcpus_arrives() {
     both(

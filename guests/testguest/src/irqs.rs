@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use guest_common::counter;
 
 const VTIMER: u32 = 27;
+const PTIMER: u32 = 30;
 const SGI: u32 = 1;
 pub const TICKS: u32 = 1000;
 
@@ -28,42 +29,120 @@ pub enum Job {
 
 use guest_common::counter_freq as freq;
 
+/// Which EL1 timer a timer scenario counts, and how its handler ends.
+static PHYSICAL: AtomicBool = AtomicBool::new(false);
+/// Each tick's EOI comes only after the next deadline has passed, so the
+/// timer's line is high again while its interrupt is still active.
+static LATE: AtomicBool = AtomicBool::new(false);
+
 fn unmask() {
     // SAFETY: IRQs on at EL1; the vector table handles them.
     unsafe { asm!("msr daifclr, #2") };
 }
 
-fn arm_timer() {
-    let tval = freq() / 1000;
-    // SAFETY: the virtual timer belongs to the guest.
+/// Arms the scenario's timer `tval` ticks from now.
+fn arm_timer(tval: u64) {
+    // SAFETY: both EL1 timers belong to the guest.
     unsafe {
-        asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) tval, in(reg) 1u64)
+        if PHYSICAL.load(Ordering::Relaxed) {
+            asm!("msr cntp_tval_el0, {}", "msr cntp_ctl_el0, {}", "isb", in(reg) tval, in(reg) 1u64)
+        } else {
+            asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) tval, in(reg) 1u64)
+        }
     };
 }
 
 fn stop_timer() {
     // SAFETY: as above.
-    unsafe { asm!("msr cntv_ctl_el0, xzr", "isb") };
+    unsafe {
+        if PHYSICAL.load(Ordering::Relaxed) {
+            asm!("msr cntp_ctl_el0, xzr", "isb")
+        } else {
+            asm!("msr cntv_ctl_el0, xzr", "isb")
+        }
+    };
 }
 
-/// Counts TICKS virtual-timer interrupts at 1 kHz on this vCPU.
+/// The timer condition has been met (CNTx_CTL_EL0.ISTATUS).
+fn timer_fired() -> bool {
+    let ctl: u64;
+    // SAFETY: reads a timer's control register.
+    unsafe {
+        if PHYSICAL.load(Ordering::Relaxed) {
+            asm!("isb", "mrs {}, cntp_ctl_el0", out(reg) ctl)
+        } else {
+            asm!("isb", "mrs {}, cntv_ctl_el0", out(reg) ctl)
+        }
+    };
+    ctl & 4 != 0
+}
+
+fn timer_name() -> &'static str {
+    match (
+        PHYSICAL.load(Ordering::Relaxed),
+        LATE.load(Ordering::Relaxed),
+    ) {
+        (true, _) => "ptimer",
+        (false, true) => "timer-late",
+        (false, false) => "timer",
+    }
+}
+
+fn timer_intid() -> u32 {
+    if PHYSICAL.load(Ordering::Relaxed) {
+        PTIMER
+    } else {
+        VTIMER
+    }
+}
+
+/// Counts TICKS timer interrupts at 1 kHz on this vCPU, in WFI between
+/// them as an idle OS would be (a lost interrupt hangs it, as it would an
+/// OS). With late EOIs it polls instead and reports a stall.
 pub fn timer_on_this_vcpu() {
     let me = vcpu_index();
     gic::init_cpu(me);
-    gic::enable(VTIMER, me);
+    gic::enable(timer_intid(), me);
     let start = counter();
-    arm_timer();
+    arm_timer(freq() / 1000);
     unmask();
-    while TICK_COUNT[me].load(Ordering::Acquire) < TICKS {
-        // SAFETY: wait for the next interrupt.
-        unsafe { asm!("wfi") };
+    let late = LATE.load(Ordering::Relaxed);
+    let (mut seen, mut since) = (0, counter());
+    loop {
+        let n = TICK_COUNT[me].load(Ordering::Acquire);
+        if n >= TICKS {
+            break;
+        }
+        if !late {
+            // SAFETY: wait for the next interrupt.
+            unsafe { asm!("wfi") };
+            continue;
+        }
+        if n != seen {
+            (seen, since) = (n, counter());
+        } else if counter() - since > 2 * freq() {
+            stop_timer();
+            println!("{}: vcpu {me} stalled after {n} ticks", timer_name());
+            return;
+        }
+        core::hint::spin_loop();
     }
     stop_timer();
     let us = (counter() - start) * 1_000_000 / freq();
-    println!("timer: vcpu {me} counted {TICKS} ticks in {us} us");
+    println!(
+        "{}: vcpu {me} counted {TICKS} ticks in {us} us",
+        timer_name()
+    );
 }
 
-pub fn timer(cpus: usize) {
+/// `timer`, `ptimer`, `timer-late`: TICKS interrupts of the virtual or the
+/// EL1 physical timer on every vCPU.
+pub fn timer(cpus: usize, physical: bool, late: bool) {
+    PHYSICAL.store(physical, Ordering::Relaxed);
+    LATE.store(late, Ordering::Relaxed);
+    for t in &TICK_COUNT {
+        t.store(0, Ordering::Relaxed);
+    }
     gic::init_distributor();
     for i in 1..cpus {
         hvc(
@@ -75,6 +154,30 @@ pub fn timer(cpus: usize) {
     }
     timer_on_this_vcpu();
     wait_secondaries(cpus);
+}
+
+/// A tick of the scenario's timer, in its handler.
+fn tick(me: usize) {
+    let n = TICK_COUNT[me].fetch_add(1, Ordering::AcqRel) + 1;
+    let id = timer_intid();
+    if n == TICKS / 2 {
+        // Disabled and enabled again while active: nothing may be lost.
+        gic::disable(id, me);
+        gic::enable(id, me);
+    }
+    if n >= TICKS {
+        stop_timer();
+    } else if LATE.load(Ordering::Relaxed) {
+        // The next deadline passes before this interrupt's EOI: its line
+        // is high while it is still active, and only the deactivation
+        // lets the GIC signal it again.
+        arm_timer(freq() / 100_000);
+        while !timer_fired() {
+            core::hint::spin_loop();
+        }
+    } else {
+        arm_timer(freq() / 1000);
+    }
 }
 
 fn wait_secondaries(cpus: usize) {
@@ -279,19 +382,7 @@ extern "C" fn on_irq() {
             continue;
         }
         match id {
-            VTIMER => {
-                let n = TICK_COUNT[me].fetch_add(1, Ordering::AcqRel) + 1;
-                if n == TICKS / 2 {
-                    // Disabled and enabled again while active: nothing may be lost.
-                    gic::disable(VTIMER, me);
-                    gic::enable(VTIMER, me);
-                }
-                if n < TICKS {
-                    arm_timer();
-                } else {
-                    stop_timer();
-                }
-            }
+            VTIMER | PTIMER if id == timer_intid() => tick(me),
             SGI => {
                 SGI_COUNT.fetch_add(1, Ordering::AcqRel);
             }

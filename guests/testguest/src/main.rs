@@ -10,6 +10,9 @@
 //! - `count=N`: prints N numbered lines, slowly;
 //! - `jump-away`: branches outside its memory (the hypervisor stops it);
 //! - `timer`: 1,000 virtual-timer ticks at 1 kHz on every vCPU;
+//! - `ptimer`: the same with the EL1 physical timer (CNTP, PPI 30);
+//! - `timer-late`: 1,000 virtual-timer ticks, each EOId only after the
+//!   next deadline passed (the line is high again while still active);
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
@@ -101,7 +104,9 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                 unsafe { asm!("br {}", in(reg) 0u64, options(noreturn)) }
             }
             "stay" => {}
-            "timer" => irqs::timer(cpus),
+            "timer" => irqs::timer(cpus, false, false),
+            "ptimer" => irqs::timer(cpus, true, false),
+            "timer-late" => irqs::timer(cpus, false, true),
             "many-sgis" => irqs::many_sgis(),
             w if w.starts_with("busy=") => busy(w[5..].parse().unwrap_or(1000)),
             "rtc" => irqs::rtc(&fdt),

@@ -41,8 +41,10 @@ struct Irq {
 pub struct LrEntry {
     pub intid: u32,
     pub priority: u8,
-    /// The physical interrupt with the same INTID is deactivated by the
-    /// guest's EOI.
+    /// The physical interrupt with the same INTID is deactivated at the
+    /// guest's EOI: by the list register's hardware bit on GICv3, by the
+    /// hypervisor at the EOI maintenance interrupt on GICv2 (see
+    /// [`lr::encode_v2`]).
     pub hw: bool,
     pub group1: bool,
     /// Ask for a maintenance interrupt at EOI (level-sensitive emulated
@@ -273,6 +275,12 @@ impl Vgic {
         })?;
         self.sgi_source[vcpu][intid as usize] = vcpu as u8;
         Some(e)
+    }
+
+    /// Whether `intid` of `vcpu` is backed by a physical interrupt, which
+    /// the hypervisor deactivates itself when a GICv2 guest EOIs it.
+    pub fn hw_backed(&self, vcpu: usize, intid: u32) -> bool {
+        self.irq(vcpu, intid).is_some_and(|i| i.hw)
     }
 
     /// Whether anything waits for `vcpu`, deliverable or not.
@@ -898,21 +906,26 @@ pub mod lr {
         v as u32
     }
 
+    /// A GICv2 entry never carries the hardware bit: QEMU's GICv2, when a
+    /// guest deactivates a HW entry, clears the physical interrupt's active
+    /// state without signalling it again if its line rose meanwhile (a
+    /// timer re-armed before the EOI whose deadline passed before it), so
+    /// the interrupt would stay pending at EL2, unseen. A hardware-backed
+    /// interrupt is a software entry asking for the EOI maintenance
+    /// interrupt instead, at which the hypervisor deactivates the physical
+    /// one through GICC_DIR, a CPU-interface write after which every GIC
+    /// signals what is pending.
     pub fn encode_v2(e: &LrEntry) -> u64 {
         let mut v =
             (PENDING << 28) | (u64::from(e.priority >> 3) << 23) | u64::from(e.intid & 0x3ff);
         if e.group1 {
             v |= 1 << 30;
         }
-        if e.hw {
-            v |= (1 << 31) | (u64::from(e.intid & 0x3ff) << 10);
-        } else {
-            if e.eoi_maintenance {
-                v |= 1 << 19;
-            }
-            if e.intid < 16 {
-                v |= u64::from(e.source & 7) << 10;
-            }
+        if e.eoi_maintenance || e.hw {
+            v |= 1 << 19;
+        }
+        if e.intid < 16 {
+            v |= u64::from(e.source & 7) << 10;
         }
         v
     }
@@ -966,6 +979,11 @@ pub mod lr {
             };
             assert_eq!(encode_v2(&sgi), (1 << 28) | (3 << 10) | 2);
             assert_eq!(state_v3(with_state_v3(encode_v3(&timer), 3)), 3);
+            // GICv2: no hardware bit, an EOI maintenance interrupt instead.
+            assert_eq!(
+                encode_v2(&timer),
+                (1 << 30) | (1 << 28) | (0x14 << 23) | (1 << 19) | 27
+            );
             assert_eq!(intid_v2(with_state_v2(encode_v2(&uart), 2)), 33);
         }
     }
