@@ -180,6 +180,51 @@ fn tick(me: usize) {
     }
 }
 
+/// An interrupt `pending` expects, and how often it came.
+static PROBE: AtomicU32 = AtomicU32::new(u32::MAX);
+static PROBE_TAKEN: AtomicU32 = AtomicU32::new(0);
+
+/// `pending`: each EL1 timer fires with its interrupt disabled in the GIC;
+/// its set-pending bit must read 1 while the line is high and 0 once the
+/// timer is stopped, as on bare metal. Then the interrupt, enabled, is
+/// made pending by a write to the set-pending register and must be taken
+/// once.
+pub fn pending() {
+    gic::init_distributor();
+    gic::init_cpu(0);
+    for physical in [false, true] {
+        PHYSICAL.store(physical, Ordering::Relaxed);
+        let id = timer_intid();
+        let bit = |w: u32| (w >> (id % 32)) & 1;
+        gic::disable(id, 0);
+        arm_timer(1);
+        while !timer_fired() {
+            core::hint::spin_loop();
+        }
+        let high = bit(gic::pending_word(id, 0));
+        stop_timer();
+        let low = bit(gic::pending_word(id, 0));
+        PROBE.store(id, Ordering::Relaxed);
+        PROBE_TAKEN.store(0, Ordering::Relaxed);
+        gic::enable(id, 0);
+        gic::set_pending(id, 0);
+        unmask();
+        let start = counter();
+        while PROBE_TAKEN.load(Ordering::Acquire) == 0 && counter() - start < freq() / 10 {
+            core::hint::spin_loop();
+        }
+        // SAFETY: IRQs off again at EL1.
+        unsafe { asm!("msr daifset, #2") };
+        gic::disable(id, 0);
+        println!(
+            "pending: {} line high reads {high}, low reads {low}; set-pending taken {} time(s)",
+            if physical { "ptimer" } else { "vtimer" },
+            PROBE_TAKEN.load(Ordering::Relaxed)
+        );
+    }
+    PROBE.store(u32::MAX, Ordering::Relaxed);
+}
+
 fn wait_secondaries(cpus: usize) {
     for i in 1..cpus {
         while hvc(PSCI_AFFINITY_INFO, i as u64, 0, 0) != 1 {
@@ -382,6 +427,9 @@ extern "C" fn on_irq() {
             continue;
         }
         match id {
+            id if id == PROBE.load(Ordering::Relaxed) => {
+                PROBE_TAKEN.fetch_add(1, Ordering::AcqRel);
+            }
             VTIMER | PTIMER if id == timer_intid() => tick(me),
             SGI => {
                 SGI_COUNT.fetch_add(1, Ordering::AcqRel);

@@ -13,6 +13,8 @@
 //! - `ptimer`: the same with the EL1 physical timer (CNTP, PPI 30);
 //! - `timer-late`: 1,000 virtual-timer ticks, each EOId only after the
 //!   next deadline passed (the line is high again while still active);
+//! - `pending`: both timers' pending state as the GIC shows it, and a
+//!   set-pending write;
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
@@ -107,6 +109,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "timer" => irqs::timer(cpus, false, false),
             "ptimer" => irqs::timer(cpus, true, false),
             "timer-late" => irqs::timer(cpus, false, true),
+            "pending" => irqs::pending(),
             "many-sgis" => irqs::many_sgis(),
             w if w.starts_with("busy=") => busy(w[5..].parse().unwrap_or(1000)),
             "rtc" => irqs::rtc(&fdt),

@@ -63,6 +63,14 @@ pub trait Backend {
     /// `vcpu` has a new pending interrupt: load it now if it runs here,
     /// or signal its CPU.
     fn notify(&mut self, vcpu: usize);
+    /// Whether the physical interrupt behind `intid` of `vcpu` is pending as
+    /// the guest would see it natively: in the physical distributor (a
+    /// level line that is high, even while disabled) or taken by the
+    /// hypervisor and waiting in a list register for the guest to take it.
+    fn hw_pending(&mut self, intid: u32, vcpu: usize) -> bool;
+    /// A guest's write to GICD/GICR_I{S,C}PENDR for a hardware-backed
+    /// interrupt, carried to the physical one.
+    fn hw_set_pending(&mut self, intid: u32, vcpu: usize, on: bool);
 }
 
 /// A register access the vGIC does not implement (logged, read as zero).
@@ -578,15 +586,17 @@ impl Vgic {
             };
             // Pending state of passed-through interrupts is the hardware's.
             let hw = irq.hw;
-            if let Some((v, set)) = write.filter(|(v, _)| v & (1 << bit) != 0 && !hw) {
-                let _ = v;
-                if set {
-                    self.raise(vcpu, intid, be);
-                } else {
-                    self.lower(vcpu, intid);
+            let target = self.target_of(vcpu, intid);
+            if let Some((_, set)) = write.filter(|(v, _)| v & (1 << bit) != 0) {
+                match (hw, set) {
+                    (true, _) => be.hw_set_pending(intid, target, set),
+                    (false, true) => self.raise(vcpu, intid, be),
+                    (false, false) => self.lower(vcpu, intid),
                 }
             }
-            r |= u64::from(self.irq(vcpu, intid).is_some_and(|i| i.pending)) << bit;
+            let pending = self.irq(vcpu, intid).is_some_and(|i| i.pending)
+                || (hw && be.hw_pending(intid, target));
+            r |= u64::from(pending) << bit;
         }
         Ok(r)
     }
@@ -726,6 +736,8 @@ mod tests {
         enables: Vec<(u32, usize, bool)>,
         routes: Vec<(u32, usize)>,
         notified: Vec<usize>,
+        /// Physical interrupts pending, (INTID, vCPU).
+        hw_lines: Vec<(u32, usize)>,
     }
 
     impl Backend for Rec {
@@ -737,6 +749,15 @@ mod tests {
         }
         fn notify(&mut self, vcpu: usize) {
             self.notified.push(vcpu);
+        }
+        fn hw_pending(&mut self, intid: u32, vcpu: usize) -> bool {
+            self.hw_lines.contains(&(intid, vcpu))
+        }
+        fn hw_set_pending(&mut self, intid: u32, vcpu: usize, on: bool) {
+            self.hw_lines.retain(|&l| l != (intid, vcpu));
+            if on {
+                self.hw_lines.push((intid, vcpu));
+            }
         }
     }
 
@@ -838,6 +859,26 @@ mod tests {
         assert_eq!(g.direct_sgi(0, 3), None, "SGI 0 waits: no overtaking");
         assert_eq!(g.next_for_lr(0).map(|e| e.intid), Some(0));
         assert!(g.direct_sgi(0, 3).is_some());
+    }
+
+    #[test]
+    fn hardware_backed_pending_state_is_the_hardware_s() {
+        let (mut g, mut be) = v3();
+        // A disabled timer whose line is high reads pending, as natively.
+        be.hw_lines.push((27, 1));
+        assert_eq!(g.redist_access(1, 0x10200, 4, None, &mut be), Ok(1 << 27));
+        assert_eq!(g.redist_access(0, 0x10200, 4, None, &mut be), Ok(0));
+        // Set- and clear-pending of a passed-through SPI reach the physical
+        // one (routed to vCPU 0) and nothing is queued in the vGIC.
+        g.dist_access(1, 0x204, 4, Some(1 << 2), &mut be).unwrap();
+        assert!(be.hw_lines.contains(&(34, 0)) && !g.any_queued(0));
+        assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(1 << 2));
+        g.dist_access(0, 0x284, 4, Some(1 << 2), &mut be).unwrap();
+        assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(0));
+        // An emulated SPI stays the vGIC's.
+        g.dist_access(0, 0x204, 4, Some(1 << 1), &mut be).unwrap();
+        assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(1 << 1));
+        assert!(g.any_queued(0) && !be.hw_lines.contains(&(33, 0)));
     }
 
     #[test]
