@@ -235,6 +235,21 @@ impl Partition {
         copy_in(self.layout.dtb, &self.dtb);
     }
 
+    /// Counts a fault charged to the guest; true while its instance has
+    /// made few enough that each is worth a log line (a guest looping on a
+    /// bad access must not flood the console), and a last line says so.
+    pub fn fault_logged(&self) -> bool {
+        const LOGGED: u64 = 8;
+        let n = self.faults.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == LOGGED + 1 {
+            log::warn!(
+                "{}: more than {LOGGED} faults; further ones are counted, not logged",
+                self.name
+            );
+        }
+        n <= LOGGED
+    }
+
     /// Zeroes the counters the control interface reports, at a start.
     pub fn reset_counters(&self) {
         for c in [&self.rpmsg_in, &self.rpmsg_out, &self.faults] {

@@ -66,10 +66,24 @@ fn handle_sync(
         }
         Trap::Mmio(a) => mmio(frame, p, vcpu, a, s.far),
         Trap::DataAbort { ipa, write, fsc } => {
-            warn!("{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
-                p.name, if write { "write" } else { "read" });
-            p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            if p.fault_logged() {
+                warn!("{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
+                    p.name, if write { "write" } else { "read" });
+            }
             arch::inject_data_abort(frame, s.far, write);
+        }
+        Trap::InstructionAbort { ipa, fsc } => {
+            if !arch::inject_instruction_abort(frame, s.far) {
+                report_fatal(
+                    "instruction abort at the guest's own exception vector",
+                    frame,
+                );
+                life::crash(p, vcpu);
+            }
+            if p.fault_logged() {
+                warn!("{}: vcpu {vcpu} fetch at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory; instruction abort injected",
+                    p.name);
+            }
         }
         Trap::Wfx => frame.elr += 4,
         Trap::SysReg(r) if !r.read && r.id == ICC_SGI1R_EL1 => {
@@ -80,7 +94,7 @@ fn handle_sync(
             debug!("{}: vcpu {vcpu} Group 0 or secure SGI ignored", p.name);
             frame.elr += 4;
         }
-        Trap::InstructionAbort { .. } | Trap::SysReg(_) | Trap::Other { .. } => {
+        Trap::SysReg(_) | Trap::Other { .. } => {
             report_fatal("unhandled guest exception", frame);
             life::crash(p, vcpu)
         }
@@ -123,6 +137,9 @@ fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
     if x[0] == u64::from(control::NULL) {
         frame.x[0] = 0;
         return;
+    }
+    if x[0] == u64::from(control::CRASH) {
+        life::reported_crash(p, vcpu, [x[1], x[2], x[3]])
     }
     if let Some(req) = control::Request::decode(x) {
         return life::control(frame, p, x, req);
@@ -204,12 +221,14 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
         frame.elr += 4;
         return;
     }
-    warn!(
-        "{}: {} of {} bytes at IPA {:#x} outside its memory and devices; data abort injected",
-        p.name,
-        if a.write { "write" } else { "read" },
-        a.width,
-        a.ipa
-    );
+    if p.fault_logged() {
+        warn!(
+            "{}: {} of {} bytes at IPA {:#x} outside its memory and devices; data abort injected",
+            p.name,
+            if a.write { "write" } else { "read" },
+            a.width,
+            a.ipa
+        );
+    }
     arch::inject_data_abort(frame, far, a.write);
 }

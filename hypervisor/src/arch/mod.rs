@@ -233,10 +233,27 @@ pub fn configure_vcpu(v: &VcpuSetup) {
 /// hardware would deliver a data abort to the guest's own vectors.
 pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
     let e = partita_core::trap::abort_entry(frame.spsr, VBAR_EL1.get());
-    ESR_EL1.set(partita_core::trap::injected_data_abort_esr(
-        e.from_lower_el,
-        write,
-    ));
+    let esr = partita_core::trap::injected_data_abort_esr(e.from_lower_el, write);
+    inject(frame, &e, esr, far);
+}
+
+/// Injects a synchronous external instruction abort on a fetch from `far`,
+/// unless the guest's vector for it lies in that page (see
+/// `trap::instruction_abort_entry`); returns whether it did.
+pub fn inject_instruction_abort(frame: &mut TrapFrame, far: u64) -> bool {
+    let Some(e) = partita_core::trap::instruction_abort_entry(frame.spsr, VBAR_EL1.get(), far)
+    else {
+        return false;
+    };
+    let esr = partita_core::trap::injected_instruction_abort_esr(e.from_lower_el);
+    inject(frame, &e, esr, far);
+    true
+}
+
+/// Takes a synchronous exception to the guest's EL1 as the hardware would:
+/// syndrome, fault address, return state, then its vector.
+fn inject(frame: &mut TrapFrame, e: &partita_core::trap::AbortEntry, esr: u64, far: u64) {
+    ESR_EL1.set(esr);
     FAR_EL1.set(far);
     ELR_EL1.set(frame.elr);
     SPSR_EL1.set(frame.spsr);
