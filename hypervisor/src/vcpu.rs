@@ -9,9 +9,10 @@ use crate::partition::Partition;
 use crate::{report_fatal, system};
 use log::{debug, info, warn};
 use partita_core::control;
+use partita_core::guest_cpu::{self, SysRegAnswer};
 use partita_core::lifecycle::Psci;
 use partita_core::psci;
-use partita_core::trap::{sysreg, MmioAccess, Trap};
+use partita_core::trap::{sysreg, MmioAccess, SysRegAccess, SysRegName, Trap};
 use partita_core::vuart::Effect;
 
 const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
@@ -94,11 +95,47 @@ fn handle_sync(
             debug!("{}: vcpu {vcpu} Group 0 or secure SGI ignored", p.name);
             frame.elr += 4;
         }
-        Trap::SysReg(_) | Trap::Other { .. } => {
+        Trap::SysReg(r) => system_register(frame, p, vcpu, &r),
+        Trap::Other { .. } => {
             report_fatal("unhandled guest exception", frame);
             life::crash(p, vcpu)
         }
     }
+}
+
+/// A trapped system register or instruction other than the GIC's: set/way
+/// maintenance, ACTLR_EL1, an implementation-defined register.
+fn system_register(frame: &mut TrapFrame, p: &Partition, vcpu: usize, r: &SysRegAccess) {
+    match guest_cpu::classify(r, frame.reg(r.reg)) {
+        SysRegAnswer::SetWay(op) => {
+            // A walk of a level names set 0, way 0 once: the partition's
+            // whole memory by VA then, nothing for the walk's other steps.
+            if op.first {
+                for m in &p.memory {
+                    arch::maintain_dcache(m.base, m.size, op.invalidate);
+                }
+                debug!(
+                    "{}: vcpu {vcpu} set/way walk of L{}: memory maintained by VA",
+                    p.name,
+                    op.level + 1
+                );
+            }
+        }
+        SysRegAnswer::ReadZeroWriteIgnore if r.read => frame.set_reg(r.reg, 0),
+        SysRegAnswer::ReadZeroWriteIgnore => {}
+        SysRegAnswer::Undefined => {
+            if p.fault_logged() {
+                warn!(
+                    "{}: vcpu {vcpu} {} system register {}; UNDEFINED injected",
+                    p.name,
+                    if r.read { "read" } else { "wrote" },
+                    SysRegName(r.id)
+                );
+            }
+            return arch::inject_undefined(frame);
+        }
+    }
+    frame.elr += 4;
 }
 
 #[no_mangle]

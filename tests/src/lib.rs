@@ -129,19 +129,21 @@ pub fn virt_image_gicv2(name: &str, domains: &str) -> PathBuf {
 /// Boots the same domains on QEMU virt with a GICv3, then with a GICv2, and
 /// runs `check` on each run.
 pub fn on_both_gics(name: &str, domains: &str, check: impl Fn(&Run)) {
+    on_both_gics_with(name, domains, &[], check)
+}
+
+/// As `on_both_gics`, with extra environment for qemu/virt (for example
+/// `PARTITA_ICOUNT=1`).
+pub fn on_both_gics_with(name: &str, domains: &str, env: &[(&str, &str)], check: impl Fn(&Run)) {
     for gic in [3, 2] {
         let img = if gic == 3 {
             virt_image(name, domains)
         } else {
             virt_image_gicv2(&format!("{name}-v2"), domains)
         };
-        let run = boot_with(
-            &img,
-            LIMIT,
-            &[("PARTITA_GIC", if gic == 3 { "3" } else { "2" })],
-            None,
-            &[],
-        );
+        let mut env = env.to_vec();
+        env.push(("PARTITA_GIC", if gic == 3 { "3" } else { "2" }));
+        let run = boot_with(&img, LIMIT, &env, None, &[]);
         run.line(&format!("GICv{gic}"));
         check(&run);
     }
@@ -192,7 +194,15 @@ pub fn boot_with(
     let script = root().join("qemu/virt");
     let mut cmd = Command::new(&script);
     cmd.arg(image).args(["-monitor", "none"]).args(qemu_args);
-    for (k, v) in env {
+    // PARTITA_TEST_ICOUNT=1 runs every scenario under -icount (scripts/test
+    // --icount); a test's own setting wins.
+    let mut env = env.to_vec();
+    if std::env::var("PARTITA_TEST_ICOUNT").is_ok_and(|v| v == "1")
+        && !env.iter().any(|(k, _)| *k == "PARTITA_ICOUNT")
+    {
+        env.push(("PARTITA_ICOUNT", "1"));
+    }
+    for (k, v) in &env {
         cmd.env(k, v);
     }
     let command = format!(

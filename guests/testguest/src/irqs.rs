@@ -428,6 +428,10 @@ extern "C" fn on_irq() {
         }
         match id {
             id if id == PROBE.load(Ordering::Relaxed) => {
+                if id == VTIMER || id == PTIMER {
+                    // Its line stays high until the timer is stopped.
+                    stop_timer();
+                }
                 PROBE_TAKEN.fetch_add(1, Ordering::AcqRel);
             }
             VTIMER | PTIMER if id == timer_intid() => tick(me),

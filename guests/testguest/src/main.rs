@@ -18,6 +18,8 @@
 //!   next deadline passed (the line is high again while still active);
 //! - `pending`: both timers' pending state as the GIC shows it, and a
 //!   set-pending write;
+//! - `pmu`, `setway=ID`, `impdef`: the PMU, set/way cache maintenance and
+//!   implementation-defined registers (see cpu.rs);
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
@@ -40,6 +42,7 @@
 
 mod bench;
 mod control;
+mod cpu;
 mod irqs;
 mod races;
 mod rpmsg;
@@ -115,6 +118,9 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "ptimer" => irqs::timer(cpus, true, false),
             "timer-late" => irqs::timer(cpus, false, true),
             "pending" => irqs::pending(),
+            "pmu" => cpu::pmu(),
+            "impdef" => cpu::impdef(),
+            w if w.starts_with("setway=") => cpu::setway(w[7..].parse().unwrap_or(1)),
             "many-sgis" => irqs::many_sgis(),
             w if w.starts_with("busy=") => busy(w[5..].parse().unwrap_or(1000)),
             "rtc" => irqs::rtc(&fdt),
@@ -367,6 +373,9 @@ extern "C" fn on_sync(esr: u64, far: u64, elr: u64) -> u64 {
     if ec == 0x25 {
         ABORTS.fetch_add(1, Ordering::Relaxed);
         println!("abort: caught data abort, ESR {esr:#x} FAR {far:#x}");
+        return elr + 4;
+    }
+    if cpu::expected_undefined(esr) {
         return elr + 4;
     }
     let resume = RESUME.swap(0, Ordering::Relaxed);

@@ -94,6 +94,26 @@ pub struct SysRegAccess {
     pub read: bool,
 }
 
+/// A packed system-register encoding as the assembler spells an unnamed
+/// one (`S3_1_C11_C0_2`), for log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRegName(pub u32);
+
+impl core::fmt::Display for SysRegName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let id = self.0;
+        write!(
+            f,
+            "S{}_{}_C{}_C{}_{}",
+            id >> 14,
+            (id >> 11) & 7,
+            (id >> 7) & 0xf,
+            (id >> 3) & 0xf,
+            id & 7
+        )
+    }
+}
+
 /// Packs a system-register encoding into one comparable number.
 pub const fn sysreg(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
     (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
@@ -402,6 +422,8 @@ mod tests {
                 read: true
             })
         );
+        let name = alloc::format!("{}", SysRegName(sysreg(3, 1, 11, 0, 2)));
+        assert_eq!(name, "S3_1_C11_C0_2");
     }
 
     #[test]
