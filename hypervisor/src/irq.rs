@@ -137,6 +137,27 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
     None
 }
 
+/// CPU_SUSPEND: this CPU waits until its vCPU has a virtual interrupt to
+/// take, as a core in standby wakes for one whether it is masked or not.
+/// Whatever makes one pending arrives here as a physical interrupt (the
+/// vCPU's timers, its devices' SPIs, the kick of another CPU), which ends
+/// a WFI even while masked at EL2; a stop request leaves from in there.
+pub fn suspend(p: &Partition, vcpu: usize) {
+    let gic = &system().gic;
+    loop {
+        flush_if_needed();
+        let used = !gic.empty_lrs() & gic.lr_mask();
+        let loaded = (0..gic.lr_count())
+            .filter(|i| used & (1 << i) != 0)
+            .any(|i| gic.lr_state(gic.read_lr(i)) & vgic::lr::PENDING != 0);
+        if loaded || p.vgic.lock().has_pending(vcpu) {
+            return;
+        }
+        arch::wait_for_interrupt();
+        arch::take_pending_interrupts();
+    }
+}
+
 /// One more virtual interrupt injected on this CPU, for the status.
 fn count_injected() {
     cpu::PerCpu::count(&cpu::get(arch::cpu_index()).injected);

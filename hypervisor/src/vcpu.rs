@@ -192,6 +192,10 @@ fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
     let answer = p.life.lock().psci(vcpu, c, |entry| p.owns(entry, 4));
     match answer {
         Psci::Return(v) => frame.x[0] = v,
+        Psci::Suspend => {
+            frame.x[0] = 0;
+            irq::suspend(p, vcpu);
+        }
         Psci::Start { vcpu: target } => {
             frame.x[0] = 0;
             cpu::kick(p.pcpus[target]);

@@ -30,12 +30,12 @@ fn psci_answers_and_unknown_calls_fail_without_harm() {
     let img = virt_image("calls", &domain("solo", 1, 0x1, 0x4800_0000, "calls"));
     let run = boot(&img, LIMIT);
     run.expect_in_order(&[
-        "[solo] calls: psci version 1.0",
+        "[solo] calls: psci version 1.1",
         "[solo] calls: features(CPU_ON) = 0",
-        "[solo] calls: features(CPU_SUSPEND) = -1",
+        "[solo] calls: features(CPU_SUSPEND) = 0",
         "[solo] calls: unknown hvc returned -1",
         "[solo] calls: unknown smc returned -1",
-        "[solo] calls: smc psci version 0x10000",
+        "[solo] calls: smc psci version 0x10001",
         "[solo] calls: still running",
         "[solo] testguest: done, powering off",
     ]);

@@ -1,6 +1,6 @@
 //! The CPU a partition sees, as its own tests would check it, on GICv3 and
 //! GICv2: the PMU's event counters, set/way cache maintenance trapped,
-//! implementation-defined registers.
+//! implementation-defined registers, PSCI CPU_SUSPEND.
 
 use partita_tests::*;
 
@@ -90,6 +90,18 @@ fn actlr_reads_zero_and_implementation_defined_registers_are_undefined() {
                 "tuner: vcpu 0 wrote system register S3_1_C15_C2_0; UNDEFINED injected",
                 "[tuner] impdef: CPUACTLR_EL1 write: ESR 0x2000000",
             ]);
+            run.expect_clean_exit();
+        },
+    );
+}
+
+#[test]
+fn cpu_suspend_waits_for_an_interrupt_and_refuses_bad_states() {
+    on_both_gics(
+        "suspend",
+        &domain("sleepy", 1, 0x1, 0x4800_0000, "suspend"),
+        |run| {
+            run.line("[sleepy] suspend: standby returned 0 after the deadline: true, interrupt taken 1; reserved bits -2, power-down entry outside memory -9");
             run.expect_clean_exit();
         },
     );

@@ -225,6 +225,38 @@ pub fn pending() {
     PROBE.store(u32::MAX, Ordering::Relaxed);
 }
 
+/// `suspend`: PSCI CPU_SUSPEND to standby with IRQs masked returns once
+/// the armed virtual timer's interrupt is pending, and bad requests are
+/// refused.
+pub fn suspend() {
+    const CPU_SUSPEND: u64 = 0xc400_0001;
+    PHYSICAL.store(false, Ordering::Relaxed);
+    gic::init_distributor();
+    gic::init_cpu(0);
+    gic::enable(VTIMER, 0);
+    PROBE.store(VTIMER, Ordering::Relaxed);
+    PROBE_TAKEN.store(0, Ordering::Relaxed);
+    let deadline = counter() + freq() / 500;
+    arm_timer(freq() / 500);
+    let r = hvc(CPU_SUSPEND, 0, 0, 0);
+    let woke_after = counter() >= deadline;
+    unmask();
+    let start = counter();
+    while PROBE_TAKEN.load(Ordering::Acquire) == 0 && counter() - start < freq() / 10 {
+        core::hint::spin_loop();
+    }
+    // SAFETY: IRQs off again.
+    unsafe { asm!("msr daifset, #2") };
+    PROBE.store(u32::MAX, Ordering::Relaxed);
+    gic::disable(VTIMER, 0);
+    let reserved = hvc(CPU_SUSPEND, 1 << 20, 0, 0);
+    let outside = hvc(CPU_SUSPEND, 1 << 16, 0x10, 0);
+    println!(
+        "suspend: standby returned {r} after the deadline: {woke_after}, interrupt taken {}; reserved bits {reserved}, power-down entry outside memory {outside}",
+        PROBE_TAKEN.load(Ordering::Relaxed)
+    );
+}
+
 fn wait_secondaries(cpus: usize) {
     for i in 1..cpus {
         while hvc(PSCI_AFFINITY_INFO, i as u64, 0, 0) != 1 {

@@ -18,6 +18,7 @@
 //!   next deadline passed (the line is high again while still active);
 //! - `pending`: both timers' pending state as the GIC shows it, and a
 //!   set-pending write;
+//! - `suspend`: PSCI CPU_SUSPEND waits for the timer's interrupt;
 //! - `pmu`, `setway=ID`, `impdef`: the PMU, set/way cache maintenance and
 //!   implementation-defined registers (see cpu.rs);
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
@@ -118,6 +119,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "ptimer" => irqs::timer(cpus, true, false),
             "timer-late" => irqs::timer(cpus, false, true),
             "pending" => irqs::pending(),
+            "suspend" => irqs::suspend(),
             "pmu" => cpu::pmu(),
             "impdef" => cpu::impdef(),
             w if w.starts_with("setway=") => cpu::setway(w[7..].parse().unwrap_or(1)),
