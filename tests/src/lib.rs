@@ -134,7 +134,14 @@ pub fn on_both_gics(name: &str, domains: &str, check: impl Fn(&Run)) {
 
 /// As `on_both_gics`, with extra environment for qemu/virt (for example
 /// `PARTITA_ICOUNT=1`).
+///
+/// With `PARTITA_SOAK=N` (see `scripts/soak`) each GIC's scenario boots N
+/// times: a failed boot is counted, its whole log kept in
+/// `target/soak/`, and the test fails at the end, after a summary line
+/// `soak: NAME on GICvX: N boots, F failed (T timed out)` per GIC.
 pub fn on_both_gics_with(name: &str, domains: &str, env: &[(&str, &str)], check: impl Fn(&Run)) {
+    let rounds = soak_rounds();
+    let mut failures = Vec::new();
     for gic in [3, 2] {
         let img = if gic == 3 {
             virt_image(name, domains)
@@ -143,10 +150,50 @@ pub fn on_both_gics_with(name: &str, domains: &str, env: &[(&str, &str)], check:
         };
         let mut env = env.to_vec();
         env.push(("PARTITA_GIC", if gic == 3 { "3" } else { "2" }));
-        let run = boot_with(&img, LIMIT, &env, None, &[]);
-        run.line(&format!("GICv{gic}"));
-        check(&run);
+        let one = |run: &Run| {
+            run.line(&format!("GICv{gic}"));
+            check(run);
+        };
+        if rounds == 1 {
+            one(&boot_with(&img, LIMIT, &env, None, &[]));
+            continue;
+        }
+        let (mut failed, mut timed_out) = (0, 0);
+        for i in 1..=rounds {
+            let run = boot_with(&img, LIMIT, &env, None, &[]);
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one(&run))).is_ok();
+            if !ok {
+                failed += 1;
+                timed_out += usize::from(run.timed_out);
+                let dir = root().join("target/soak");
+                std::fs::create_dir_all(&dir).unwrap();
+                let log = dir.join(format!("{name}-gicv{gic}-{i}.log"));
+                std::fs::write(&log, format!("{}\n{}\n", run.command, run.output)).unwrap();
+            }
+        }
+        let line = format!(
+            "soak: {name} on GICv{gic}: {rounds} boots, {failed} failed ({timed_out} timed out)"
+        );
+        eprintln!("{line}");
+        if failed > 0 {
+            failures.push(line);
+        }
     }
+    // Indented, so that scripts/soak counts each summary line once.
+    assert!(
+        failures.is_empty(),
+        "failed boots:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+/// Boots per GIC in `on_both_gics`: PARTITA_SOAK, else 1.
+fn soak_rounds() -> usize {
+    std::env::var("PARTITA_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
 }
 
 /// One test-guest domain for `virt_image`.
