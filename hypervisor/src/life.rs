@@ -131,6 +131,7 @@ pub fn crash(p: &'static Partition, vcpu: usize) -> ! {
 /// the syndrome it gave, then it stops and reads Crashed, as after a fault
 /// the hypervisor cannot hand back. The report is no fault of its own: the
 /// fault behind it, if it reached the hypervisor, was counted then.
+#[cold]
 pub fn reported_crash(p: &'static Partition, vcpu: usize, [esr, far, elr]: [u64; 3]) -> ! {
     let what = match esr {
         0 => "no exception",

@@ -104,7 +104,11 @@ fn handle_sync(
 }
 
 /// A trapped system register or instruction other than the GIC's: set/way
-/// maintenance, ACTLR_EL1, an implementation-defined register.
+/// maintenance, ACTLR_EL1, an implementation-defined register. Rare, and
+/// kept out of `guest_sync`, whose size decides whether the SGI path is
+/// inlined into it.
+#[cold]
+#[inline(never)]
 fn system_register(frame: &mut TrapFrame, p: &Partition, vcpu: usize, r: &SysRegAccess) {
     match guest_cpu::classify(r, frame.reg(r.reg)) {
         SysRegAnswer::SetWay(op) => {
