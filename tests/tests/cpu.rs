@@ -48,9 +48,11 @@ fn pmu_event_counters_count_instructions_and_cycles_without_the_hypervisor() {
 /// as it does natively; cycles are counted.
 #[test]
 fn pmu_without_icount_counts_cycles_and_says_what_it_cannot_count() {
-    on_both_gics(
+    // Without icount even under scripts/test --icount.
+    on_both_gics_with(
         "pmu-noicount",
         &domain("perf", 1, 0x1, 0x4800_0000, "pmu"),
+        &[("PARTITA_ICOUNT", "0")],
         |run| {
             run.line("[perf] pmu: PMCR_EL0.N = 6");
             run.line("[perf] pmu: PMCEID0 says instructions false, cycles true");
