@@ -59,12 +59,14 @@ fn a_two_vcpu_guest_starts_and_stops_its_second_vcpu() {
 
 #[test]
 fn one_partition_powering_off_leaves_the_other_running() {
+    // Long enough (tens of milliseconds) to outlast a host preemption of
+    // brief's start: the partitions load in parallel.
     let doms = domain("brief", 1, 0x1, 0x4800_0000, "hello")
-        + &domain("long", 2, 0x2, 0x4a00_0000, "count=20");
+        + &domain("long", 2, 0x2, 0x4a00_0000, "count=100");
     let run = boot(&virt_image("poweroff", &doms), LIMIT);
     let off = run.line("brief: powered off");
     assert!(
-        run.line("[long] count 20/20") > off,
+        run.line("[long] count 100/100") > off,
         "long stopped with brief"
     );
     run.expect_in_order(&[
