@@ -10,9 +10,10 @@ use log::debug;
 use partita_core::trap::MmioAccess;
 use partita_core::vgic::{self, Backend, Vgic};
 
-/// The virtual timer's PPI, forwarded with the hardware bit.
+/// The EL1 timers' PPIs (virtual, non-secure physical): the guest owns
+/// both timers, and both interrupts are forwarded to the vCPU of the CPU
+/// they fire on.
 pub const VTIMER: u32 = 27;
-/// The EL1 physical timer's PPI.
 pub const PTIMER: u32 = 30;
 
 /// Carries out what a partition's vGIC asks of the hardware.
@@ -27,11 +28,7 @@ impl Backend for Hw<'_> {
         if intid >= vgic::SPI_BASE && on {
             sys.gic.route(intid, sys.config.cpus[pcpu].mpidr, pcpu);
         }
-        // GICv2 PPIs are banked per CPU; a vCPU only reaches its own.
-        if intid < vgic::SPI_BASE
-            && pcpu != arch::cpu_index()
-            && matches!(sys.gic, arch::gic::Gic::V2 { .. })
-        {
+        if !self.reaches(intid, pcpu == arch::cpu_index()) {
             return;
         }
         sys.gic.set_enabled(intid, sys.config.cpus[pcpu].mpidr, on);
@@ -43,6 +40,33 @@ impl Backend for Hw<'_> {
         sys.gic.route(intid, sys.config.cpus[pcpu].mpidr, pcpu);
     }
 
+    fn hw_pending(&mut self, intid: u32, vcpu: usize) -> bool {
+        let sys = system();
+        let pcpu = self.p.pcpus[vcpu];
+        let here = pcpu == arch::cpu_index();
+        if !self.reaches(intid, here) {
+            return false;
+        }
+        if sys.gic.is_pending(intid, sys.config.cpus[pcpu].mpidr) {
+            return true;
+        }
+        // Taken at EL2 but not yet by the guest: natively it would still
+        // be pending. Only this CPU's list registers can be read.
+        let gic = &sys.gic;
+        here && cpu::get(pcpu).running() == Some((self.p.index, vcpu)) && {
+            let used = !gic.empty_lrs() & gic.lr_mask();
+            held(gic, used, intid).is_some_and(|(_, v)| gic.lr_state(v) & vgic::lr::PENDING != 0)
+        }
+    }
+
+    fn hw_set_pending(&mut self, intid: u32, vcpu: usize, on: bool) {
+        let sys = system();
+        let pcpu = self.p.pcpus[vcpu];
+        if self.reaches(intid, pcpu == arch::cpu_index()) {
+            sys.gic.set_pending(intid, sys.config.cpus[pcpu].mpidr, on);
+        }
+    }
+
     fn notify(&mut self, vcpu: usize) {
         let pcpu = self.p.pcpus[vcpu];
         if pcpu == arch::cpu_index() {
@@ -52,6 +76,13 @@ impl Backend for Hw<'_> {
             sys.gic
                 .send_sgi(sys.config.cpus[pcpu].mpidr, pcpu, SGI_KICK);
         }
+    }
+}
+
+impl Hw<'_> {
+    /// GICv2 PPIs are banked per CPU: a CPU reaches only its own.
+    fn reaches(&self, intid: u32, here: bool) -> bool {
+        intid >= vgic::SPI_BASE || here || !matches!(system().gic, arch::gic::Gic::V2 { .. })
     }
 }
 
@@ -106,6 +137,27 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
     None
 }
 
+/// CPU_SUSPEND: this CPU waits until its vCPU has a virtual interrupt to
+/// take, as a core in standby wakes for one whether it is masked or not.
+/// Whatever makes one pending arrives here as a physical interrupt (the
+/// vCPU's timers, its devices' SPIs, the kick of another CPU), which ends
+/// a WFI even while masked at EL2; a stop request leaves from in there.
+pub fn suspend(p: &Partition, vcpu: usize) {
+    let gic = &system().gic;
+    loop {
+        flush_if_needed();
+        let used = !gic.empty_lrs() & gic.lr_mask();
+        let loaded = (0..gic.lr_count())
+            .filter(|i| used & (1 << i) != 0)
+            .any(|i| gic.lr_state(gic.read_lr(i)) & vgic::lr::PENDING != 0);
+        if loaded || p.vgic.lock().has_pending(vcpu) {
+            return;
+        }
+        arch::wait_for_interrupt();
+        arch::take_pending_interrupts();
+    }
+}
+
 /// One more virtual interrupt injected on this CPU, for the status.
 fn count_injected() {
     cpu::PerCpu::count(&cpu::this().injected);
@@ -152,7 +204,7 @@ pub fn handle_physical() {
             }
             // The hot path: the timer of the vCPU running here goes into a
             // list register under the one lock, with no deferred flush.
-            VTIMER => match cpu::get(me).running() {
+            VTIMER | PTIMER => match cpu::get(me).running() {
                 Some((p, v)) => {
                     let p = &sys.partitions[p];
                     let mut g = p.vgic.lock();
@@ -207,9 +259,11 @@ pub fn handle_physical() {
 }
 
 /// The list registers ran low with interrupts still waiting, or the guest
-/// EOId level-sensitive emulated interrupts: free those list registers,
-/// sample the lines again and refill, now, since the maintenance interrupt
-/// stays asserted until its condition is gone.
+/// EOId entries that asked for a maintenance interrupt: level-sensitive
+/// emulated interrupts (sampled again) and, on GICv2, hardware-backed ones
+/// (deactivated here; see `vgic::lr::encode_v2`). Free those list
+/// registers and refill, now, since the maintenance interrupt stays
+/// asserted until its condition is gone.
 fn maintenance() {
     let me = arch::cpu_index();
     let gic = &system().gic;
@@ -218,9 +272,20 @@ fn maintenance() {
         return;
     };
     let p = &system().partitions[p];
-    let done = gic.eoi_lrs();
-    for i in (0..gic.lr_count()).filter(|i| done & (1 << i) != 0) {
-        gic.write_lr(i, 0);
+    let mut done = gic.eoi_lrs() & gic.lr_mask();
+    if done != 0 {
+        let g = p.vgic.lock();
+        while done != 0 {
+            let i = done.trailing_zeros() as usize;
+            done &= done - 1;
+            let intid = gic.lr_intid(gic.read_lr(i));
+            // Emptied first: a deactivated interrupt still pending comes
+            // back at once and wants a free list register.
+            gic.write_lr(i, 0);
+            if g.hw_backed(v, intid) {
+                gic.deactivate(intid);
+            }
+        }
     }
     p.resample_console();
     flush(p, v);
@@ -311,5 +376,6 @@ fn load_direct(e: &vgic::LrEntry) -> bool {
 pub fn new_vgic(p_vcpus: usize, version: vgic::Version, lines: u32) -> Vgic {
     let mut g = Vgic::new(version, p_vcpus, lines);
     g.own_hw_ppi(VTIMER);
+    g.own_hw_ppi(PTIMER);
     g
 }

@@ -129,6 +129,25 @@ pub fn crash(p: &'static Partition, vcpu: usize) -> ! {
     leave(p, kick)
 }
 
+/// A partition's report of its own crash (`control::CRASH`): one line with
+/// the syndrome it gave, then it stops and reads Crashed, as after a fault
+/// the hypervisor cannot hand back. The report is no fault of its own: the
+/// fault behind it, if it reached the hypervisor, was counted then.
+#[cold]
+pub fn reported_crash(p: &'static Partition, vcpu: usize, [esr, far, elr]: [u64; 3]) -> ! {
+    let what = match esr {
+        0 => "no exception",
+        _ => partita_core::trap::ec_name(partita_core::trap::ec_of(esr)),
+    };
+    guest_warn!(
+        p,
+        "{}: vcpu {vcpu} reports a crash: {what} (ESR {esr:#x}, FAR {far:#x}, ELR {elr:#x})",
+        p.name
+    );
+    let kick = p.life.lock().fault(vcpu);
+    leave(p, kick)
+}
+
 /// Called when a partition has ended: once every partition has, the
 /// machine powers off.
 pub fn maybe_power_off() {

@@ -10,14 +10,15 @@ use crate::partition::Partition;
 use crate::{report_fatal, system};
 use log::debug;
 use partita_core::control;
+use partita_core::guest_cpu::{self, SysRegAnswer};
 use partita_core::lifecycle::Psci;
 use partita_core::psci;
-use partita_core::trap::{sysreg, MmioAccess, Trap};
+use partita_core::trap::{sysreg, MmioAccess, SysRegAccess, SysRegName, Trap};
 use partita_core::vuart::Effect;
 
 const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
-const ICC_ASGI1R_EL1: u32 = sysreg(3, 1, 12, 11, 6);
-const ICC_SGI0R_EL1: u32 = sysreg(3, 2, 12, 11, 7);
+const ICC_ASGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 6);
+const ICC_SGI0R_EL1: u32 = sysreg(3, 0, 12, 11, 7);
 
 const NOT_SUPPORTED: u64 = u64::MAX; // SMCCC: -1
 
@@ -73,6 +74,18 @@ fn handle_sync(
             p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             arch::inject_data_abort(frame, s.far, write);
         }
+        Trap::InstructionAbort { ipa, fsc } => {
+            if !arch::inject_instruction_abort(frame, s.far) {
+                report_fatal(
+                    "instruction abort at the guest's own exception vector",
+                    frame,
+                );
+                life::crash(p, vcpu);
+            }
+            p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            guest_warn!(p, "{}: vcpu {vcpu} fetch at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory; instruction abort injected",
+                p.name);
+        }
         Trap::Wfx => frame.elr += 4,
         Trap::SysReg(r) if !r.read && r.id == ICC_SGI1R_EL1 => {
             irq::sgi1r(p, vcpu, frame.reg(r.reg));
@@ -82,11 +95,51 @@ fn handle_sync(
             debug!("{}: vcpu {vcpu} Group 0 or secure SGI ignored", p.name);
             frame.elr += 4;
         }
-        Trap::InstructionAbort { .. } | Trap::SysReg(_) | Trap::Other { .. } => {
+        Trap::SysReg(r) => system_register(frame, p, vcpu, &r),
+        Trap::Other { .. } => {
             report_fatal("unhandled guest exception", frame);
             life::crash(p, vcpu)
         }
     }
+}
+
+/// A trapped system register or instruction other than the GIC's: set/way
+/// maintenance, ACTLR_EL1, an implementation-defined register. Rare, and
+/// kept out of `guest_sync`, whose size decides whether the SGI path is
+/// inlined into it.
+#[cold]
+#[inline(never)]
+fn system_register(frame: &mut TrapFrame, p: &Partition, vcpu: usize, r: &SysRegAccess) {
+    match guest_cpu::classify(r, frame.reg(r.reg)) {
+        SysRegAnswer::SetWay(op) => {
+            // A walk of a level names set 0, way 0 once: the partition's
+            // whole memory by VA then, nothing for the walk's other steps.
+            if op.first {
+                for m in &p.memory {
+                    arch::maintain_dcache(m.base, m.size, op.invalidate);
+                }
+                debug!(
+                    "{}: vcpu {vcpu} set/way walk of L{}: memory maintained by VA",
+                    p.name,
+                    op.level + 1
+                );
+            }
+        }
+        SysRegAnswer::ReadZeroWriteIgnore if r.read => frame.set_reg(r.reg, 0),
+        SysRegAnswer::ReadZeroWriteIgnore => {}
+        SysRegAnswer::Undefined => {
+            p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            guest_warn!(
+                p,
+                "{}: vcpu {vcpu} {} system register {}; UNDEFINED injected",
+                p.name,
+                if r.read { "read" } else { "wrote" },
+                SysRegName(r.id)
+            );
+            return arch::inject_undefined(frame);
+        }
+    }
+    frame.elr += 4;
 }
 
 #[no_mangle]
@@ -126,6 +179,9 @@ fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
         frame.x[0] = 0;
         return;
     }
+    if x[0] == u64::from(control::CRASH) {
+        life::reported_crash(p, vcpu, [x[1], x[2], x[3]])
+    }
     if let Some(req) = control::Request::decode(x) {
         return life::control(frame, p, x, req);
     }
@@ -140,6 +196,10 @@ fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
     let answer = p.life.lock().psci(vcpu, c, |entry| p.owns(entry, 4));
     match answer {
         Psci::Return(v) => frame.x[0] = v,
+        Psci::Suspend => {
+            frame.x[0] = 0;
+            irq::suspend(p, vcpu);
+        }
         Psci::Start { vcpu: target } => {
             frame.x[0] = 0;
             cpu::kick(p.pcpus[target]);

@@ -129,22 +129,70 @@ pub fn virt_image_gicv2(name: &str, domains: &str) -> PathBuf {
 /// Boots the same domains on QEMU virt with a GICv3, then with a GICv2, and
 /// runs `check` on each run.
 pub fn on_both_gics(name: &str, domains: &str, check: impl Fn(&Run)) {
+    on_both_gics_with(name, domains, &[], check)
+}
+
+/// As `on_both_gics`, with extra environment for qemu/virt (for example
+/// `PARTITA_ICOUNT=1`).
+///
+/// With `PARTITA_SOAK=N` (see `scripts/soak`) each GIC's scenario boots N
+/// times: a failed boot is counted, its whole log kept in
+/// `target/soak/`, and the test fails at the end, after a summary line
+/// `soak: NAME on GICvX: N boots, F failed (T timed out)` per GIC.
+pub fn on_both_gics_with(name: &str, domains: &str, env: &[(&str, &str)], check: impl Fn(&Run)) {
+    let rounds = soak_rounds();
+    let mut failures = Vec::new();
     for gic in [3, 2] {
         let img = if gic == 3 {
             virt_image(name, domains)
         } else {
             virt_image_gicv2(&format!("{name}-v2"), domains)
         };
-        let run = boot_with(
-            &img,
-            LIMIT,
-            &[("PARTITA_GIC", if gic == 3 { "3" } else { "2" })],
-            None,
-            &[],
+        let mut env = env.to_vec();
+        env.push(("PARTITA_GIC", if gic == 3 { "3" } else { "2" }));
+        let one = |run: &Run| {
+            run.line(&format!("GICv{gic}"));
+            check(run);
+        };
+        let Some(rounds) = rounds else {
+            one(&boot_with(&img, LIMIT, &env, None, &[]));
+            continue;
+        };
+        let (mut failed, mut timed_out) = (0, 0);
+        for i in 1..=rounds {
+            let run = boot_with(&img, LIMIT, &env, None, &[]);
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one(&run))).is_ok();
+            if !ok {
+                failed += 1;
+                timed_out += usize::from(run.timed_out);
+                let dir = root().join("target/soak");
+                std::fs::create_dir_all(&dir).unwrap();
+                let log = dir.join(format!("{name}-gicv{gic}-{i}.log"));
+                std::fs::write(&log, format!("{}\n{}\n", run.command, run.output)).unwrap();
+            }
+        }
+        let line = format!(
+            "soak: {name} on GICv{gic}: {rounds} boots, {failed} failed ({timed_out} timed out)"
         );
-        run.line(&format!("GICv{gic}"));
-        check(&run);
+        eprintln!("{line}");
+        if failed > 0 {
+            failures.push(line["soak: ".len()..].to_string());
+        }
     }
+    // Without the prefix, so that scripts/soak counts each summary once.
+    assert!(
+        failures.is_empty(),
+        "failed boots:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+/// Boots per GIC in `on_both_gics` when soaking (PARTITA_SOAK).
+fn soak_rounds() -> Option<usize> {
+    std::env::var("PARTITA_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
 }
 
 /// One test-guest domain for `virt_image`.
@@ -227,7 +275,15 @@ pub fn boot_scripted(
     let script = root().join("qemu/virt");
     let mut cmd = Command::new(&script);
     cmd.arg(image).args(["-monitor", "none"]).args(qemu_args);
-    for (k, v) in env {
+    // PARTITA_TEST_ICOUNT=1 runs every scenario under -icount (scripts/test
+    // --icount); a test's own setting wins.
+    let mut env = env.to_vec();
+    if std::env::var("PARTITA_TEST_ICOUNT").is_ok_and(|v| v == "1")
+        && !env.iter().any(|(k, _)| *k == "PARTITA_ICOUNT")
+    {
+        env.push(("PARTITA_ICOUNT", "1"));
+    }
+    for (k, v) in &env {
         cmd.env(k, v);
     }
     let command = format!(

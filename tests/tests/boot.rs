@@ -30,12 +30,12 @@ fn psci_answers_and_unknown_calls_fail_without_harm() {
     let img = virt_image("calls", &domain("solo", 1, 0x1, 0x4800_0000, "calls"));
     let run = boot(&img, LIMIT);
     run.expect_in_order(&[
-        "[solo] calls: psci version 1.0",
+        "[solo] calls: psci version 1.1",
         "[solo] calls: features(CPU_ON) = 0",
-        "[solo] calls: features(CPU_SUSPEND) = -1",
+        "[solo] calls: features(CPU_SUSPEND) = 0",
         "[solo] calls: unknown hvc returned -1",
         "[solo] calls: unknown smc returned -1",
-        "[solo] calls: smc psci version 0x10000",
+        "[solo] calls: smc psci version 0x10001",
         "[solo] calls: still running",
         "[solo] testguest: done, powering off",
     ]);
@@ -56,14 +56,44 @@ fn access_outside_its_memory_gets_a_data_abort_and_the_guest_goes_on() {
 }
 
 #[test]
-fn a_guest_that_jumps_out_of_its_memory_is_stopped_and_the_other_runs_on() {
+fn a_fetch_outside_its_memory_gets_an_instruction_abort_and_the_guest_goes_on() {
+    on_both_gics(
+        "iabort",
+        &domain("solo", 1, 0x1, 0x4800_0000, "iabort abort"),
+        |run| {
+            run.expect_in_order(&[
+                "solo: vcpu 0 fetch at IPA 0x1000 (fault status 0x",
+                "[solo] iabort: caught instruction abort, ESR 0x86000010 FAR 0x1000 ELR 0x1000",
+                "[solo] iabort: resumed after 1 instruction abort(s)",
+                "[solo] abort: caught data abort, ESR 0x96000010 FAR 0x1000",
+                "aborts taken: 2",
+                "[solo] testguest: done, powering off",
+            ]);
+            assert!(run.lines_with("fetch at IPA")[0]
+                .ends_with("outside its memory; instruction abort injected"));
+            run.expect_absent("crash");
+            run.expect_clean_exit();
+        },
+    );
+}
+
+/// The abort reaches the guest, whose handler does not expect it and
+/// reports a crash: the partition reads crashed, the other runs on.
+#[test]
+fn a_guest_that_jumps_out_of_its_memory_crashes_and_the_other_runs_on() {
     let doms = domain("wild", 1, 0x1, 0x4800_0000, "jump-away")
         + &domain("calm", 2, 0x2, 0x4a00_0000, "count=100");
     let run = boot(&virt_image("jump", &doms), LIMIT);
+    run.expect_in_order(&[
+        "wild: vcpu 0 fetch at IPA 0x0 (fault status 0x",
+        "[wild] testguest: unexpected exception ESR 0x86000010 FAR 0x0 ELR 0x0",
+    ]);
+    assert!(run.lines_with("fetch at IPA")[0]
+        .ends_with("outside its memory; instruction abort injected"));
     let stop = run.line(
-        "unhandled guest exception in partition wild vcpu 0: instruction abort from a lower EL",
+        "wild: vcpu 0 reports a crash: instruction abort from the same EL (ESR 0x86000010, FAR 0x0, ELR 0x0)",
     );
-    run.line("wild: crashed");
+    assert!(run.line("wild: crashed") > stop);
     assert!(run.line("[calm] count 100/100") > stop);
     run.expect_clean_exit();
 }

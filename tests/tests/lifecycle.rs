@@ -98,12 +98,16 @@ fn a_crashed_rtos_reads_crashed_interrupts_its_controller_and_restarts() {
     on_both_gics("life-crash", &doms, |run| {
         run.expect_in_order(&[
             "[rtos] rtos: crashing as asked over rpmsg",
-            "unhandled guest exception in partition rtos vcpu 0",
+            "rtos: vcpu 0 fetch at IPA 0x0 (fault status 0x",
+            "[rtos] rtos: task rpmsg faulted: ESR 0x86000010 FAR 0x0 ELR 0x0; reporting a crash",
+            "rtos: vcpu 0 reports a crash: instruction abort from the same EL (ESR 0x86000010, FAR 0x0, ELR 0x0)",
             "rtos: crashed; its controller may restart it",
             "[ctl] control: partition 2 crashed (faults 1); interrupts ",
             "rtos: started (restart 1)",
             "[ctl] control: after the crash, echoed 100/100 intact",
         ]);
+        assert!(run.lines_with("fetch at IPA")[0]
+            .ends_with("outside its memory; instruction abort injected"));
         assert!(
             !run.lines_with("control: partition 2 crashed")[0].ends_with("interrupts 0"),
             "no control interrupt"

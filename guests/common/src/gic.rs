@@ -99,6 +99,16 @@ pub fn disable(intid: u32, vcpu: usize) {
     wr(enable_reg(intid, vcpu, false), 1 << (intid % 32));
 }
 
+/// Makes `intid` pending (GICD/GICR_ISPENDR).
+pub fn set_pending(intid: u32, vcpu: usize) {
+    wr(enable_reg(intid, vcpu, true) + 0x100, 1 << (intid % 32));
+}
+
+/// The set-pending word (GICD/GICR_ISPENDR) holding `intid`.
+pub fn pending_word(intid: u32, vcpu: usize) -> u32 {
+    rd(enable_reg(intid, vcpu, true) + 0x100)
+}
+
 pub fn enabled_word(intid: u32, vcpu: usize) -> u32 {
     rd(enable_reg(intid, vcpu, true))
 }

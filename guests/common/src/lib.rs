@@ -96,6 +96,21 @@ impl core::fmt::Write for BufWriter<'_> {
     }
 }
 
+/// Partita's CRASH call: the partition stops and reads Crashed.
+pub const PARTITA_CRASH: u64 = 0xc600_0020;
+
+/// An exception or a panic this guest cannot handle: reported to the
+/// hypervisor with its syndrome (or zeros), which stops the partition as
+/// crashed, so that its controller sees it. Under a hypervisor without the
+/// call, the partition powers off instead.
+pub fn report_crash(esr: u64, far: u64, elr: u64) -> ! {
+    hvc(PARTITA_CRASH, esr, far, elr);
+    hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+    loop {
+        core::hint::spin_loop()
+    }
+}
+
 pub const PSCI_VERSION: u64 = 0x8400_0000;
 pub const PSCI_CPU_OFF: u64 = 0x8400_0002;
 pub const PSCI_CPU_ON: u64 = 0xc400_0003;

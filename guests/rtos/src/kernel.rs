@@ -280,7 +280,15 @@ extern "C" fn rtos_irq(sp: u64) -> u64 {
     k.tasks[next].sp
 }
 
-/// SVC: a task yields (its state is set), or a fault.
+/// An exception at a vector the RTOS never expects (SP_EL0 in use, a
+/// lower EL, FIQ, SError): reported as a crash.
+#[no_mangle]
+extern "C" fn rtos_unexpected(esr: u64, far: u64, elr: u64) -> ! {
+    println!("rtos: unexpected exception ESR {esr:#x} FAR {far:#x} ELR {elr:#x}");
+    guest_common::report_crash(esr, far, elr)
+}
+
+/// SVC: a task yields (its state is set), or a fault: a crash.
 #[no_mangle]
 extern "C" fn rtos_sync(sp: u64) -> u64 {
     // SAFETY: as in `rtos_irq`.
@@ -294,11 +302,13 @@ extern "C" fn rtos_sync(sp: u64) -> u64 {
         let (far, elr): (u64, u64);
         // SAFETY: reads the fault registers.
         unsafe { asm!("mrs {}, far_el1", "mrs {}, elr_el1", out(reg) far, out(reg) elr) };
+        // Tasks share the kernel's memory: one that faulted may have left
+        // it in any state, so the whole RTOS stops and says so.
         println!(
-            "rtos: task {} faulted: ESR {esr:#x} FAR {far:#x} ELR {elr:#x}; it is stopped",
+            "rtos: task {} faulted: ESR {esr:#x} FAR {far:#x} ELR {elr:#x}; reporting a crash",
             k.tasks[c].name
         );
-        k.tasks[c].state = State::Dead;
+        guest_common::report_crash(esr, far, elr);
     }
     let now = counter();
     wake_sleepers(k, now);

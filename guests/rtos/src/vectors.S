@@ -36,24 +36,27 @@
     b       resume
 .endm
 
-.macro hang
+.macro unexpected
     .balign 0x80
-    b       .
+    mrs     x0, esr_el1
+    mrs     x1, far_el1
+    mrs     x2, elr_el1
+    b       rtos_unexpected
 .endm
 
 .balign 0x800
 .global vectors
 vectors:
-    hang
-    hang
-    hang
-    hang
+    unexpected
+    unexpected
+    unexpected
+    unexpected
     entry   rtos_sync
     entry   rtos_irq
-    hang
-    hang
+    unexpected
+    unexpected
     .rept 8
-    hang
+    unexpected
     .endr
 
 // x0: the saved frame of the task to run.

@@ -48,15 +48,26 @@ fn status(id: u32) -> [u64; 8] {
 
 /// Polls until the partition reads `want`; false after a long while.
 fn wait_state(id: u32, want: u64) -> bool {
+    let what: &str = match want {
+        STOPPED => "state Stopped",
+        RUNNING => "state Running",
+        _ => "state Crashed",
+    };
+    wait_for(id, what, |s| s[0] == want)
+}
+
+/// Polls STATUS until `done` says so; false (and why) after a long while.
+fn wait_for(id: u32, what: &str, done: impl Fn(&[u64; 8]) -> bool) -> bool {
     for _ in 0..200_000_000u64 {
-        if status(id)[0] == want {
+        if done(&status(id)) {
             return true;
         }
         core::hint::spin_loop();
     }
+    let s = status(id);
     println!(
-        "control: partition {id} never reached state {want} (now {})",
-        status(id)[0]
+        "control: partition {id} never showed {what} (state {}, restarts {})",
+        s[0], s[1]
     );
     false
 }
@@ -214,17 +225,15 @@ pub fn load(fdt: &fdt::Fdt<'_>) {
     );
     let r = call(LOAD, u64::from(id), elf, len)[0] as i64;
     println!("control: load of {len} bytes = {r}");
-    let before = status(id)[1];
+    let restarts = status(id)[1];
     let r = call(START, u64::from(id), 0, 0)[0] as i64;
     println!("control: start = {r}");
     // The loaded image (the test guest, with the target's own bootargs)
-    // runs, then powers its partition off: maybe before this guest looks.
-    for _ in 0..200_000_000u64 {
-        let s = status(id);
-        if s[1] > before && s[0] == STOPPED {
-            println!("control: the loaded image ran and stopped");
-            return;
-        }
+    // runs, then powers its partition off, within a few milliseconds: a
+    // poll for Running could miss it, the restart count cannot.
+    let ran = |s: &[u64; 8]| s[1] > restarts && s[0] == STOPPED;
+    if wait_for(id, "a run and a stop", ran) {
+        println!("control: the loaded image ran and stopped");
     }
     println!("control: the loaded image did not run and stop");
 }

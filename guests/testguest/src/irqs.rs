@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use guest_common::counter;
 
 const VTIMER: u32 = 27;
+const PTIMER: u32 = 30;
 const SGI: u32 = 1;
 pub const TICKS: u32 = 1000;
 
@@ -28,42 +29,120 @@ pub enum Job {
 
 use guest_common::counter_freq as freq;
 
+/// Which EL1 timer a timer scenario counts, and how its handler ends.
+static PHYSICAL: AtomicBool = AtomicBool::new(false);
+/// Each tick's EOI comes only after the next deadline has passed, so the
+/// timer's line is high again while its interrupt is still active.
+static LATE: AtomicBool = AtomicBool::new(false);
+
 fn unmask() {
     // SAFETY: IRQs on at EL1; the vector table handles them.
     unsafe { asm!("msr daifclr, #2") };
 }
 
-fn arm_timer() {
-    let tval = freq() / 1000;
-    // SAFETY: the virtual timer belongs to the guest.
+/// Arms the scenario's timer `tval` ticks from now.
+fn arm_timer(tval: u64) {
+    // SAFETY: both EL1 timers belong to the guest.
     unsafe {
-        asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) tval, in(reg) 1u64)
+        if PHYSICAL.load(Ordering::Relaxed) {
+            asm!("msr cntp_tval_el0, {}", "msr cntp_ctl_el0, {}", "isb", in(reg) tval, in(reg) 1u64)
+        } else {
+            asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) tval, in(reg) 1u64)
+        }
     };
 }
 
 fn stop_timer() {
     // SAFETY: as above.
-    unsafe { asm!("msr cntv_ctl_el0, xzr", "isb") };
+    unsafe {
+        if PHYSICAL.load(Ordering::Relaxed) {
+            asm!("msr cntp_ctl_el0, xzr", "isb")
+        } else {
+            asm!("msr cntv_ctl_el0, xzr", "isb")
+        }
+    };
 }
 
-/// Counts TICKS virtual-timer interrupts at 1 kHz on this vCPU.
+/// The timer condition has been met (CNTx_CTL_EL0.ISTATUS).
+fn timer_fired() -> bool {
+    let ctl: u64;
+    // SAFETY: reads a timer's control register.
+    unsafe {
+        if PHYSICAL.load(Ordering::Relaxed) {
+            asm!("isb", "mrs {}, cntp_ctl_el0", out(reg) ctl)
+        } else {
+            asm!("isb", "mrs {}, cntv_ctl_el0", out(reg) ctl)
+        }
+    };
+    ctl & 4 != 0
+}
+
+fn timer_name() -> &'static str {
+    match (
+        PHYSICAL.load(Ordering::Relaxed),
+        LATE.load(Ordering::Relaxed),
+    ) {
+        (true, _) => "ptimer",
+        (false, true) => "timer-late",
+        (false, false) => "timer",
+    }
+}
+
+fn timer_intid() -> u32 {
+    if PHYSICAL.load(Ordering::Relaxed) {
+        PTIMER
+    } else {
+        VTIMER
+    }
+}
+
+/// Counts TICKS timer interrupts at 1 kHz on this vCPU, in WFI between
+/// them as an idle OS would be (a lost interrupt hangs it, as it would an
+/// OS). With late EOIs it polls instead and reports a stall.
 pub fn timer_on_this_vcpu() {
     let me = vcpu_index();
     gic::init_cpu(me);
-    gic::enable(VTIMER, me);
+    gic::enable(timer_intid(), me);
     let start = counter();
-    arm_timer();
+    arm_timer(freq() / 1000);
     unmask();
-    while TICK_COUNT[me].load(Ordering::Acquire) < TICKS {
-        // SAFETY: wait for the next interrupt.
-        unsafe { asm!("wfi") };
+    let late = LATE.load(Ordering::Relaxed);
+    let (mut seen, mut since) = (0, counter());
+    loop {
+        let n = TICK_COUNT[me].load(Ordering::Acquire);
+        if n >= TICKS {
+            break;
+        }
+        if !late {
+            // SAFETY: wait for the next interrupt.
+            unsafe { asm!("wfi") };
+            continue;
+        }
+        if n != seen {
+            (seen, since) = (n, counter());
+        } else if counter() - since > 2 * freq() {
+            stop_timer();
+            println!("{}: vcpu {me} stalled after {n} ticks", timer_name());
+            return;
+        }
+        core::hint::spin_loop();
     }
     stop_timer();
     let us = (counter() - start) * 1_000_000 / freq();
-    println!("timer: vcpu {me} counted {TICKS} ticks in {us} us");
+    println!(
+        "{}: vcpu {me} counted {TICKS} ticks in {us} us",
+        timer_name()
+    );
 }
 
-pub fn timer(cpus: usize) {
+/// `timer`, `ptimer`, `timer-late`: TICKS interrupts of the virtual or the
+/// EL1 physical timer on every vCPU.
+pub fn timer(cpus: usize, physical: bool, late: bool) {
+    PHYSICAL.store(physical, Ordering::Relaxed);
+    LATE.store(late, Ordering::Relaxed);
+    for t in &TICK_COUNT {
+        t.store(0, Ordering::Relaxed);
+    }
     gic::init_distributor();
     for i in 1..cpus {
         hvc(
@@ -75,6 +154,107 @@ pub fn timer(cpus: usize) {
     }
     timer_on_this_vcpu();
     wait_secondaries(cpus);
+}
+
+/// A tick of the scenario's timer, in its handler.
+fn tick(me: usize) {
+    let n = TICK_COUNT[me].fetch_add(1, Ordering::AcqRel) + 1;
+    let id = timer_intid();
+    if n == TICKS / 2 {
+        // Disabled and enabled again while active: nothing may be lost.
+        gic::disable(id, me);
+        gic::enable(id, me);
+    }
+    if n >= TICKS {
+        stop_timer();
+    } else if LATE.load(Ordering::Relaxed) {
+        // The next deadline passes before this interrupt's EOI: its line
+        // is high while it is still active, and only the deactivation
+        // lets the GIC signal it again.
+        arm_timer(freq() / 100_000);
+        while !timer_fired() {
+            core::hint::spin_loop();
+        }
+    } else {
+        arm_timer(freq() / 1000);
+    }
+}
+
+/// An interrupt `pending` expects, and how often it came.
+static PROBE: AtomicU32 = AtomicU32::new(u32::MAX);
+static PROBE_TAKEN: AtomicU32 = AtomicU32::new(0);
+
+/// `pending`: each EL1 timer fires with its interrupt disabled in the GIC;
+/// its set-pending bit must read 1 while the line is high and 0 once the
+/// timer is stopped, as on bare metal. Then the interrupt, enabled, is
+/// made pending by a write to the set-pending register and must be taken
+/// once.
+pub fn pending() {
+    gic::init_distributor();
+    gic::init_cpu(0);
+    for physical in [false, true] {
+        PHYSICAL.store(physical, Ordering::Relaxed);
+        let id = timer_intid();
+        let bit = |w: u32| (w >> (id % 32)) & 1;
+        gic::disable(id, 0);
+        arm_timer(1);
+        while !timer_fired() {
+            core::hint::spin_loop();
+        }
+        let high = bit(gic::pending_word(id, 0));
+        stop_timer();
+        let low = bit(gic::pending_word(id, 0));
+        PROBE.store(id, Ordering::Relaxed);
+        PROBE_TAKEN.store(0, Ordering::Relaxed);
+        gic::enable(id, 0);
+        gic::set_pending(id, 0);
+        unmask();
+        let start = counter();
+        while PROBE_TAKEN.load(Ordering::Acquire) == 0 && counter() - start < freq() / 10 {
+            core::hint::spin_loop();
+        }
+        // SAFETY: IRQs off again at EL1.
+        unsafe { asm!("msr daifset, #2") };
+        gic::disable(id, 0);
+        println!(
+            "pending: {} line high reads {high}, low reads {low}; set-pending taken {} time(s)",
+            if physical { "ptimer" } else { "vtimer" },
+            PROBE_TAKEN.load(Ordering::Relaxed)
+        );
+    }
+    PROBE.store(u32::MAX, Ordering::Relaxed);
+}
+
+/// `suspend`: PSCI CPU_SUSPEND to standby with IRQs masked returns once
+/// the armed virtual timer's interrupt is pending, and bad requests are
+/// refused.
+pub fn suspend() {
+    const CPU_SUSPEND: u64 = 0xc400_0001;
+    PHYSICAL.store(false, Ordering::Relaxed);
+    gic::init_distributor();
+    gic::init_cpu(0);
+    gic::enable(VTIMER, 0);
+    PROBE.store(VTIMER, Ordering::Relaxed);
+    PROBE_TAKEN.store(0, Ordering::Relaxed);
+    let deadline = counter() + freq() / 500;
+    arm_timer(freq() / 500);
+    let r = hvc(CPU_SUSPEND, 0, 0, 0);
+    let woke_after = counter() >= deadline;
+    unmask();
+    let start = counter();
+    while PROBE_TAKEN.load(Ordering::Acquire) == 0 && counter() - start < freq() / 10 {
+        core::hint::spin_loop();
+    }
+    // SAFETY: IRQs off again.
+    unsafe { asm!("msr daifset, #2") };
+    PROBE.store(u32::MAX, Ordering::Relaxed);
+    gic::disable(VTIMER, 0);
+    let reserved = hvc(CPU_SUSPEND, 1 << 20, 0, 0);
+    let outside = hvc(CPU_SUSPEND, 1 << 16, 0x10, 0);
+    println!(
+        "suspend: standby returned {r} after the deadline: {woke_after}, interrupt taken {}; reserved bits {reserved}, power-down entry outside memory {outside}",
+        PROBE_TAKEN.load(Ordering::Relaxed)
+    );
 }
 
 fn wait_secondaries(cpus: usize) {
@@ -282,19 +462,14 @@ extern "C" fn on_irq() {
             id if id < 16 && crate::hostile::WATCHING.load(Ordering::Acquire) => {
                 crate::hostile::sgi_seen(id)
             }
-            VTIMER => {
-                let n = TICK_COUNT[me].fetch_add(1, Ordering::AcqRel) + 1;
-                if n == TICKS / 2 {
-                    // Disabled and enabled again while active: nothing may be lost.
-                    gic::disable(VTIMER, me);
-                    gic::enable(VTIMER, me);
-                }
-                if n < TICKS {
-                    arm_timer();
-                } else {
+            id if id == PROBE.load(Ordering::Relaxed) => {
+                if id == VTIMER || id == PTIMER {
+                    // Its line stays high until the timer is stopped.
                     stop_timer();
                 }
+                PROBE_TAKEN.fetch_add(1, Ordering::AcqRel);
             }
+            VTIMER | PTIMER if id == timer_intid() => tick(me),
             SGI => {
                 SGI_COUNT.fetch_add(1, Ordering::AcqRel);
             }

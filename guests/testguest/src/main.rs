@@ -6,10 +6,21 @@
 //! - `calls`: PSCI queries, and unknown HVC/SMC calls that must fail cleanly;
 //! - `smp`: starts every other vCPU with PSCI CPU_ON, and stops them again;
 //! - `abort`: reads outside its memory and expects a data abort;
+//! - `iabort`: branches outside its memory and expects an instruction
+//!   abort in its own handler, then goes on;
 //! - `reset`: resets itself once with SYSTEM_RESET;
 //! - `count=N`: prints N numbered lines, slowly;
-//! - `jump-away`: branches outside its memory (the hypervisor stops it);
+//! - `jump-away`: branches outside its memory without expecting it: its
+//!   handler reports a crash, and the hypervisor stops it;
 //! - `timer`: 1,000 virtual-timer ticks at 1 kHz on every vCPU;
+//! - `ptimer`: the same with the EL1 physical timer (CNTP, PPI 30);
+//! - `timer-late`: 1,000 virtual-timer ticks, each EOId only after the
+//!   next deadline passed (the line is high again while still active);
+//! - `pending`: both timers' pending state as the GIC shows it, and a
+//!   set-pending write;
+//! - `suspend`: PSCI CPU_SUSPEND waits for the timer's interrupt;
+//! - `pmu`, `setway=ID`, `impdef`: the PMU, set/way cache maintenance and
+//!   implementation-defined registers (see cpu.rs);
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031;
 //! - `steal=INTID`: tries to enable another partition's SPI;
@@ -30,12 +41,14 @@
 //!   hostile.rs); `flood=MS`: notifications, faults and console lines
 //!   for MS ms; `watch-sgis`: reports any SGI that arrives.
 //!
-//! Without `stay` it ends with PSCI SYSTEM_OFF.
+//! Without `stay` it ends with PSCI SYSTEM_OFF. An exception it does not
+//! expect, or a panic, is reported to the hypervisor as a crash.
 #![no_std]
 #![no_main]
 
 mod bench;
 mod control;
+mod cpu;
 mod hostile;
 mod irqs;
 mod races;
@@ -100,10 +113,11 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "calls" => calls(),
             "smp" => smp(cpus),
             "abort" => abort(),
+            "iabort" => iabort(),
             "reset" => reset(mem.map_or(0, |m| m.0)),
             "jump-away" => {
                 println!("jump-away: branching to 0x0");
-                // SAFETY: deliberately not; the hypervisor must stop us.
+                // SAFETY: deliberately not; our handler reports a crash.
                 unsafe { asm!("br {}", in(reg) 0u64, options(noreturn)) }
             }
             "stay" => {}
@@ -136,6 +150,14 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                 }
             }
             "timer" => irqs::timer(cpus),
+            "timer" => irqs::timer(cpus, false, false),
+            "ptimer" => irqs::timer(cpus, true, false),
+            "timer-late" => irqs::timer(cpus, false, true),
+            "pending" => irqs::pending(),
+            "suspend" => irqs::suspend(),
+            "pmu" => cpu::pmu(),
+            "impdef" => cpu::impdef(),
+            w if w.starts_with("setway=") => cpu::setway(w[7..].parse().unwrap_or(1)),
             "many-sgis" => irqs::many_sgis(),
             w if w.starts_with("busy=") => busy(w[5..].parse().unwrap_or(1000)),
             "rtc" => irqs::rtc(&fdt),
@@ -361,8 +383,35 @@ fn count(n: u32) {
     }
 }
 
-/// Synchronous exception at EL1: a data abort we provoked is counted and
-/// skipped; anything else is reported and we stop.
+/// Where `iabort` resumes after the instruction abort it provokes (0:
+/// none expected).
+static RESUME: AtomicU64 = AtomicU64::new(0);
+
+/// Branches to flash at 0x1000 (a device no domain is given) and expects
+/// the instruction abort in its own handler, which resumes it.
+fn iabort() {
+    let target = 0x1000u64;
+    // SAFETY: the branch faults; `on_sync` resumes at label 2 with every
+    // register the handler clobbers restored by the vector code.
+    unsafe {
+        asm!(
+            "adr {r}, 2f",
+            "str {r}, [{slot}]",
+            "br {t}",
+            "2:",
+            r = out(reg) _,
+            slot = in(reg) RESUME.as_ptr(),
+            t = in(reg) target,
+        )
+    };
+    println!(
+        "iabort: resumed after {} instruction abort(s)",
+        ABORTS.load(Ordering::Relaxed)
+    );
+}
+
+/// Synchronous exception at EL1: a data abort or an instruction abort we
+/// provoked is counted and skipped; anything else is a crash.
 #[no_mangle]
 extern "C" fn on_sync(esr: u64, far: u64, elr: u64) -> u64 {
     if hostile::PROBING.load(Ordering::Acquire) {
@@ -374,23 +423,26 @@ extern "C" fn on_sync(esr: u64, far: u64, elr: u64) -> u64 {
         println!("abort: caught data abort, ESR {esr:#x} FAR {far:#x}");
         return elr + 4;
     }
+    if cpu::expected_undefined(esr) {
+        return elr + 4;
+    }
+    let resume = RESUME.swap(0, Ordering::Relaxed);
+    if ec == 0x21 && resume != 0 {
+        ABORTS.fetch_add(1, Ordering::Relaxed);
+        println!("iabort: caught instruction abort, ESR {esr:#x} FAR {far:#x} ELR {elr:#x}");
+        return resume;
+    }
     on_unexpected(esr, far, elr)
 }
 
 #[no_mangle]
 extern "C" fn on_unexpected(esr: u64, far: u64, elr: u64) -> ! {
     println!("testguest: unexpected exception ESR {esr:#x} FAR {far:#x} ELR {elr:#x}");
-    hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
-    loop {
-        core::hint::spin_loop()
-    }
+    guest_common::report_crash(esr, far, elr)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("testguest: panic: {info}");
-    hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
-    loop {
-        core::hint::spin_loop()
-    }
+    guest_common::report_crash(0, 0, 0)
 }

@@ -11,9 +11,13 @@
 //! | 0xc600_0011 | START | x1 = id | 0 |
 //! | 0xc600_0012 | STOP | x1 = id | 0 (the stop completes asynchronously; poll STATUS or take the control interrupt) |
 //! | 0xc600_0013 | LOAD | x1 = id, x2 = address of an ELF in the caller's memory, x3 = its length | 0; the partition stays stopped and its next START enters the ELF |
+//! | 0xc600_0020 | CRASH | x1 = ESR_EL1, x2 = FAR_EL1, x3 = ELR_EL1 of the exception the caller could not handle (or 0) | does not return: the caller's partition stops and reads Crashed |
 //!
 //! Errors are negative in x0 ([`ControlError`]). The id is the domain's
-//! `id` property in the SDT.
+//! `id` property in the SDT. CRASH needs no right and names no partition:
+//! any guest may report its own crash (an OS's unexpected-exception or
+//! panic path), which a controller then sees as it sees a fault the
+//! hypervisor could not hand back. Its arguments are only logged.
 
 use crate::sdt::Range;
 use elf::abi;
@@ -25,6 +29,7 @@ pub const STATUS: u32 = 0xc600_0010;
 pub const START: u32 = 0xc600_0011;
 pub const STOP: u32 = 0xc600_0012;
 pub const LOAD: u32 = 0xc600_0013;
+pub const CRASH: u32 = 0xc600_0020;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControlError {

@@ -9,6 +9,7 @@ extern crate alloc;
 pub mod console;
 pub mod control;
 pub mod dtb;
+pub mod guest_cpu;
 pub mod guest_fdt;
 pub mod layout;
 pub mod lifecycle;

@@ -108,6 +108,9 @@ pub enum Psci {
     /// The calling vCPU leaves its CPU; kick the vCPUs in `kick` (a
     /// mask; bit 0 may mean "home: finish").
     Leave { kick: u32 },
+    /// CPU_SUSPEND: return SUCCESS once the calling vCPU has an interrupt
+    /// to take.
+    Suspend,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +260,7 @@ impl Lifecycle {
         }
         match self.power.handle(call, entry_ok) {
             PsciAction::Return(v) => Psci::Return(v),
+            PsciAction::Suspend => Psci::Suspend,
             PsciAction::Start {
                 vcpu: target,
                 entry,

@@ -1,9 +1,18 @@
-//! PSCI 1.0 as a partition sees it, and the per-vCPU power state behind it.
+//! PSCI 1.1 as a partition sees it, and the per-vCPU power state behind it.
 //!
 //! A guest's calls are answered in terms of its own vCPUs: it can start,
-//! stop and query only those, and SYSTEM_OFF/SYSTEM_RESET end or restart its
-//! own partition. Nothing here touches hardware; the caller carries out the
-//! returned [`Action`].
+//! stop, suspend and query only those, and SYSTEM_OFF/SYSTEM_RESET end or
+//! restart its own partition. Nothing here touches hardware; the caller
+//! carries out the returned [`Action`].
+//!
+//! PSCI 1.1 (DEN0022D) makes VERSION, CPU_SUSPEND, CPU_OFF, CPU_ON,
+//! AFFINITY_INFO, SYSTEM_OFF, SYSTEM_RESET and FEATURES mandatory; all are
+//! here, with MIGRATE_INFO_TYPE. Its additions (SYSTEM_RESET2, MEM_PROTECT,
+//! MEM_PROTECT_CHECK_RANGE) are optional and not offered. CPU_SUSPEND takes
+//! the original power_state format in platform-coordinated mode (FEATURES
+//! says so with 0) and treats every state as standby, which the
+//! specification allows for a power-down request: the call returns SUCCESS
+//! once the vCPU has an interrupt to take, never at the entry point.
 
 /// PSCI return codes (DEN0022, table 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +34,8 @@ impl PsciError {
     }
 }
 
-/// The version we implement: 1.0.
-pub const VERSION: u64 = 0x1_0000;
+/// The version we implement: 1.1.
+pub const VERSION: u64 = 0x1_0001;
 
 pub mod fid {
     pub const VERSION: u32 = 0x8400_0000;
@@ -47,6 +56,11 @@ pub mod fid {
 pub enum Call {
     Version,
     Features(u32),
+    CpuSuspend {
+        power_state: u32,
+        entry: u64,
+        context: u64,
+    },
     CpuOn {
         target: u64,
         entry: u64,
@@ -84,6 +98,11 @@ impl Call {
             fid::MIGRATE_INFO_TYPE => Call::MigrateInfoType,
             fid::SYSTEM_OFF => Call::SystemOff,
             fid::SYSTEM_RESET => Call::SystemReset,
+            i if i & !fid::SMC64 == fid::CPU_SUSPEND => Call::CpuSuspend {
+                power_state: x[1] as u32,
+                entry: arg(2),
+                context: arg(3),
+            },
             i if i & !fid::SMC64 == fid::CPU_ON => Call::CpuOn {
                 target: arg(1),
                 entry: arg(2),
@@ -104,13 +123,14 @@ pub fn implemented(id: u32) -> bool {
         id,
         fid::VERSION
             | fid::FEATURES
+            | fid::CPU_SUSPEND
             | fid::CPU_OFF
             | fid::MIGRATE_INFO_TYPE
             | fid::SYSTEM_OFF
             | fid::SYSTEM_RESET
             | fid::CPU_ON
             | fid::AFFINITY_INFO
-    ) || matches!(id, 0xc400_0003 | 0xc400_0004)
+    ) || matches!(id, 0xc400_0001 | 0xc400_0003 | 0xc400_0004)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +154,8 @@ pub enum Action {
     },
     /// Stop the calling vCPU.
     Stop,
+    /// Return SUCCESS once the calling vCPU has an interrupt to take.
+    Suspend,
     SystemOff,
     SystemReset,
 }
@@ -199,6 +221,19 @@ impl PowerStates {
             }),
             // 2: no Trusted OS that would need migrating.
             Call::MigrateInfoType => Action::Return(2),
+            Call::CpuSuspend {
+                power_state, entry, ..
+            } => {
+                // Original format: bits 17-23 and 26-31 are reserved.
+                if power_state & 0xfcfe_0000 != 0 {
+                    Action::Return(PsciError::InvalidParameters.code())
+                } else if power_state & (1 << 16) != 0 && !entry_ok(entry) {
+                    // A power-down state names where it would resume.
+                    Action::Return(PsciError::InvalidAddress.code())
+                } else {
+                    Action::Suspend
+                }
+            }
             Call::CpuOn {
                 target,
                 entry,
@@ -256,15 +291,35 @@ mod tests {
         let mut p = PowerStates::new(2);
         assert_eq!(
             p.handle(call(fid::VERSION, 0, 0, 0), |_| true),
-            Action::Return(0x1_0000)
+            Action::Return(0x1_0001)
         );
         let f = |id| p.clone().handle(Call::Features(id), |_| true);
         assert_eq!(f(fid::CPU_ON | fid::SMC64), Action::Return(0));
-        assert_eq!(
-            f(fid::CPU_SUSPEND),
-            Action::Return(PsciError::NotSupported.code())
-        );
+        // Original power_state format, platform-coordinated: flags 0.
+        assert_eq!(f(fid::CPU_SUSPEND), Action::Return(0));
+        assert_eq!(f(fid::CPU_SUSPEND | fid::SMC64), Action::Return(0));
         assert_eq!(f(0x8000_0000), Action::Return(u64::MAX));
+        // SYSTEM_RESET2 and MEM_PROTECT, optional in 1.1, are not offered.
+        assert_eq!(f(0xc400_0012), Action::Return(u64::MAX));
+        assert_eq!(f(0x8400_0013), Action::Return(u64::MAX));
+    }
+
+    #[test]
+    fn cpu_suspend_checks_its_state_and_entry_then_waits() {
+        let mut p = PowerStates::new(1);
+        let standby = call(fid::CPU_SUSPEND, 0x0000_0001, 0, 0);
+        assert_eq!(p.handle(standby, |_| false), Action::Suspend);
+        let down = call(fid::CPU_SUSPEND | fid::SMC64, 1 << 16, 0xdead, 0);
+        assert_eq!(
+            p.handle(down, |_| false),
+            Action::Return(PsciError::InvalidAddress.code())
+        );
+        assert_eq!(p.handle(down, |_| true), Action::Suspend);
+        let reserved = call(fid::CPU_SUSPEND, 1 << 20, 0, 0);
+        assert_eq!(
+            p.handle(reserved, |_| true),
+            Action::Return(PsciError::InvalidParameters.code())
+        );
     }
 
     #[test]
@@ -344,7 +399,10 @@ mod tests {
     fn foreign_function_ids_are_not_psci() {
         assert_eq!(Call::decode([0xc600_0000, 0, 0, 0]), None);
         assert_eq!(Call::decode([0x1_8400_0000, 0, 0, 0]), None);
-        assert_eq!(Call::decode([u64::from(fid::CPU_SUSPEND), 0, 0, 0]), None);
+        assert_eq!(
+            Call::decode([u64::from(fid::CPU_SUSPEND) | 1 << 32, 0, 0, 0]),
+            None
+        );
     }
 
     #[test]

@@ -94,6 +94,26 @@ pub struct SysRegAccess {
     pub read: bool,
 }
 
+/// A packed system-register encoding as the assembler spells an unnamed
+/// one (`S3_1_C11_C0_2`), for log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRegName(pub u32);
+
+impl core::fmt::Display for SysRegName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let id = self.0;
+        write!(
+            f,
+            "S{}_{}_C{}_C{}_{}",
+            id >> 14,
+            (id >> 11) & 7,
+            (id >> 7) & 0xf,
+            (id >> 3) & 0xf,
+            id & 7
+        )
+    }
+}
+
 /// Packs a system-register encoding into one comparable number.
 pub const fn sysreg(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
     (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
@@ -199,10 +219,10 @@ pub fn ec_name(ec: u8) -> &'static str {
         0x17 => "SMC (AArch64)",
         0x18 => "trapped MSR/MRS/system instruction",
         0x20 => "instruction abort from a lower EL",
-        0x21 => "instruction abort at EL2",
+        0x21 => "instruction abort from the same EL",
         0x22 => "PC alignment fault",
         0x24 => "data abort from a lower EL",
-        0x25 => "data abort at EL2",
+        0x25 => "data abort from the same EL",
         0x26 => "SP alignment fault",
         0x2f => "SError",
         0x30 | 0x31 => "breakpoint",
@@ -232,22 +252,40 @@ pub struct AbortEntry {
 /// The guest's exception entry for a synchronous exception taken
 /// with PSTATE `spsr`, given its VBAR_EL1 (Arm ARM D1.3.1, vector offsets).
 pub fn abort_entry(spsr: u64, vbar: u64) -> AbortEntry {
-    let offset = match spsr & 0xf {
-        0b0100 => 0x000, // EL1t: current EL with SP_EL0
-        0b0101 => 0x200, // EL1h: current EL with SP_EL1
-        _ => 0x400,      // EL0: lower EL, AArch64
+    let offset = match spsr & 0x1f {
+        0b00100 => 0x000,            // EL1t: current EL with SP_EL0
+        0b00101 => 0x200,            // EL1h: current EL with SP_EL1
+        m if m & 0x10 != 0 => 0x600, // EL0 in AArch32: lower EL, AArch32
+        _ => 0x400,                  // EL0: lower EL, AArch64
     };
     AbortEntry {
         vector: vbar + offset,
         spsr: 0x3c5,
-        from_lower_el: offset == 0x400,
+        from_lower_el: offset >= 0x400,
     }
+}
+
+/// Where an instruction abort on a fetch from `far` enters the guest, or
+/// `None` when its vector lies in the same page: the guest would take the
+/// same abort again at once, for ever, and so has to be stopped (the only
+/// stage-2 instruction abort it cannot be given).
+pub fn instruction_abort_entry(spsr: u64, vbar: u64, far: u64) -> Option<AbortEntry> {
+    let e = abort_entry(spsr, vbar);
+    (e.vector >> 12 != far >> 12).then_some(e)
 }
 
 /// ESR_EL1 for an injected synchronous external data abort.
 pub fn injected_data_abort_esr(from_lower_el: bool, write: bool) -> u64 {
     let ec: u64 = if from_lower_el { 0x24 } else { 0x25 };
     (ec << 26) | (1 << 25) | (u64::from(write) << 6) | 0x10
+}
+
+/// ESR_EL1 for an injected synchronous external instruction abort (IFSC
+/// 0x10, as for data aborts: natively, a fetch from an address nothing
+/// answers is an external abort).
+pub fn injected_instruction_abort_esr(from_lower_el: bool) -> u64 {
+    let ec: u64 = if from_lower_el { 0x20 } else { 0x21 };
+    (ec << 26) | (1 << 25) | 0x10
 }
 
 #[cfg(test)]
@@ -384,6 +422,8 @@ mod tests {
                 read: true
             })
         );
+        let name = alloc::format!("{}", SysRegName(sysreg(3, 1, 11, 0, 2)));
+        assert_eq!(name, "S3_1_C11_C0_2");
     }
 
     #[test]
@@ -401,6 +441,23 @@ mod tests {
         assert_eq!(abort_entry(0x3c4, 0x1000).vector, 0x1000);
         assert_eq!(injected_data_abort_esr(false, true), 0x9600_0050);
         assert_eq!(injected_data_abort_esr(true, false), 0x9200_0010);
+        assert_eq!(injected_instruction_abort_esr(false), 0x8600_0010);
+        assert_eq!(injected_instruction_abort_esr(true), 0x8200_0010);
+        // EL0 in AArch32 (M[4] set) enters at the AArch32 lower-EL vector.
+        let e = abort_entry(0x10, 0x1000);
+        assert_eq!((e.vector, e.from_lower_el), (0x1600, true));
+    }
+
+    #[test]
+    fn an_instruction_abort_at_its_own_vector_cannot_be_injected() {
+        let vbar = 0x4800_0800;
+        // A branch to an unmapped page: the guest's handler runs.
+        let e = instruction_abort_entry(0x3c5, vbar, 0x0).unwrap();
+        assert_eq!((e.vector, e.from_lower_el), (vbar + 0x200, false));
+        // The vector itself cannot be fetched: it would abort for ever.
+        assert_eq!(instruction_abort_entry(0x3c5, vbar, vbar + 0x200), None);
+        assert_eq!(instruction_abort_entry(0x0, vbar, vbar + 0x7fc), None);
+        assert!(instruction_abort_entry(0x0, vbar, vbar + 0x1000).is_some());
     }
 
     #[test]

@@ -41,8 +41,10 @@ struct Irq {
 pub struct LrEntry {
     pub intid: u32,
     pub priority: u8,
-    /// The physical interrupt with the same INTID is deactivated by the
-    /// guest's EOI.
+    /// The physical interrupt with the same INTID is deactivated at the
+    /// guest's EOI: by the list register's hardware bit on GICv3, by the
+    /// hypervisor at the EOI maintenance interrupt on GICv2 (see
+    /// [`lr::encode_v2`]).
     pub hw: bool,
     pub group1: bool,
     /// Ask for a maintenance interrupt at EOI (level-sensitive emulated
@@ -61,6 +63,14 @@ pub trait Backend {
     /// `vcpu` has a new pending interrupt: load it now if it runs here,
     /// or signal its CPU.
     fn notify(&mut self, vcpu: usize);
+    /// Whether the physical interrupt behind `intid` of `vcpu` is pending as
+    /// the guest would see it natively: in the physical distributor (a
+    /// level line that is high, even while disabled) or taken by the
+    /// hypervisor and waiting in a list register for the guest to take it.
+    fn hw_pending(&mut self, intid: u32, vcpu: usize) -> bool;
+    /// A guest's write to GICD/GICR_I{S,C}PENDR for a hardware-backed
+    /// interrupt, carried to the physical one.
+    fn hw_set_pending(&mut self, intid: u32, vcpu: usize, on: bool);
 }
 
 /// A register access the vGIC does not implement (logged, read as zero).
@@ -273,6 +283,12 @@ impl Vgic {
         })?;
         self.sgi_source[vcpu][intid as usize] = vcpu as u8;
         Some(e)
+    }
+
+    /// Whether `intid` of `vcpu` is backed by a physical interrupt, which
+    /// the hypervisor deactivates itself when a GICv2 guest EOIs it.
+    pub fn hw_backed(&self, vcpu: usize, intid: u32) -> bool {
+        self.irq(vcpu, intid).is_some_and(|i| i.hw)
     }
 
     /// Whether anything waits for `vcpu`, deliverable or not.
@@ -570,15 +586,17 @@ impl Vgic {
             };
             // Pending state of passed-through interrupts is the hardware's.
             let hw = irq.hw;
-            if let Some((v, set)) = write.filter(|(v, _)| v & (1 << bit) != 0 && !hw) {
-                let _ = v;
-                if set {
-                    self.raise(vcpu, intid, be);
-                } else {
-                    self.lower(vcpu, intid);
+            let target = self.target_of(vcpu, intid);
+            if let Some((_, set)) = write.filter(|(v, _)| v & (1 << bit) != 0) {
+                match (hw, set) {
+                    (true, _) => be.hw_set_pending(intid, target, set),
+                    (false, true) => self.raise(vcpu, intid, be),
+                    (false, false) => self.lower(vcpu, intid),
                 }
             }
-            r |= u64::from(self.irq(vcpu, intid).is_some_and(|i| i.pending)) << bit;
+            let pending = self.irq(vcpu, intid).is_some_and(|i| i.pending)
+                || (hw && be.hw_pending(intid, target));
+            r |= u64::from(pending) << bit;
         }
         Ok(r)
     }
@@ -718,6 +736,8 @@ mod tests {
         enables: Vec<(u32, usize, bool)>,
         routes: Vec<(u32, usize)>,
         notified: Vec<usize>,
+        /// Physical interrupts pending, (INTID, vCPU).
+        hw_lines: Vec<(u32, usize)>,
     }
 
     impl Backend for Rec {
@@ -729,6 +749,15 @@ mod tests {
         }
         fn notify(&mut self, vcpu: usize) {
             self.notified.push(vcpu);
+        }
+        fn hw_pending(&mut self, intid: u32, vcpu: usize) -> bool {
+            self.hw_lines.contains(&(intid, vcpu))
+        }
+        fn hw_set_pending(&mut self, intid: u32, vcpu: usize, on: bool) {
+            self.hw_lines.retain(|&l| l != (intid, vcpu));
+            if on {
+                self.hw_lines.push((intid, vcpu));
+            }
         }
     }
 
@@ -833,6 +862,26 @@ mod tests {
     }
 
     #[test]
+    fn hardware_backed_pending_state_is_the_hardware_s() {
+        let (mut g, mut be) = v3();
+        // A disabled timer whose line is high reads pending, as natively.
+        be.hw_lines.push((27, 1));
+        assert_eq!(g.redist_access(1, 0x10200, 4, None, &mut be), Ok(1 << 27));
+        assert_eq!(g.redist_access(0, 0x10200, 4, None, &mut be), Ok(0));
+        // Set- and clear-pending of a passed-through SPI reach the physical
+        // one (routed to vCPU 0) and nothing is queued in the vGIC.
+        g.dist_access(1, 0x204, 4, Some(1 << 2), &mut be).unwrap();
+        assert!(be.hw_lines.contains(&(34, 0)) && !g.any_queued(0));
+        assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(1 << 2));
+        g.dist_access(0, 0x284, 4, Some(1 << 2), &mut be).unwrap();
+        assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(0));
+        // An emulated SPI stays the vGIC's.
+        g.dist_access(0, 0x204, 4, Some(1 << 1), &mut be).unwrap();
+        assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(1 << 1));
+        assert!(g.any_queued(0) && !be.hw_lines.contains(&(33, 0)));
+    }
+
+    #[test]
     fn redistributors_describe_one_frame_per_vcpu() {
         let (mut g, mut be) = v3();
         assert_eq!(g.redist_access(0, 0x8, 8, None, &mut be), Ok(0));
@@ -898,21 +947,26 @@ pub mod lr {
         v as u32
     }
 
+    /// A GICv2 entry never carries the hardware bit: QEMU's GICv2, when a
+    /// guest deactivates a HW entry, clears the physical interrupt's active
+    /// state without signalling it again if its line rose meanwhile (a
+    /// timer re-armed before the EOI whose deadline passed before it), so
+    /// the interrupt would stay pending at EL2, unseen. A hardware-backed
+    /// interrupt is a software entry asking for the EOI maintenance
+    /// interrupt instead, at which the hypervisor deactivates the physical
+    /// one through GICC_DIR, a CPU-interface write after which every GIC
+    /// signals what is pending.
     pub fn encode_v2(e: &LrEntry) -> u64 {
         let mut v =
             (PENDING << 28) | (u64::from(e.priority >> 3) << 23) | u64::from(e.intid & 0x3ff);
         if e.group1 {
             v |= 1 << 30;
         }
-        if e.hw {
-            v |= (1 << 31) | (u64::from(e.intid & 0x3ff) << 10);
-        } else {
-            if e.eoi_maintenance {
-                v |= 1 << 19;
-            }
-            if e.intid < 16 {
-                v |= u64::from(e.source & 7) << 10;
-            }
+        if e.eoi_maintenance || e.hw {
+            v |= 1 << 19;
+        }
+        if e.intid < 16 {
+            v |= u64::from(e.source & 7) << 10;
         }
         v
     }
@@ -966,6 +1020,11 @@ pub mod lr {
             };
             assert_eq!(encode_v2(&sgi), (1 << 28) | (3 << 10) | 2);
             assert_eq!(state_v3(with_state_v3(encode_v3(&timer), 3)), 3);
+            // GICv2: no hardware bit, an EOI maintenance interrupt instead.
+            assert_eq!(
+                encode_v2(&timer),
+                (1 << 30) | (1 << 28) | (0x14 << 23) | (1 << 19) | 27
+            );
             assert_eq!(intid_v2(with_state_v2(encode_v2(&uart), 2)), 33);
         }
     }

@@ -22,6 +22,7 @@ const GICD_CTLR: u64 = 0x000;
 const GICD_ISENABLER: u64 = 0x100;
 const GICD_ICENABLER: u64 = 0x180;
 const GICD_IGROUPR: u64 = 0x080;
+const GICD_ISPENDR: u64 = 0x200;
 const GICD_ICPENDR: u64 = 0x280;
 const GICD_ICACTIVER: u64 = 0x380;
 const GICD_IPRIORITYR: u64 = 0x400;
@@ -284,6 +285,37 @@ impl Gic {
                 }
                 wr(gicd + reg + 4 * u64::from(intid / 32), bit);
             }
+        }
+    }
+
+    /// The set-pending word holding `intid`: the distributor's for an SPI
+    /// (and for a GICv2 PPI, banked: this CPU's own), the redistributor
+    /// of the CPU `mpidr` for a GICv3 PPI.
+    fn pending_word(&self, intid: u32, mpidr: u64) -> Option<u64> {
+        let base = match *self {
+            Gic::V3 { .. } if intid < 32 => self.redistributor(mpidr)? + GICR_SGI,
+            Gic::V3 { gicd, .. } | Gic::V2 { gicd, .. } => gicd,
+        };
+        Some(base + GICD_ISPENDR + 4 * u64::from(intid / 32))
+    }
+
+    /// Whether a physical SPI, or the PPI of the CPU `mpidr`, is pending
+    /// (a level-sensitive line that is high reads pending, enabled or not).
+    pub fn is_pending(&self, intid: u32, mpidr: u64) -> bool {
+        self.pending_word(intid, mpidr)
+            .is_some_and(|a| rd(a) & (1 << (intid % 32)) != 0)
+    }
+
+    /// Sets or clears the pending state of a physical SPI, or of the PPI
+    /// of the CPU `mpidr`.
+    pub fn set_pending(&self, intid: u32, mpidr: u64, on: bool) {
+        if let Some(a) = self.pending_word(intid, mpidr) {
+            let a = if on {
+                a
+            } else {
+                a + (GICD_ICPENDR - GICD_ISPENDR)
+            };
+            wr(a, 1 << (intid % 32));
         }
     }
 

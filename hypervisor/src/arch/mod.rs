@@ -166,6 +166,27 @@ pub fn clean_dcache(start: u64, len: u64) {
     barrier::dsb(barrier::SY);
 }
 
+/// Cleans (and with `invalidate`, invalidates) `[start, start + len)` to
+/// the point of coherency in every cache of the inner shareable domain:
+/// what a partition's set/way maintenance becomes (by VA, so no other
+/// partition's lines are touched).
+pub fn maintain_dcache(start: u64, len: u64, invalidate: bool) {
+    let line = dcache_line();
+    let mut a = start & !(line - 1);
+    while a < start + len {
+        // SAFETY: cache maintenance by address has no memory effects.
+        unsafe {
+            if invalidate {
+                asm!("dc civac, {}", in(reg) a, options(nostack))
+            } else {
+                asm!("dc cvac, {}", in(reg) a, options(nostack))
+            }
+        };
+        a += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
 /// Cleans and invalidates to the point of unification for instruction
 /// fetches: after copying a guest image, which the guest fetches with its
 /// MMU (and so its caches) off.
@@ -216,7 +237,13 @@ pub fn configure_vcpu(v: &VcpuSetup) {
             + HCR_EL2::FMO::EnableVirtualFIQ
             + HCR_EL2::AMO::SET
             + HCR_EL2::FB::SET
-            + HCR_EL2::BSU.val(1),
+            + HCR_EL2::BSU.val(1)
+            // Set/way maintenance reaches caches other partitions share;
+            // implementation-defined and auxiliary control registers reach
+            // cluster-wide controls (the A53's L2CTLR, L2ACTLR): all trap.
+            + HCR_EL2::TSW::SET
+            + HCR_EL2::TIDCP::SET
+            + HCR_EL2::TACR::SET,
     );
     // The guest owns the EL1 physical counter and timer as on bare metal,
     // and its virtual counter equals the physical one.
@@ -224,8 +251,15 @@ pub fn configure_vcpu(v: &VcpuSetup) {
     CNTVOFF_EL2.set(0);
     // MMU and caches off, as the boot protocol requires; RES1 bits set.
     SCTLR_EL1.set(0x30d0_0800);
-    // No debug or PMU traps: their state belongs to the guest.
-    MDCR_EL2.set(0);
+    // No debug or PMU traps: their state belongs to the guest, and so do
+    // every event counter (see `guest_cpu::mdcr_el2`).
+    let pmcr: u64;
+    // SAFETY: reads PMCR_EL0 at EL2, where N is the implemented count.
+    unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
+    MDCR_EL2.set(partita_core::guest_cpu::mdcr_el2(
+        pmcr,
+        ID_AA64DFR0_EL1.get(),
+    ));
     barrier::isb(barrier::SY);
     // This CPU may have run another VMID before (a restarted partition).
     // SAFETY: TLB maintenance has no memory effects.
@@ -245,10 +279,37 @@ pub fn take_interrupts_at_el2() {
 /// hardware would deliver a data abort to the guest's own vectors.
 pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
     let e = partita_core::trap::abort_entry(frame.spsr, VBAR_EL1.get());
-    ESR_EL1.set(partita_core::trap::injected_data_abort_esr(
-        e.from_lower_el,
-        write,
-    ));
+    let esr = partita_core::trap::injected_data_abort_esr(e.from_lower_el, write);
+    inject(frame, &e, esr, far);
+}
+
+/// Injects a synchronous external instruction abort on a fetch from `far`,
+/// unless the guest's vector for it lies in that page (see
+/// `trap::instruction_abort_entry`); returns whether it did.
+pub fn inject_instruction_abort(frame: &mut TrapFrame, far: u64) -> bool {
+    let Some(e) = partita_core::trap::instruction_abort_entry(frame.spsr, VBAR_EL1.get(), far)
+    else {
+        return false;
+    };
+    let esr = partita_core::trap::injected_instruction_abort_esr(e.from_lower_el);
+    inject(frame, &e, esr, far);
+    true
+}
+
+/// Injects an UNDEFINED exception for the instruction at the guest's PC.
+pub fn inject_undefined(frame: &mut TrapFrame) {
+    let e = partita_core::trap::abort_entry(frame.spsr, VBAR_EL1.get());
+    ESR_EL1.set(partita_core::guest_cpu::UNDEFINED_ESR);
+    ELR_EL1.set(frame.elr);
+    SPSR_EL1.set(frame.spsr);
+    frame.elr = e.vector;
+    frame.spsr = e.spsr;
+}
+
+/// Takes a synchronous exception to the guest's EL1 as the hardware would:
+/// syndrome, fault address, return state, then its vector.
+fn inject(frame: &mut TrapFrame, e: &partita_core::trap::AbortEntry, esr: u64, far: u64) {
+    ESR_EL1.set(esr);
     FAR_EL1.set(far);
     ELR_EL1.set(frame.elr);
     SPSR_EL1.set(frame.spsr);
