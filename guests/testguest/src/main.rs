@@ -149,7 +149,6 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     None => hostile::run(&w[8..], args, &me),
                 }
             }
-            "timer" => irqs::timer(cpus),
             "timer" => irqs::timer(cpus, false, false),
             "ptimer" => irqs::timer(cpus, true, false),
             "timer-late" => irqs::timer(cpus, false, true),
