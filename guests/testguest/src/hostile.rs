@@ -379,14 +379,14 @@ fn psci(args: &str, me: &Me) {
                 }
             }
         }
-        // Function IDs nobody implements, in every owner's range, and
+        // Function IDs nobody implements (CPU_SUSPEND is PSCI 1.1's now), in
+        // every owner's range, and
         // real ones with their upper half set.
-        let unknown: [u64; 24] = [
+        let unknown: [u64; 23] = [
             0x8000_0000,
             0x8000_0001,
             0x8000_8000,
             0x8000_7fff,
-            0x8400_0001,
             0x8400_0005,
             0x8400_0007,
             0x8400_000c,
