@@ -380,8 +380,7 @@ fn psci(args: &str, me: &Me) {
             }
         }
         // Function IDs nobody implements (CPU_SUSPEND is PSCI 1.1's now), in
-        // every owner's range, and
-        // real ones with their upper half set.
+        // every owner's range, and real ones with their upper half set.
         let unknown: [u64; 23] = [
             0x8000_0000,
             0x8000_0001,
