@@ -11,7 +11,8 @@
 //! - `jump-away`: branches outside its memory (the hypervisor stops it);
 //! - `timer`: 1,000 virtual-timer ticks at 1 kHz on every vCPU;
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
-//! - `rtc`: two alarms of its passed-through PL031;
+//! - `rtc`: two alarms of its passed-through PL031 (or two intervals of
+//!   its Cadence TTC);
 //! - `steal=INTID`: tries to enable another partition's SPI;
 //! - `rpmsg=N[,slow|,chain|,burst]`, `rpmsg-late=MS,N`,
 //!   `rpmsg-fault=overlong|small-rx,N`, `rpmsg-bad`, `rpmsg-client=N`: see
