@@ -42,6 +42,11 @@ pub fn virt_image(name: &str, domains: &str) -> PathBuf {
 
 /// `dts` (which may include the board's .dtsi) compiled with dtc.
 pub fn compile_dts(name: &str, dts: &str) -> Vec<u8> {
+    compile_dts_for("qemu-virt", name, dts)
+}
+
+/// As `compile_dts`, with `platform/<board>` as the include path.
+pub fn compile_dts_for(board: &str, name: &str, dts: &str) -> Vec<u8> {
     let dir = scratch();
     let (src, dtb) = (
         dir.join(format!("{name}.dts")),
@@ -50,7 +55,7 @@ pub fn compile_dts(name: &str, dts: &str) -> Vec<u8> {
     std::fs::write(&src, dts).unwrap();
     let st = Command::new("dtc")
         .args(["-q", "-I", "dts", "-O", "dtb", "-i"])
-        .arg(root().join("platform/qemu-virt"))
+        .arg(root().join("platform").join(board))
         .arg("-o")
         .arg(&dtb)
         .arg(&src)
@@ -63,7 +68,12 @@ pub fn compile_dts(name: &str, dts: &str) -> Vec<u8> {
 /// Packs `dts` (which may include the board's .dtsi) into a boot image.
 /// `unchecked` skips the tool's own validation, to test the hypervisor's.
 pub fn image_from_dts(name: &str, dts: &str, unchecked: bool) -> PathBuf {
-    let dtb = compile_dts(name, dts);
+    image_from_dts_for("qemu-virt", name, dts, unchecked)
+}
+
+/// As `image_from_dts`, with `platform/<board>` as the include path.
+pub fn image_from_dts_for(board: &str, name: &str, dts: &str, unchecked: bool) -> PathBuf {
+    let dtb = compile_dts_for(board, name, dts);
     // Every kernel and initrd the tree names is a test guest here.
     let kernels: Vec<&str> = ["partita,kernel = \"", "partita,initrd = \""]
         .iter()
@@ -126,53 +136,222 @@ pub fn virt_image_gicv2(name: &str, domains: &str) -> PathBuf {
     image_from_dts(name, &dts, false)
 }
 
+/// A machine the suite boots scenarios on: QEMU virt with either GIC, and
+/// QEMU xlnx-zcu102 (ZynqMP, a GIC-400). Scenarios are written in virt's
+/// terms; on the ZCU102 `Machine::adapt` moves what cannot be the same
+/// there (virt's virtio-mmio windows at 0x0a000000 lie in the ZCU102's
+/// DDR), in the SDT and in the output the test expects alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Machine {
+    VirtGicv3,
+    VirtGicv2,
+    Zcu102,
+}
+
+/// Every machine, in the order the suite boots them.
+pub const MACHINES: [Machine; 3] = [Machine::VirtGicv3, Machine::VirtGicv2, Machine::Zcu102];
+
+/// Where virt's virtio-mmio windows (0x0a000000..) go on the ZCU102: the
+/// programmable logic's first window, empty on QEMU.
+const ZCU102_VIRTIO: u64 = 0xa000_0000;
+const VIRT_VIRTIO: std::ops::Range<u64> = 0x0a00_0000..0x0a00_4000;
+
+impl Machine {
+    /// The board folder under `platform/`.
+    pub fn board(self) -> &'static str {
+        match self {
+            Machine::VirtGicv3 | Machine::VirtGicv2 => "qemu-virt",
+            Machine::Zcu102 => "zcu102",
+        }
+    }
+
+    /// What `qemu/<script>` and PARTITA_GIC boot it.
+    pub fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Machine::VirtGicv3 => &[("PARTITA_MACHINE", "virt"), ("PARTITA_GIC", "3")],
+            Machine::VirtGicv2 => &[("PARTITA_MACHINE", "virt"), ("PARTITA_GIC", "2")],
+            Machine::Zcu102 => &[("PARTITA_MACHINE", "zcu102")],
+        }
+    }
+
+    /// The GIC the hypervisor's board line names.
+    pub fn gic(self) -> &'static str {
+        match self {
+            Machine::VirtGicv3 => "GICv3",
+            _ => "GICv2",
+        }
+    }
+
+    /// The name the board's SDT gives itself (`model`).
+    pub fn model(self) -> &'static str {
+        match self {
+            Machine::Zcu102 => "Xilinx ZCU102",
+            _ => "QEMU virt",
+        }
+    }
+
+    /// How soak summaries name it.
+    fn label(self) -> &'static str {
+        match self {
+            Machine::VirtGicv3 => "GICv3",
+            Machine::VirtGicv2 => "GICv2",
+            Machine::Zcu102 => "ZCU102",
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Machine::VirtGicv3 => "",
+            Machine::VirtGicv2 => "-v2",
+            Machine::Zcu102 => "-zcu102",
+        }
+    }
+
+    /// `text` (domains or expected output) as it reads on this machine:
+    /// on the ZCU102, every hexadecimal literal in virt's virtio window
+    /// range moved to the ZCU102's.
+    pub fn adapt(self, text: &str) -> String {
+        if self != Machine::Zcu102 {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find("0x") {
+            out.push_str(&rest[..i]);
+            let lit = &rest[i + 2..];
+            let digits = lit
+                .find(|c: char| !c.is_ascii_hexdigit() && c != '_')
+                .unwrap_or(lit.len());
+            let value = u64::from_str_radix(&lit[..digits].replace('_', ""), 16).ok();
+            match value {
+                Some(v) if VIRT_VIRTIO.contains(&v) => {
+                    out.push_str(&format!("{:#x}", v - VIRT_VIRTIO.start + ZCU102_VIRTIO));
+                }
+                _ => {
+                    out.push_str("0x");
+                    out.push_str(&lit[..digits]);
+                }
+            }
+            rest = &lit[digits..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// A boot image of the board plus `domains` (the body of `/domains`,
+    /// adapted to this machine).
+    pub fn image(self, name: &str, domains: &str) -> PathBuf {
+        let gicv2 = if self == Machine::VirtGicv2 {
+            "/include/ \"gicv2.dtsi\"\n"
+        } else {
+            ""
+        };
+        let domains = self.adapt(domains);
+        let dts = format!(
+            "/dts-v1/;\n/include/ \"board.dtsi\"\n{gicv2}/ {{\n\tdomains {{\n\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n{domains}\n\t}};\n}};\n"
+        );
+        image_from_dts_for(
+            self.board(),
+            &format!("{name}{}", self.suffix()),
+            &dts,
+            false,
+        )
+    }
+
+    /// Boots `image` on this machine; as `boot_scripted` otherwise.
+    pub fn boot_scripted(
+        self,
+        image: &Path,
+        limit: Duration,
+        feeds: &[Feed<'_>],
+        stop: Option<&str>,
+        qemu_args: &[&str],
+    ) -> Run {
+        let mut run = boot_scripted(image, limit, self.env(), feeds, stop, qemu_args);
+        run.machine = self;
+        run
+    }
+
+    /// Boots `image` on this machine until it powers off or `limit` passes.
+    pub fn boot(self, image: &Path, limit: Duration) -> Run {
+        self.boot_scripted(image, limit, &[], None, &[])
+    }
+}
+
+/// Boots the same domains on every machine (QEMU virt with a GICv3 and
+/// with a GICv2, the ZCU102) and runs `check` on each run.
+pub fn on_every_machine(name: &str, domains: &str, check: impl Fn(&Run)) {
+    on_machines(&MACHINES, name, domains, &[], check)
+}
+
 /// Boots the same domains on QEMU virt with a GICv3, then with a GICv2, and
-/// runs `check` on each run.
+/// runs `check` on each run: for what only virt has, or whose timing is
+/// sized for it.
 pub fn on_both_gics(name: &str, domains: &str, check: impl Fn(&Run)) {
     on_both_gics_with(name, domains, &[], check)
 }
 
-/// As `on_both_gics`, with extra environment for qemu/virt (for example
-/// `PARTITA_ICOUNT=1`).
-///
-/// With `PARTITA_SOAK=N` (see `scripts/soak`) each GIC's scenario boots N
-/// times: a failed boot is counted, its whole log kept in
-/// `target/soak/`, and the test fails at the end, after a summary line
-/// `soak: NAME on GICvX: N boots, F failed (T timed out)` per GIC.
+/// As `on_both_gics`, with extra environment for the QEMU script (for
+/// example `PARTITA_ICOUNT=1`).
 pub fn on_both_gics_with(name: &str, domains: &str, env: &[(&str, &str)], check: impl Fn(&Run)) {
+    on_machines(
+        &[Machine::VirtGicv3, Machine::VirtGicv2],
+        name,
+        domains,
+        env,
+        check,
+    )
+}
+
+/// Boots the same domains on each of `machines`, with extra environment
+/// `env`, and runs `check` on each run.
+///
+/// With `PARTITA_SOAK=N` (see `scripts/soak`) each machine's scenario
+/// boots N times: a failed boot is counted, its whole log kept in
+/// `target/soak/`, and the test fails at the end, after a summary line
+/// `soak: NAME on GICvX: N boots, F failed (T timed out)` per machine.
+pub fn on_machines(
+    machines: &[Machine],
+    name: &str,
+    domains: &str,
+    env: &[(&str, &str)],
+    check: impl Fn(&Run),
+) {
     let rounds = soak_rounds();
     let mut failures = Vec::new();
-    for gic in [3, 2] {
-        let img = if gic == 3 {
-            virt_image(name, domains)
-        } else {
-            virt_image_gicv2(&format!("{name}-v2"), domains)
-        };
-        let mut env = env.to_vec();
-        env.push(("PARTITA_GIC", if gic == 3 { "3" } else { "2" }));
+    for &m in machines {
+        let img = m.image(name, domains);
+        let env: Vec<(&str, &str)> = m.env().iter().chain(env).copied().collect();
+
         let one = |run: &Run| {
-            run.line(&format!("GICv{gic}"));
+            run.line(&format!("{}, 4 CPUs, {}", m.model(), m.gic()));
             check(run);
         };
+        let boot = || {
+            let mut run = boot_scripted(&img, LIMIT, &env, &[], None, &[]);
+            run.machine = m;
+            run
+        };
         let Some(rounds) = rounds else {
-            one(&boot_with(&img, LIMIT, &env, None, &[]));
+            one(&boot());
             continue;
         };
         let (mut failed, mut timed_out) = (0, 0);
         for i in 1..=rounds {
-            let run = boot_with(&img, LIMIT, &env, None, &[]);
+            let run = boot();
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one(&run))).is_ok();
             if !ok {
                 failed += 1;
                 timed_out += usize::from(run.timed_out);
                 let dir = root().join("target/soak");
                 std::fs::create_dir_all(&dir).unwrap();
-                let log = dir.join(format!("{name}-gicv{gic}-{i}.log"));
+                let log = dir.join(format!("{name}{}-{i}.log", m.suffix()));
                 std::fs::write(&log, format!("{}\n{}\n", run.command, run.output)).unwrap();
             }
         }
         let line = format!(
-            "soak: {name} on GICv{gic}: {rounds} boots, {failed} failed ({timed_out} timed out)"
+            "soak: {name} on {}: {rounds} boots, {failed} failed ({timed_out} timed out)",
+            m.label()
         );
         eprintln!("{line}");
         if failed > 0 {
@@ -187,7 +366,7 @@ pub fn on_both_gics_with(name: &str, domains: &str, env: &[(&str, &str)], check:
     );
 }
 
-/// Boots per GIC in `on_both_gics` when soaking (PARTITA_SOAK).
+/// Boots per machine in `on_machines` when soaking (PARTITA_SOAK).
 fn soak_rounds() -> Option<usize> {
     std::env::var("PARTITA_SOAK")
         .ok()
@@ -210,7 +389,9 @@ pub fn domain_with(
     access: &str,
 ) -> String {
     format!(
-        "\t\t{name} {{\n\t\t\tcompatible = \"openamp,domain-v1\";\n\t\t\tid = <{id}>;\n\t\t\tos,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 {cpu_mask:#x} 0x1>;\n\t\t\tmemory = <0x0 {mem_base:#x} 0x0 0x2000000>;\n\t\t\t#access-flags-cells = <1>;\n\t\t\taccess = {access};\n\t\t\tpartita,kernel = \"testguest\";\n\t\t\tchosen {{\n\t\t\t\tbootargs = \"{bootargs}\";\n\t\t\t}};\n\t\t}};\n"
+        "\t\t{name} {{\n\t\t\tcompatible = \"openamp,domain-v1\";\n\t\t\tid = <{id}>;\n\t\t\tos,type = \"baremetal\";\n\t\t\tcpus = <&cpus_a53 {cpu_mask:#x} 0x1>;\n\t\t\tmemory = <{:#x} {:#x} 0x0 0x2000000>;\n\t\t\t#access-flags-cells = <1>;\n\t\t\taccess = {access};\n\t\t\tpartita,kernel = \"testguest\";\n\t\t\tchosen {{\n\t\t\t\tbootargs = \"{bootargs}\";\n\t\t\t}};\n\t\t}};\n",
+        mem_base >> 32,
+        mem_base & 0xffff_ffff
     )
 }
 
@@ -222,6 +403,8 @@ pub struct Run {
     pub command: String,
     /// How long QEMU ran, by the host's clock.
     pub elapsed: Duration,
+    /// The machine it ran on: what the assertions expect is adapted to it.
+    pub machine: Machine,
 }
 
 /// Boots `image` on QEMU virt and collects the serial output until QEMU
@@ -272,7 +455,12 @@ pub fn boot_scripted(
     stop: Option<&str>,
     qemu_args: &[&str],
 ) -> Run {
-    let script = root().join("qemu/virt");
+    // PARTITA_MACHINE picks the machine's script (virt unless said).
+    let machine = env
+        .iter()
+        .find(|(k, _)| *k == "PARTITA_MACHINE")
+        .map_or("virt", |(_, v)| *v);
+    let script = root().join("qemu").join(machine);
     let mut cmd = Command::new(&script);
     cmd.arg(image).args(["-monitor", "none"]).args(qemu_args);
     // PARTITA_TEST_ICOUNT=1 runs every scenario under -icount (scripts/test
@@ -380,6 +568,13 @@ pub fn boot_scripted(
         timed_out,
         command,
         elapsed,
+        machine: if machine == "zcu102" {
+            Machine::Zcu102
+        } else if env.contains(&("PARTITA_GIC", "2")) {
+            Machine::VirtGicv2
+        } else {
+            Machine::VirtGicv3
+        },
     }
 }
 
@@ -403,6 +598,7 @@ impl Run {
 
     /// The index of the first line containing `text`.
     pub fn line(&self, text: &str) -> usize {
+        let text = &self.machine.adapt(text);
         self.output
             .lines()
             .position(|l| l.contains(text))
@@ -410,7 +606,7 @@ impl Run {
     }
 
     pub fn has(&self, text: &str) -> bool {
-        self.output.contains(text)
+        self.output.contains(&self.machine.adapt(text))
     }
 
     /// Asserts each text appears on a line, in this order.
@@ -418,7 +614,8 @@ impl Run {
         let mut from = 0;
         let lines: Vec<&str> = self.output.lines().collect();
         for t in texts {
-            match lines[from..].iter().position(|l| l.contains(t)) {
+            let t = &self.machine.adapt(t);
+            match lines[from..].iter().position(|l| l.contains(t.as_str())) {
                 Some(i) => from += i + 1,
                 None => self.fail(&format!("no line contains `{t}` after line {from}")),
             }
@@ -426,7 +623,8 @@ impl Run {
     }
 
     pub fn expect_absent(&self, text: &str) {
-        if self.output.contains(text) {
+        let text = &self.machine.adapt(text);
+        if self.output.contains(text.as_str()) {
             self.fail(&format!("unexpected `{text}`"));
         }
     }
@@ -439,7 +637,11 @@ impl Run {
     }
 
     pub fn lines_with(&self, text: &str) -> Vec<&str> {
-        self.output.lines().filter(|l| l.contains(text)).collect()
+        let text = self.machine.adapt(text);
+        self.output
+            .lines()
+            .filter(|l| l.contains(text.as_str()))
+            .collect()
     }
 }
 

@@ -50,7 +50,7 @@ fn controlled(
 #[test]
 fn a_controller_restarts_the_rtos_20_times_and_its_echo_answers_each_time() {
     let doms = controlled("control=20", None, "rtos", "", "");
-    on_both_gics("life-cycles", &doms, |run| {
+    on_every_machine("life-cycles", &doms, |run| {
         run.line("control  ctl -> rtos  interrupt 20");
         run.line("[ctl] control: controls rtos (id 2)");
         run.line("[ctl] control: first instance echoed 100/100 intact");
@@ -75,7 +75,7 @@ fn a_controller_restarts_the_rtos_20_times_and_its_echo_answers_each_time() {
 #[test]
 fn a_controller_loads_another_image_and_bad_images_are_refused() {
     let doms = controlled("control-load", Some("testguest-elf"), "rtos", "hello", "");
-    on_both_gics("life-load", &doms, |run| {
+    on_every_machine("life-load", &doms, |run| {
         run.expect_in_order(&[
             "[ctl] control: load while running = -4",
             "rtos: ELF from ctl refused: not an ELF, or shorter than its headers",
@@ -95,7 +95,7 @@ fn a_controller_loads_another_image_and_bad_images_are_refused() {
 #[test]
 fn a_crashed_rtos_reads_crashed_interrupts_its_controller_and_restarts() {
     let doms = controlled("control-crash", None, "rtos", "", "");
-    on_both_gics("life-crash", &doms, |run| {
+    on_every_machine("life-crash", &doms, |run| {
         run.expect_in_order(&[
             "[rtos] rtos: crashing as asked over rpmsg",
             "rtos: vcpu 0 fetch at IPA 0x0 (fault status 0x",
@@ -120,7 +120,7 @@ fn a_crashed_rtos_reads_crashed_interrupts_its_controller_and_restarts() {
 fn bad_control_requests_are_refused_and_change_nothing() {
     let outsider = domain("outsider", 3, 0x4, 0x4e00_0000, "control-denied=2");
     let doms = controlled("control-refusals", None, "testguest", "stay", &outsider);
-    on_both_gics("life-refusals", &doms, |run| {
+    on_every_machine("life-refusals", &doms, |run| {
         run.line("[ctl] control: start while running = -4");
         run.line("[ctl] control: stop of id 999 = -2");
         run.line("[ctl] control: stop of id 2^32+id = -2");
@@ -138,7 +138,7 @@ fn bad_control_requests_are_refused_and_change_nothing() {
 fn both_vcpus_resetting_at_once_100_times_come_back_each_time() {
     let doms = domain("duo", 1, 0x3, 0x4800_0000, "reset-race=100")
         + &domain("steady", 2, 0x4, 0x4c00_0000, "count=30");
-    on_both_gics("reset-race", &doms, |run| {
+    on_every_machine("reset-race", &doms, |run| {
         run.line("[duo] reset-race: came back after all 100 double resets");
         // Each reset is a few lines about duo: past its log limit they
         // are cut, and the next line that passes says how many.
@@ -157,7 +157,7 @@ fn both_vcpus_resetting_at_once_100_times_come_back_each_time() {
 #[test]
 fn a_vcpu_that_goes_off_with_its_timer_firing_starts_again() {
     let doms = domain("duo", 1, 0x3, 0x4800_0000, "timer-off=20");
-    on_both_gics("timer-off", &doms, |run| {
+    on_every_machine("timer-off", &doms, |run| {
         run.line(
             "[duo] timer-off: vcpu 1 went off with its timer firing and started again 20 times",
         );
@@ -169,7 +169,7 @@ fn a_vcpu_that_goes_off_with_its_timer_firing_starts_again() {
 fn a_partition_powering_off_while_another_resets_does_not_end_the_machine() {
     let doms = domain("phoenix", 1, 0x3, 0x4800_0000, "reset-race=40")
         + &domain("brief", 2, 0x4, 0x4c00_0000, "hello");
-    on_both_gics("off-during-reset", &doms, |run| {
+    on_every_machine("off-during-reset", &doms, |run| {
         let off = run.line("brief: stopped");
         assert!(
             run.line("[phoenix] reset-race: came back after all 40 double resets") > off,
@@ -194,7 +194,7 @@ fn a_stream_arrives_once_and_in_order_while_its_receiver_restarts_10_times() {
     );
     let cut = ping.rfind("\t\t};").unwrap();
     let doms = format!("{}{}{pong}", &ping[..cut], link_to("pong", false));
-    on_both_gics("stream-restarts", &doms, |run| {
+    on_every_machine("stream-restarts", &doms, |run| {
         assert_eq!(run.lines_with("pong: started (restart ").len(), 10);
         run.line(
             "[pong] stream: received 3600 across 10 restarts, 0 duplicated, 0 missing or damaged",

@@ -160,7 +160,7 @@ fn legacy_sides_and_a_late_receiver() {
         ("late", "rpmsg-late=300,300"),
         &versions(2, 1),
     );
-    on_both_gics("rpmsg-legacy", &doms, |run| {
+    on_every_machine("rpmsg-legacy", &doms, |run| {
         run.line("[ping] rpmsg: device at 0xa000000, irq 16, features 0x1, virtio-mmio version 1");
         run.line("[pong] rpmsg: device at 0xa000200, irq 17, features 0x1, virtio-mmio version 1");
         run.line("[ping] rpmsg: sent 1000, received 1000, 0 bad, interrupts yes");
@@ -192,7 +192,7 @@ fn rpmsg_faults_are_charged_to_whoever_made_them_and_recovered_from() {
         ("sender", "rpmsg=300"),
         "",
     );
-    on_both_gics("rpmsg-faults", &doms, |run| {
+    on_every_machine("rpmsg-faults", &doms, |run| {
         run.line("long: rpmsg device of /domains/long/domain-to-domain/rpmsg-relation/link: message of 616 bytes, longer than the link's 512; it needs a reset");
         run.line("small: rpmsg device of /domains/small/domain-to-domain/rpmsg-relation/link: receive buffer of 256 bytes, smaller than the link's 512; it needs a reset");
         run.expect_absent("fine: rpmsg device");
@@ -227,7 +227,7 @@ fn chains_and_bursts_beyond_a_traps_budget_arrive_intact() {
         ("burst2", "rpmsg=2000,burst"),
         "",
     );
-    on_both_gics("rpmsg-chains", &doms, |run| {
+    on_every_machine("rpmsg-chains", &doms, |run| {
         run.line("[chain] rpmsg: sent 300, received 300, 0 bad");
         run.line("[plain] rpmsg: sent 300, received 300, 0 bad");
         run.line("[burst1] rpmsg: sent 2000, received 2000, 0 bad");

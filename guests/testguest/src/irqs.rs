@@ -344,12 +344,34 @@ pub fn many_sgis() {
     );
 }
 
-/// The PL031 alarm, a passed-through device interrupt, taken twice; the
-/// handler disables and re-enables it while it is active.
+/// Set when the `rtc` scenario's device is a Cadence TTC, not a PL031.
+static RTC_IS_TTC: AtomicBool = AtomicBool::new(false);
+
+// Cadence TTC, counter 1: control, interval, interrupt status (cleared
+// by reading it) and interrupt enable.
+const TTC_CLOCK_CONTROL: u64 = 0x00;
+const TTC_COUNTER_CONTROL: u64 = 0x0c;
+const TTC_INTERVAL: u64 = 0x24;
+const TTC_ISR: u64 = 0x54;
+const TTC_IER: u64 = 0x60;
+/// Interval mode, counter reset, waveform output off; bit 0 stops it.
+const TTC_RUN_INTERVAL: u32 = 0x32;
+const TTC_STOP: u32 = 0x21;
+
+/// A passed-through device interrupt taken twice; the handler disables
+/// and re-enables it while it is active. The device is the domain's PL031
+/// (its alarm; QEMU virt) or else its Cadence TTC (counter 1's interval;
+/// ZynqMP), printed as `rtc: alarm N` or `ttc: interval N`.
 pub fn rtc(fdt: &fdt::Fdt<'_>) {
-    let Some(node) = fdt.find_compatible(&["arm,pl031"]) else {
-        println!("rtc: no pl031 in the device tree");
-        return;
+    let (node, ttc) = match fdt.find_compatible(&["arm,pl031"]) {
+        Some(n) => (n, false),
+        None => match fdt.find_compatible(&["cdns,ttc"]) {
+            Some(n) => (n, true),
+            None => {
+                println!("rtc: no pl031 or cdns,ttc in the device tree");
+                return;
+            }
+        },
     };
     let base = node
         .reg()
@@ -363,20 +385,30 @@ pub fn rtc(fdt: &fdt::Fdt<'_>) {
         + 32;
     RTC_BASE.store(base, Ordering::Relaxed);
     RTC_SPI.store(spi, Ordering::Relaxed);
+    RTC_IS_TTC.store(ttc, Ordering::Relaxed);
     gic::init_distributor();
     gic::init_cpu(0);
     gic::enable(spi, 0);
-    rtc_arm(base);
+    if ttc {
+        ttc_start(base);
+    } else {
+        rtc_arm(base);
+    }
     unmask();
     let start = counter();
+    let (dev, what) = if ttc {
+        ("ttc", "interval")
+    } else {
+        ("rtc", "alarm")
+    };
     while RTC_COUNT.load(Ordering::Acquire) < 2 {
         if counter() - start > 10 * freq() {
-            println!("rtc: alarm lost");
+            println!("{dev}: {what} lost");
             return;
         }
         core::hint::spin_loop();
     }
-    println!("rtc: 2 alarms taken (spi {spi})");
+    println!("{dev}: 2 {what}s taken (spi {spi})");
 }
 
 fn rtc_arm(base: u64) {
@@ -385,6 +417,49 @@ fn rtc_arm(base: u64) {
         let now = core::ptr::read_volatile(base as *const u32);
         core::ptr::write_volatile((base + 0x4) as *mut u32, now + 1);
         core::ptr::write_volatile((base + 0x10) as *mut u32, 1);
+    }
+}
+
+fn ttc_write(base: u64, offset: u64, v: u32) {
+    // SAFETY: a register of the TTC our domain was given.
+    unsafe { core::ptr::write_volatile((base + offset) as *mut u32, v) }
+}
+
+fn ttc_start(base: u64) {
+    ttc_write(base, TTC_COUNTER_CONTROL, TTC_STOP);
+    // The clock divided by 256 (prescaler on, 2^(7+1)): an interval of a
+    // few milliseconds at the ZynqMP's 100-150 MHz.
+    ttc_write(base, TTC_CLOCK_CONTROL, 1 | (7 << 1));
+    ttc_write(base, TTC_INTERVAL, 2_000);
+    ttc_write(base, TTC_IER, 1);
+    ttc_write(base, TTC_COUNTER_CONTROL, TTC_RUN_INTERVAL);
+}
+
+/// The device's interrupt: cleared at the device; the `n`th taken.
+fn rtc_taken(base: u64) {
+    let ttc = RTC_IS_TTC.load(Ordering::Relaxed);
+    if ttc {
+        // SAFETY: reading the TTC's interrupt status clears it.
+        unsafe { core::ptr::read_volatile((base + TTC_ISR) as *const u32) };
+    } else {
+        // SAFETY: clear the PL031 interrupt (RTCICR).
+        unsafe { core::ptr::write_volatile((base + 0x1c) as *mut u32, 1) };
+    }
+    let n = RTC_COUNT.fetch_add(1, Ordering::AcqRel) + 1;
+    if n > 2 {
+        return;
+    }
+    if ttc {
+        println!("ttc: interval {n} taken");
+        if n == 2 {
+            ttc_write(base, TTC_IER, 0);
+            ttc_write(base, TTC_COUNTER_CONTROL, TTC_STOP);
+        }
+    } else {
+        println!("rtc: alarm {n} taken");
+        if n < 2 {
+            rtc_arm(base);
+        }
     }
 }
 
@@ -487,14 +562,7 @@ extern "C" fn on_irq() {
             id if id == RTC_SPI.load(Ordering::Relaxed) => {
                 gic::disable(id, 0);
                 gic::enable(id, 0);
-                let base = RTC_BASE.load(Ordering::Relaxed);
-                // SAFETY: clear the PL031 interrupt (RTCICR).
-                unsafe { core::ptr::write_volatile((base + 0x1c) as *mut u32, 1) };
-                let n = RTC_COUNT.fetch_add(1, Ordering::AcqRel) + 1;
-                println!("rtc: alarm {n} taken");
-                if n < 2 {
-                    rtc_arm(base);
-                }
+                rtc_taken(RTC_BASE.load(Ordering::Relaxed));
             }
             other => println!("irq: unexpected interrupt {other}"),
         }

@@ -22,7 +22,8 @@
 //! - `pmu`, `setway=ID`, `impdef`: the PMU, set/way cache maintenance and
 //!   implementation-defined registers (see cpu.rs);
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
-//! - `rtc`: two alarms of its passed-through PL031;
+//! - `rtc`: two alarms of its passed-through PL031 (or two intervals of
+//!   its Cadence TTC);
 //! - `steal=INTID`: tries to enable another partition's SPI;
 //! - `rpmsg=N[,slow|,chain|,burst]`, `rpmsg-late=MS,N`,
 //!   `rpmsg-fault=overlong|small-rx,N`, `rpmsg-bad`, `rpmsg-client=N`: see

@@ -64,6 +64,34 @@ fn leaf(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// The console a domain shares is an emulated PL011 at the physical
+/// console's address, whatever that UART is (a Cadence on ZynqMP): every
+/// guest has a PL011 driver. Its node says so: PL011 and PrimeCell, the
+/// console's `reg` and first interrupt, and its first clock (a fixed
+/// clock, checked by the caller) as both of the PL011's clocks. Returns
+/// that clock's phandle.
+fn emulated_console(
+    w: &mut FdtWriter,
+    dn: fdt::node::FdtNode<'_, '_>,
+) -> Result<Option<u32>, GuestFdtError> {
+    w.property("compatible", b"arm,pl011\0arm,primecell\0")?;
+    if let Some(r) = dn.property("reg") {
+        w.property("reg", r.value)?;
+    }
+    if let Some(i) = dn.property("interrupts") {
+        w.property("interrupts", &i.value[..i.value.len().min(12)])?;
+    }
+    let clock = dn
+        .property("clocks")
+        .and_then(|c| c.value.get(..4))
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    if let Some(c) = clock {
+        w.property("clocks", &be32(&[c, c]))?;
+        w.property("clock-names", b"uartclk\0apb_pclk\0")?;
+    }
+    Ok(clock)
+}
+
 /// Builds the device tree for `domain` of `sys`, read from `sdt`.
 pub fn build(
     sdt: &[u8],
@@ -91,7 +119,12 @@ pub fn build(
     w.property_u32("#size-cells", 2)?;
     w.property_u32("interrupt-parent", sys.gic.phandle)?;
 
-    let console = domain.console(sys).map(|c| sys.devices[c].path.as_str());
+    // Devices sit at the root of the guest's tree, whatever bus holds them
+    // in the SDT.
+    let console_path = domain
+        .console(sys)
+        .map(|c| format!("/{}", leaf(&sys.devices[c].path)));
+    let console = console_path.as_deref();
     let n = w.begin_node("chosen")?;
     if let Some(args) = &domain.bootargs {
         w.property_string("bootargs", args)?;
@@ -176,6 +209,11 @@ pub fn build(
         let dev = &sys.devices[i];
         let dn = node(&dev.path)?;
         let n = w.begin_node(leaf(&dev.path))?;
+        if dev.is_console {
+            clocks.extend(emulated_console(&mut w, dn)?);
+            w.end_node(n)?;
+            continue;
+        }
         for p in dn.properties().filter(|p| !dropped(p.name)) {
             if p.name == "clocks" {
                 clocks.extend(

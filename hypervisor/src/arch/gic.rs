@@ -59,6 +59,11 @@ fn wr(addr: u64, v: u32) {
     unsafe { (addr as *mut u32).write_volatile(v) }
 }
 
+fn wr8(addr: u64, v: u8) {
+    // SAFETY: as in `rd`; used only on byte-accessible registers.
+    unsafe { (addr as *mut u8).write_volatile(v) }
+}
+
 fn wr64(addr: u64, v: u64) {
     // SAFETY: as in `rd`.
     unsafe { (addr as *mut u64).write_volatile(v) }
@@ -348,10 +353,11 @@ impl Gic {
                 gicd + GICD_IROUTER + 8 * u64::from(intid),
                 mpidr & 0xff_00ff_ffff,
             ),
+            // GICD_ITARGETSR is byte-accessible: one byte per interrupt, so
+            // two CPUs routing SPIs of two partitions that share a word
+            // never race on a read-modify-write of it.
             Gic::V2 { gicd, .. } => {
-                let a = gicd + GICD_ITARGETSR + u64::from(intid & !3);
-                let shift = 8 * (intid % 4);
-                wr(a, (rd(a) & !(0xff << shift)) | ((1 << index) << shift));
+                wr8(gicd + GICD_ITARGETSR + u64::from(intid), 1u8 << (index & 7))
             }
         }
     }
