@@ -23,7 +23,7 @@ fn shipped_two_guests_boot_on_the_zcu102() {
         run.line(&format!("[partita cpu{cpu}] online (MPIDR {cpu:#x})"));
     }
     run.line("[alpha] hello: Partita domain alpha on Xilinx ZCU102 with 1 vcpu(s), memory 0x48000000+0x2000000");
-    run.line("[alpha] calls: psci version 1.0");
+    run.line("[alpha] calls: psci version 1.1");
     run.line("[beta] count 5/5");
     run.line("all partitions have ended; powering off");
     run.expect_clean_exit();
