@@ -11,7 +11,7 @@ use crate::system;
 use core::sync::atomic::Ordering;
 use log::info;
 use partita_core::control::{self, ControlError, Request};
-use partita_core::lifecycle::{Image, Refusal, State, Work};
+use partita_core::lifecycle::{End, Image, Refusal, State, Work};
 
 /// The work of a parked CPU: runs its vCPU (and does not return) or
 /// returns when there is nothing to do.
@@ -61,12 +61,15 @@ fn finish(p: &'static Partition) {
     crate::rpmsg::quiesce(p);
     p.reset_interrupts();
     arch::invalidate_guest_tlb(p.vttbr());
-    let state = p.life.lock().finished();
-    match state {
-        State::Loading => guest_info!(p, "{}: restarting", p.name),
-        State::Crashed => guest_info!(p, "{}: crashed; its controller may restart it", p.name),
-        _ => guest_info!(p, "{}: stopped", p.name),
+    // Said before the new state shows: whoever sees it (a controller, the
+    // last partition powering the machine off) sees this line first.
+    let end = p.life.lock().end();
+    match end {
+        End::Restart => guest_info!(p, "{}: restarting", p.name),
+        End::Crash => guest_info!(p, "{}: crashed; its controller may restart it", p.name),
+        End::Off => guest_info!(p, "{}: stopped", p.name),
     }
+    let state = p.life.lock().finished();
     notify_controller(p);
     if state.ended() {
         maybe_power_off();

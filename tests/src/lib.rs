@@ -346,7 +346,8 @@ pub fn on_machines(
                 let dir = root().join("target/soak");
                 std::fs::create_dir_all(&dir).unwrap();
                 let log = dir.join(format!("{name}{}-{i}.log", m.suffix()));
-                std::fs::write(&log, format!("{}\n{}\n", run.command, run.output)).unwrap();
+                let how = format!("exit {:?}, timed out {}", run.exit, run.timed_out);
+                std::fs::write(&log, format!("{} ({how})\n{}\n", run.command, run.output)).unwrap();
             }
         }
         let line = format!(
