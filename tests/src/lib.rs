@@ -637,6 +637,19 @@ impl Run {
         }
     }
 
+    /// The RTOS's jitter report (`rtos: jitter: N releases ...`): its
+    /// release count and the line; fails with the log if it never came.
+    pub fn rtos_releases(&self) -> (u64, String) {
+        let report = self.output.lines().nth(self.line("[rtos] rtos: jitter: "));
+        let report = report.unwrap_or_default().to_string();
+        let releases = report
+            .split_whitespace()
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (releases, report)
+    }
+
     pub fn lines_with(&self, text: &str) -> Vec<&str> {
         let text = self.machine.adapt(text);
         self.output

@@ -99,14 +99,7 @@ fn check_common(run: &Run, groups: &[&str]) -> u32 {
     // The victims: every echo intact, the periodic task at its pace.
     run.line("[client] client: 300 messages echoed, 0 bad");
     run.line("[client] client: jitter: ");
-    // Fails with the log's tail if the RTOS never reported.
-    run.line("[rtos] rtos: jitter: ");
-    let report = run.lines_with("[rtos] rtos: jitter: ")[0].to_string();
-    let releases: u64 = report
-        .split_whitespace()
-        .nth(3)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let (releases, report) = run.rtos_releases();
     assert!(
         (4500..=5000).contains(&releases),
         "{releases} releases in 5 s at 1 kHz: {report}"

@@ -20,12 +20,7 @@ fn linux_and_the_rtos_talk_over_rpmsg() {
     run.line("echoed intact");
     run.line("[linux] partita-rpmsg: RTOS jitter: ");
     // The RTOS kept releasing its periodic task all along.
-    let report = run.lines_with("[rtos] rtos: jitter: ")[0].to_string();
-    let releases: u64 = report
-        .split_whitespace()
-        .nth(3)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let (releases, report) = run.rtos_releases();
     assert!(releases > 100, "the RTOS's periodic task stalled: {report}");
     run.expect_absent("BUG:");
     run.expect_absent("WARNING:");

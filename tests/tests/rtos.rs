@@ -54,12 +54,7 @@ fn rtos_schedules_by_priority_keeps_its_period_and_echoes_over_rpmsg() {
     run.line("[client] client: 1000 messages echoed, 0 bad");
     run.line("[client] client: jitter: ");
     // The periodic task ran at its period for the whole run.
-    let report = run.lines_with("[rtos] rtos: jitter: ")[0].to_string();
-    let releases: u64 = report
-        .split_whitespace()
-        .nth(3)
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let (releases, report) = run.rtos_releases();
     assert!(
         (1300..=1500).contains(&releases),
         "{releases} releases in 1.5 s at 1 kHz: {report}"

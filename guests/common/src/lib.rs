@@ -46,6 +46,20 @@ pub fn configure_trigger(node: fdt::node::FdtNode<'_, '_>) {
     }
 }
 
+/// Takes a node's first interrupt on vCPU 0: the GIC set up, the line
+/// configured as its specifier says and enabled, IRQs unmasked. Returns
+/// its INTID.
+pub fn listen(node: fdt::node::FdtNode<'_, '_>) -> Option<u32> {
+    let spi = spi_of(node)?;
+    gic::init_distributor();
+    gic::init_cpu(0);
+    configure_trigger(node);
+    gic::enable(spi, 0);
+    // SAFETY: IRQs on; the guest's vector table handles them.
+    unsafe { core::arch::asm!("msr daifclr, #2") };
+    Some(spi)
+}
+
 pub fn counter() -> u64 {
     let v: u64;
     // SAFETY: reads the virtual counter; the ISBs keep it in program order.

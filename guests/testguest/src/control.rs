@@ -13,7 +13,7 @@
 //! - `bench-restart=N`: stop request to the new instance's entry and to
 //!   its announcement.
 
-use crate::{gic, println, rpmsg};
+use crate::{println, rpmsg};
 use core::sync::atomic::{AtomicU32, Ordering};
 use guest_common::virtio::{self, Receiver, Sender, BUF, HDR, NS_ADDR};
 
@@ -77,13 +77,9 @@ fn target(fdt: &fdt::Fdt<'_>) -> Option<u32> {
     let n = fdt.find_compatible(&["partita,partition"])?;
     let id = n.property("reg")?.as_usize()? as u32;
     if let Some(spi) = guest_common::spi_of(n) {
+        // Stored first: the handler counts it from the moment it is on.
         SPI.store(spi, Ordering::Relaxed);
-        gic::init_distributor();
-        gic::init_cpu(0);
-        guest_common::configure_trigger(n);
-        gic::enable(spi, 0);
-        // SAFETY: IRQs on; the handler counts them.
-        unsafe { core::arch::asm!("msr daifclr, #2") };
+        guest_common::listen(n);
     }
     println!(
         "control: controls {} (id {id})",

@@ -14,7 +14,7 @@
 //! exchange of N follows; `rpmsg-bad` corrupts its queue; `rpmsg-client=N`
 //! talks to the RTOS's echo and jitter endpoints.
 
-use crate::{gic, println};
+use crate::println;
 use core::sync::atomic::{AtomicU32, Ordering};
 use guest_common::virtio::{self, Receiver, Sender, Style, BUF, HDR, NS_ADDR};
 
@@ -56,12 +56,7 @@ pub fn init_as(fdt: &fdt::Fdt<'_>, how: Start) -> bool {
         println!("rpmsg: {e} at {base:#x}");
         return false;
     }
-    gic::init_distributor();
-    gic::init_cpu(0);
-    guest_common::configure_trigger(n);
-    gic::enable(spi, 0);
-    // SAFETY: IRQs on; the handler counts and acknowledges.
-    unsafe { core::arch::asm!("msr daifclr, #2") };
+    guest_common::listen(n);
     println!(
         "rpmsg: device at {base:#x}, irq {}, features {:#x}, virtio-mmio version {}",
         spi - 32,
