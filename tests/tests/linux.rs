@@ -120,7 +120,8 @@ fn a_pasted_125_character_command_reaches_the_linux_shell_whole() {
 /// RTOS, running before Linux, is attached; sysfs stops and starts it 20
 /// times (rpmsg echoes 100 messages after each start), refuses bad
 /// firmware with remoteproc's errno and a log line, loads the test guest
-/// through `firmware`, and recovers the RTOS after a crash over rpmsg.
+/// through `firmware`, and recovers the RTOS after a crash over rpmsg (or,
+/// with `recovery` disabled, leaves it crashed until `recover`).
 #[test]
 fn linux_remoteproc_stops_starts_loads_and_recovers_the_rtos() {
     let img = images().join("qemu-virt/linux-rtos.img");
@@ -155,13 +156,19 @@ echo testguest.elf > $r/firmware; echo start > $r/state; echo done-$((2+1))\r",
             b"sleep 1; echo stop > $r/state; echo rtos.elf > $r/firmware; echo start > $r/state; partita-rpmsg 100; \
 partita-rpmsg crash; sleep 3; echo \"after crash: $(cat $r/state)\"; partita-rpmsg 100; echo done-$((3+1))\r",
         ),
+        // With recovery disabled a crash stays; `recover` brings it back.
+        paste(
+            "done-4",
+            b"echo disabled > $r/recovery; partita-rpmsg crash; sleep 2; echo \"no recovery: $(cat $r/state)\"; \
+echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo enabled > $r/recovery; partita-rpmsg 100; echo done-$((4+1))\r",
+        ),
     ];
     let run = boot_scripted(
         &img,
         std::time::Duration::from_secs(600),
         &[],
         &feeds,
-        Some("done-4"),
+        Some("done-5"),
         &[],
     );
     // Attached at boot: the RTOS ran before Linux.
@@ -180,10 +187,10 @@ partita-rpmsg crash; sleep 3; echo \"after crash: $(cat $r/state)\"; partita-rpm
         run.lines_with("rtos: started").len() >= 22,
         "the RTOS started 20 times, the test guest and a recovery"
     );
-    // The boot's 1000, 20 after a start, one before and one after the crash.
+    // The boot's 1000, 20 after a start, one before and one after each crash.
     assert_eq!(
         run.lines_with("echoed intact").len(),
-        23,
+        24,
         "rpmsg after every start"
     );
     // Bad input: remoteproc's errno and a kernel log line; nothing else changes.
@@ -192,8 +199,8 @@ partita-rpmsg crash; sleep 3; echo \"after crash: $(cat $r/state)\"; partita-rpm
     run.line("[linux] bad: start while running counted, running");
     assert_eq!(
         run.lines_with("rtos: start requested by linux").len(),
-        23,
-        "20 cycles, the test guest, the RTOS again and the recovery"
+        24,
+        "20 cycles, the test guest, the RTOS again and two recoveries"
     );
     run.line("Direct firmware load for nosuch.elf failed with error -2");
     run.line("[linux] bad: nosuch.elf refused, offline");
@@ -215,6 +222,13 @@ partita-rpmsg crash; sleep 3; echo \"after crash: $(cat $r/state)\"; partita-rpm
         "crash detected in rtos",
         "remote processor rtos is now up",
         "[linux] after crash: running",
+        "echoed intact",
+    ]);
+    run.expect_in_order(&[
+        "[linux] no recovery: crashed",
+        "recovering rtos",
+        "remote processor rtos is now up",
+        "[linux] recovered: running",
         "echoed intact",
     ]);
     run.expect_absent("BUG:");
