@@ -109,3 +109,125 @@ fn a_pasted_125_character_command_reaches_the_linux_shell_whole() {
     );
     run.expect_absent("console input dropped");
 }
+
+/// Linux's remoteproc over the RTOS partition (guests/linux/partita_rproc.c,
+/// built into the kernel), from the demo's shell with busybox only: the
+/// RTOS, running before Linux, is attached; sysfs stops and starts it 20
+/// times (rpmsg echoes 100 messages after each start), refuses bad
+/// firmware with remoteproc's errno and a log line, loads the test guest
+/// through `firmware`, and recovers the RTOS after a crash over rpmsg (or,
+/// with `recovery` disabled, leaves it crashed until `recover`).
+#[test]
+fn linux_remoteproc_stops_starts_loads_and_recovers_the_rtos() {
+    let img = images().join("qemu-virt/linux-rtos.img");
+    let paste = |after, bytes| Feed {
+        after,
+        bytes,
+        burst: true,
+    };
+    // Markers are printed as `done-$((n))`, so the echoed command line
+    // never matches them.
+    let feeds = [
+        paste(
+            "Enter 'help' for a list of built-in commands.",
+            b"r=/sys/class/remoteproc/remoteproc0; echo \"rproc: $(cat $r/name) $(cat $r/state) $(cat $r/firmware) $(cat $r/recovery)\"; \
+for i in $(seq 20); do echo stop > $r/state; echo \"cycle $i: $(cat $r/state)\"; echo start > $r/state; echo \"cycle $i: $(cat $r/state)\"; partita-rpmsg 100; done; echo done-$((0+1))\r",
+        ),
+        // Bad firmware: truncated, another machine's, a segment far
+        // outside the RTOS's memory.
+        paste(
+            "done-1",
+            b"cd /lib/firmware; head -c 200 rtos.elf > cut.elf; cp rtos.elf x86.elf; printf '\\076' | dd of=x86.elf bs=1 seek=18 conv=notrunc 2>/dev/null; \
+cp rtos.elf far.elf; for o in 87 95; do printf '\\177' | dd of=far.elf bs=1 seek=$o conv=notrunc 2>/dev/null; done; cd /; echo done-$((1+1))\r",
+        ),
+        paste(
+            "done-2",
+            b"echo start > $r/state; echo stop > $r/state; echo \"bad: start while running counted, $(cat $r/state)\"; echo stop > $r/state; \
+for f in nosuch.elf cut.elf x86.elf far.elf; do echo $f > $r/firmware; echo start > $r/state || echo \"bad: $f refused, $(cat $r/state)\"; done; \
+echo testguest.elf > $r/firmware; echo start > $r/state; echo done-$((2+1))\r",
+        ),
+        paste(
+            "done-3",
+            b"sleep 1; echo stop > $r/state; echo rtos.elf > $r/firmware; echo start > $r/state; partita-rpmsg 100; \
+partita-rpmsg crash; sleep 3; echo \"after crash: $(cat $r/state)\"; partita-rpmsg 100; echo done-$((3+1))\r",
+        ),
+        // With recovery disabled a crash stays; `recover` brings it back.
+        paste(
+            "done-4",
+            b"echo disabled > $r/recovery; partita-rpmsg crash; sleep 2; echo \"no recovery: $(cat $r/state)\"; \
+echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo enabled > $r/recovery; partita-rpmsg 100; echo done-$((4+1))\r",
+        ),
+    ];
+    let run = boot_scripted(
+        &img,
+        std::time::Duration::from_secs(600),
+        &[],
+        &feeds,
+        Some("done-5"),
+        &[],
+    );
+    // Attached at boot: the RTOS ran before Linux.
+    run.line("[linux] init: remoteproc0 is rtos, attached");
+    // remoteproc names no firmware for what it attached to.
+    run.line("[linux] rproc: rtos attached unknown enabled");
+    for i in 1..=20 {
+        run.line(&format!("[linux] cycle {i}: offline"));
+        run.line(&format!("[linux] cycle {i}: running"));
+    }
+    assert!(
+        run.lines_with("rtos: stopped").len() >= 21,
+        "the RTOS stopped 20 times (and for the test guest)"
+    );
+    assert!(
+        run.lines_with("rtos: started").len() >= 22,
+        "the RTOS started 20 times, the test guest and a recovery"
+    );
+    // The boot's 1000, 20 after a start, one before and one after each crash.
+    assert_eq!(
+        run.lines_with("echoed intact").len(),
+        24,
+        "rpmsg after every start"
+    );
+    // Bad input: remoteproc's errno and a kernel log line; nothing else changes.
+    // A start while running is remoteproc's reference count (6.12): no
+    // START reaches the hypervisor and one stop only drops it again.
+    run.line("[linux] bad: start while running counted, running");
+    assert_eq!(
+        run.lines_with("rtos: start requested by linux").len(),
+        24,
+        "20 cycles, the test guest, the RTOS again and two recoveries"
+    );
+    run.line("Direct firmware load for nosuch.elf failed with error -2");
+    run.line("[linux] bad: nosuch.elf refused, offline");
+    run.line("cut.elf is truncated");
+    run.line("[linux] bad: cut.elf refused, offline");
+    run.line("x86.elf is not a 64-bit AArch64 ELF");
+    run.line("[linux] bad: x86.elf refused, offline");
+    run.line("LOAD of rtos refused: -6 (image refused)");
+    run.line("[linux] bad: far.elf refused, offline");
+    // Another image through `firmware`.
+    run.line("loaded testguest.elf");
+    run.line("[rtos] testguest: up on vcpu 0");
+    // A crash over rpmsg: reported, recovered by remoteproc.
+    run.line("[rtos] rtos: crashing as asked over rpmsg");
+    run.line("crash detected in rtos");
+    run.line("recovering rtos");
+    run.line("[linux] after crash: running");
+    run.expect_in_order(&[
+        "crash detected in rtos",
+        "remote processor rtos is now up",
+        "[linux] after crash: running",
+        "echoed intact",
+    ]);
+    run.expect_in_order(&[
+        "[linux] no recovery: crashed",
+        "recovering rtos",
+        "remote processor rtos is now up",
+        "[linux] recovered: running",
+        "echoed intact",
+    ]);
+    run.expect_absent("BUG:");
+    run.expect_absent("WARNING:");
+    run.expect_absent("Oops");
+    assert!(!run.timed_out, "the run did not reach its end");
+}

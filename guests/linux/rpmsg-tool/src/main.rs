@@ -4,7 +4,7 @@
 //! messages of assorted sizes, checks every echo, and prints round-trip
 //! figures and the RTOS's jitter report.
 //!
-//! Usage: partita-rpmsg [COUNT] | jitter | drivers | rtos-off
+//! Usage: partita-rpmsg [COUNT] | jitter | drivers | rtos-off | crash
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -114,6 +114,14 @@ fn rtos_off() -> Result<(), String> {
         .map_err(|e| format!("write: {e}"))
 }
 
+/// Asks the RTOS to crash (an exception the hypervisor cannot hand back),
+/// for remoteproc's recovery to show.
+fn crash() -> Result<(), String> {
+    endpoint("rpmsg-jitter", JITTER)?
+        .write_all(b"crash")
+        .map_err(|e| format!("write: {e}"))
+}
+
 /// The drivers bound to the rpmsg devices: Linux's own.
 fn drivers() -> Result<(), String> {
     let link = |p: &str| {
@@ -157,6 +165,7 @@ fn main() {
     let r = match arg.as_str() {
         "jitter" => jitter(),
         "rtos-off" => rtos_off(),
+        "crash" => crash(),
         "drivers" => drivers(),
         n => echo(n.parse().unwrap_or(1000)),
     };

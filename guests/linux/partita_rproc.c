@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Partita partitions as remote processors.
+ *
+ * Partita's generated device tree lists, under /hypervisor
+ * ("partita,hypervisor", which this driver binds), one "partita,partition"
+ * node per partition this Linux domain may control: reg = its id, label =
+ * its name, interrupts = the control interrupt raised at each of its state
+ * changes. This driver registers one remoteproc per such node, named by
+ * the label, with firmware "<label>.elf", and drives it through the
+ * hypervisor's control calls (SMCCC vendor hypervisor service, HVC):
+ * STATUS, START, STOP and LOAD.
+ *
+ * The hypervisor loads the firmware ELF itself (LOAD checks every segment
+ * against the target's memory), so ->load hands it a physically contiguous
+ * copy of the file and remoteproc's ELF loader never writes the target's
+ * memory. A partition already running at boot is attached; a crash
+ * (STATUS says Crashed after the control interrupt) is reported with
+ * rproc_report_crash(), so remoteproc's recovery restarts it.
+ */
+
+#include <linux/arm-smccc.h>
+#include <linux/delay.h>
+#include <linux/elf.h>
+#include <linux/firmware.h>
+#include <linux/interrupt.h>
+#include <linux/jiffies.h>
+#include <linux/module.h>
+#include <linux/of.h>
+#include <linux/of_irq.h>
+#include <linux/platform_device.h>
+#include <linux/remoteproc.h>
+#include <linux/slab.h>
+
+#define PARTITA_STATUS	0xc6000010
+#define PARTITA_START	0xc6000011
+#define PARTITA_STOP	0xc6000012
+#define PARTITA_LOAD	0xc6000013
+
+enum partita_state {
+	PARTITA_STOPPED = 0,
+	PARTITA_LOADING = 1,
+	PARTITA_RUNNING = 2,
+	PARTITA_STOPPING = 3,
+	PARTITA_CRASHED = 4,
+};
+
+/* How long a START or STOP may take to reach its state. */
+#define PARTITA_SETTLE_MS	5000
+
+struct partita_rproc {
+	struct rproc *rproc;
+	u32 id;
+};
+
+static const char *const partita_errors[] = {
+	"", "not supported", "unknown partition", "no right", "wrong state",
+	"image outside the caller's memory", "image refused",
+};
+
+/* A control call's result as an errno, logged with its meaning. */
+static int partita_errno(struct rproc *rproc, const char *call, long ret)
+{
+	int err;
+
+	if (ret >= 0)
+		return 0;
+	switch (ret) {
+	case -2:
+		err = -ENODEV;
+		break;
+	case -3:
+		err = -EPERM;
+		break;
+	case -4:
+		err = -EBUSY;
+		break;
+	case -5:
+		err = -EFAULT;
+		break;
+	case -6:
+		err = -EINVAL;
+		break;
+	default:
+		err = -EOPNOTSUPP;
+		break;
+	}
+	dev_err(&rproc->dev, "%s of %s refused: %ld (%s)\n", call, rproc->name,
+		ret, -ret < ARRAY_SIZE(partita_errors) ? partita_errors[-ret] : "?");
+	return err;
+}
+
+/*
+ * STATUS returns counters in x1..x7, so the call goes through the SMCCC 1.2
+ * helper, which treats x0..x17 as results: the 1.1 macros assume x4..x17
+ * survive.
+ */
+static long partita_call(unsigned long fn, u32 id, unsigned long a2,
+			 unsigned long a3)
+{
+	struct arm_smccc_1_2_regs args = {
+		.a0 = fn, .a1 = id, .a2 = a2, .a3 = a3,
+	};
+	struct arm_smccc_1_2_regs res;
+
+	arm_smccc_1_2_hvc(&args, &res);
+	return (long)res.a0;
+}
+
+static long partita_status(struct partita_rproc *p)
+{
+	return partita_call(PARTITA_STATUS, p->id, 0, 0);
+}
+
+/* Waits until the partition is in @want (or, if crashed, reports it). */
+static int partita_settle(struct partita_rproc *p, long want)
+{
+	unsigned long end = jiffies + msecs_to_jiffies(PARTITA_SETTLE_MS);
+	long s;
+
+	do {
+		s = partita_status(p);
+		if (s == want)
+			return 0;
+		if (s < 0)
+			return partita_errno(p->rproc, "STATUS", s);
+		if (s == PARTITA_CRASHED && want != PARTITA_CRASHED) {
+			dev_err(&p->rproc->dev, "%s crashed\n", p->rproc->name);
+			return -EIO;
+		}
+		usleep_range(1000, 2000);
+	} while (time_before(jiffies, end));
+	dev_err(&p->rproc->dev, "%s stays in state %ld, not %ld\n",
+		p->rproc->name, s, want);
+	return -ETIMEDOUT;
+}
+
+static int partita_rproc_start(struct rproc *rproc)
+{
+	struct partita_rproc *p = rproc->priv;
+	int ret;
+
+	ret = partita_errno(rproc, "START",
+			    partita_call(PARTITA_START, p->id, 0, 0));
+	if (ret)
+		return ret;
+	return partita_settle(p, PARTITA_RUNNING);
+}
+
+static int partita_rproc_stop(struct rproc *rproc)
+{
+	struct partita_rproc *p = rproc->priv;
+	long s = partita_status(p);
+
+	/* It may have stopped by itself (a power-off) or be Crashed. */
+	if (s == PARTITA_STOPPED)
+		return 0;
+	if (s != PARTITA_STOPPING) {
+		int ret = partita_errno(rproc, "STOP",
+					partita_call(PARTITA_STOP, p->id, 0, 0));
+		if (ret)
+			return ret;
+	}
+	return partita_settle(p, PARTITA_STOPPED);
+}
+
+/* The partition was running before Linux: nothing to do but agree. */
+static int partita_rproc_attach(struct rproc *rproc)
+{
+	struct partita_rproc *p = rproc->priv;
+
+	return partita_status(p) == PARTITA_RUNNING ? 0 : -ENODEV;
+}
+
+/*
+ * The hypervisor parses and checks the ELF (every segment against the
+ * target's memory); here only what makes it one of ours: a whole 64-bit
+ * little-endian AArch64 header and program headers inside the file.
+ */
+static int partita_rproc_sanity_check(struct rproc *rproc,
+				      const struct firmware *fw)
+{
+	const struct elf64_hdr *ehdr = (const void *)fw->data;
+
+	if (fw->size < sizeof(*ehdr) ||
+	    memcmp(ehdr->e_ident, ELFMAG, SELFMAG) ||
+	    ehdr->e_ident[EI_CLASS] != ELFCLASS64 ||
+	    ehdr->e_ident[EI_DATA] != ELFDATA2LSB ||
+	    ehdr->e_machine != EM_AARCH64) {
+		dev_err(&rproc->dev, "%s is not a 64-bit AArch64 ELF\n",
+			rproc->firmware);
+		return -EINVAL;
+	}
+	if (!ehdr->e_phnum || ehdr->e_phentsize != sizeof(struct elf64_phdr) ||
+	    ehdr->e_phoff > fw->size ||
+	    fw->size - ehdr->e_phoff <
+	    (size_t)ehdr->e_phnum * sizeof(struct elf64_phdr)) {
+		dev_err(&rproc->dev, "%s is truncated or has no program headers\n",
+			rproc->firmware);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* LOAD wants the ELF in one physically contiguous piece of our memory. */
+static int partita_rproc_load(struct rproc *rproc, const struct firmware *fw)
+{
+	struct partita_rproc *p = rproc->priv;
+	void *copy;
+	int ret;
+
+	copy = alloc_pages_exact(fw->size, GFP_KERNEL);
+	if (!copy) {
+		dev_err(&rproc->dev, "no %zu contiguous bytes for %s\n",
+			fw->size, rproc->firmware);
+		return -ENOMEM;
+	}
+	memcpy(copy, fw->data, fw->size);
+	ret = partita_errno(rproc, "LOAD",
+			    partita_call(PARTITA_LOAD, p->id,
+					 virt_to_phys(copy), fw->size));
+	free_pages_exact(copy, fw->size);
+	if (!ret)
+		dev_info(&rproc->dev, "loaded %s (%zu bytes) into %s\n",
+			 rproc->firmware, fw->size, rproc->name);
+	return ret;
+}
+
+static const struct rproc_ops partita_rproc_ops = {
+	.start = partita_rproc_start,
+	.stop = partita_rproc_stop,
+	.attach = partita_rproc_attach,
+	.sanity_check = partita_rproc_sanity_check,
+	.load = partita_rproc_load,
+};
+
+/* The control interrupt: a state change; a crash is remoteproc's to handle. */
+static irqreturn_t partita_rproc_irq(int irq, void *data)
+{
+	struct partita_rproc *p = data;
+	enum rproc_state rs = READ_ONCE(p->rproc->state);
+
+	if ((rs == RPROC_RUNNING || rs == RPROC_ATTACHED) &&
+	    partita_status(p) == PARTITA_CRASHED) {
+		dev_err(&p->rproc->dev, "%s crashed\n", p->rproc->name);
+		rproc_report_crash(p->rproc, RPROC_FATAL_ERROR);
+	}
+	return IRQ_HANDLED;
+}
+
+static int partita_rproc_add(struct device *dev, struct device_node *np)
+{
+	struct partita_rproc *p;
+	struct rproc *rproc;
+	const char *label, *fw;
+	u32 id;
+	int irq, ret;
+
+	if (of_property_read_u32(np, "reg", &id))
+		return dev_err_probe(dev, -EINVAL, "%pOF: no reg\n", np);
+	if (of_property_read_string(np, "label", &label))
+		return dev_err_probe(dev, -EINVAL, "%pOF: no label\n", np);
+	fw = devm_kasprintf(dev, GFP_KERNEL, "%s.elf", label);
+	if (!fw)
+		return -ENOMEM;
+
+	rproc = devm_rproc_alloc(dev, label, &partita_rproc_ops, fw,
+				 sizeof(*p));
+	if (!rproc)
+		return -ENOMEM;
+	p = rproc->priv;
+	p->rproc = rproc;
+	p->id = id;
+
+	ret = partita_status(p);
+	if (ret < 0)
+		return dev_err_probe(dev, partita_errno(rproc, "STATUS", ret),
+				     "cannot control partition %u\n", id);
+	/* Running before us: attached at registration (auto_boot). */
+	if (ret == PARTITA_RUNNING || ret == PARTITA_LOADING)
+		rproc->state = RPROC_DETACHED;
+	else
+		rproc->auto_boot = false;
+
+	irq = of_irq_get(np, 0);
+	if (irq > 0) {
+		ret = devm_request_threaded_irq(dev, irq, NULL,
+						partita_rproc_irq, IRQF_ONESHOT,
+						label, p);
+		if (ret)
+			return dev_err_probe(dev, ret, "%s: control interrupt\n",
+					     label);
+	} else {
+		dev_warn(dev, "%s: no control interrupt, crashes go unseen\n",
+			 label);
+	}
+
+	ret = devm_rproc_add(dev, rproc);
+	if (ret)
+		return dev_err_probe(dev, ret, "%s: rproc_add\n", label);
+	dev_info(dev, "partition %u (%s) is %s, firmware %s\n", id, label,
+		 dev_name(&rproc->dev), fw);
+	return 0;
+}
+
+/* One remote processor per partition node under /hypervisor. */
+static int partita_rproc_probe(struct platform_device *pdev)
+{
+	struct device_node *np;
+	int ret;
+
+	for_each_available_child_of_node(pdev->dev.of_node, np) {
+		if (!of_device_is_compatible(np, "partita,partition"))
+			continue;
+		ret = partita_rproc_add(&pdev->dev, np);
+		if (ret) {
+			of_node_put(np);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static const struct of_device_id partita_rproc_of_match[] = {
+	{ .compatible = "partita,hypervisor" },
+	{ }
+};
+MODULE_DEVICE_TABLE(of, partita_rproc_of_match);
+
+static struct platform_driver partita_rproc_driver = {
+	.probe = partita_rproc_probe,
+	.driver = {
+		.name = "partita-rproc",
+		.of_match_table = partita_rproc_of_match,
+	},
+};
+module_platform_driver(partita_rproc_driver);
+
+MODULE_DESCRIPTION("Partita partitions as remote processors");
+MODULE_LICENSE("GPL");
