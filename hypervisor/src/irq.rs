@@ -105,7 +105,7 @@ fn flush_locked(g: &mut Vgic, vcpu: usize) {
         if free == 0 {
             break g.has_pending(vcpu);
         }
-        let Some(e) = g.any_queued(vcpu).then(|| g.next_for_lr(vcpu)).flatten() else {
+        let Some(e) = g.has_pending(vcpu).then(|| g.next_for_lr(vcpu)).flatten() else {
             break false;
         };
         // Already in a list register: an active one becomes active and
