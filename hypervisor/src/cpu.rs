@@ -110,7 +110,7 @@ pub fn this() -> &'static PerCpu {
 
 /// The partition and vCPU this CPU runs.
 pub fn current() -> Option<(usize, usize)> {
-    CPUS[arch::cpu_index()].running()
+    this().running()
 }
 
 /// Interrupts CPU `cpu`, wherever it is: it looks at its lifecycle work

@@ -165,9 +165,9 @@ fn count_injected() {
 
 /// Loads list registers if something became pending for this CPU's vCPU.
 pub fn flush_if_needed() {
-    let me = arch::cpu_index();
-    if cpu::get(me).take_flush() {
-        if let Some((p, v)) = cpu::get(me).running() {
+    let here = cpu::this();
+    if here.take_flush() {
+        if let Some((p, v)) = here.running() {
             flush(&system().partitions[p], v);
         }
     }
@@ -176,14 +176,14 @@ pub fn flush_if_needed() {
 /// Every physical interrupt pending at EL2, guest running or not.
 pub fn handle_physical() {
     let sys = system();
-    let me = arch::cpu_index();
+    let here = cpu::this();
     while let Some(id) = sys.gic.ack() {
         match id {
             SGI_KICK => {
                 sys.gic.deactivate(id);
-                let requests = cpu::get(me).take_requests();
+                let requests = here.take_requests();
                 if requests & cpu::STOP != 0 {
-                    if let Some((p, v)) = cpu::get(me).running() {
+                    if let Some((p, v)) = here.running() {
                         let p = &sys.partitions[p];
                         let leaving = p.life.lock().leave(v);
                         if let Some(kick) = leaving {
@@ -194,7 +194,7 @@ pub fn handle_physical() {
                 if requests & cpu::RESUME != 0 {
                     crate::rpmsg::resume();
                 }
-                cpu::get(me).request_flush();
+                here.request_flush();
             }
             // Level-sensitive: its condition (list registers run low, or
             // an EOI to act on) is dealt with before it is deactivated.
@@ -204,7 +204,7 @@ pub fn handle_physical() {
             }
             // The hot path: the timer of the vCPU running here goes into a
             // list register under the one lock, with no deferred flush.
-            VTIMER | PTIMER => match cpu::get(me).running() {
+            VTIMER | PTIMER => match here.running() {
                 Some((p, v)) => {
                     let p = &sys.partitions[p];
                     let mut g = p.vgic.lock();
@@ -224,7 +224,7 @@ pub fn handle_physical() {
                         None => {
                             g.raise(v, id, &mut Hw { p });
                             flush_locked(&mut g, v);
-                            cpu::get(me).take_flush();
+                            here.take_flush();
                         }
                     }
                 }
@@ -265,9 +265,8 @@ pub fn handle_physical() {
 /// registers and refill, now, since the maintenance interrupt stays
 /// asserted until its condition is gone.
 fn maintenance() {
-    let me = arch::cpu_index();
     let gic = &system().gic;
-    let Some((p, v)) = cpu::get(me).running() else {
+    let Some((p, v)) = cpu::this().running() else {
         gic.set_virtual_interface(false);
         return;
     };
@@ -349,7 +348,7 @@ pub fn sgi1r(p: &Partition, vcpu: usize, v: u64) {
         }
     }
     g.send_sgi(vcpu, targets, intid, &mut Hw { p });
-    if targets & (1 << vcpu) != 0 && cpu::get(arch::cpu_index()).take_flush() {
+    if targets & (1 << vcpu) != 0 && cpu::this().take_flush() {
         flush_locked(&mut g, vcpu);
     }
 }

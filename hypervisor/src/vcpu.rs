@@ -47,9 +47,14 @@ fn current() -> (&'static Partition, usize) {
 
 #[no_mangle]
 extern "C" fn guest_sync(frame: &mut TrapFrame) {
-    let (p, vcpu) = current();
+    // This CPU's state, found once for the whole trap.
+    let here = cpu::this();
+    let (p, vcpu) = here
+        .running()
+        .expect("a guest exception comes from a running vCPU");
+    let p = &system().partitions[p];
     let s = arch::syndrome();
-    PerCpu::count(&cpu::this().traps);
+    PerCpu::count(&here.traps);
     handle_sync(frame, p, vcpu, &s);
     irq::flush_if_needed();
 }
