@@ -73,6 +73,22 @@ pub trait Backend {
     fn hw_set_pending(&mut self, intid: u32, vcpu: usize, on: bool);
 }
 
+/// GICv2's GICD_SGIR, the register a guest sends SGIs with.
+pub const GICD_SGIR: u64 = 0xf00;
+
+/// GICD_SGIR value `v` written by `vcpu` of a partition with `vcpus`
+/// vCPUs: the vCPUs it names (a bitmap) and the SGI.
+pub fn sgir_targets(v: u64, vcpu: usize, vcpus: usize) -> (u32, u32) {
+    let all = (1u32 << vcpus) - 1;
+    let targets = match (v >> 24) & 3 {
+        0 => (v >> 16) as u32 & 0xff,
+        1 => all & !(1 << vcpu),
+        2 => 1 << vcpu,
+        _ => 0,
+    };
+    (targets, v as u32 & 0xf)
+}
+
 /// A register access the vGIC does not implement (logged, read as zero).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unhandled;
@@ -419,17 +435,10 @@ impl Vgic {
                 self.bytes(vcpu, off - 0x800, width, write, false, be, Field::Target)
             }
             0xc00..=0xcff => self.config(vcpu, off - 0xc00, write, v3),
-            0xf00 if !v3 => {
+            GICD_SGIR if !v3 => {
                 if let Some(v) = write {
-                    let filter = (v >> 24) & 3;
-                    let all = (1u32 << self.vcpus) - 1;
-                    let targets = match filter {
-                        0 => (v >> 16) as u32 & 0xff,
-                        1 => all & !(1 << vcpu),
-                        2 => 1 << vcpu,
-                        _ => 0,
-                    };
-                    self.send_sgi(vcpu, targets, v as u32 & 0xf, be);
+                    let (targets, intid) = sgir_targets(v, vcpu, self.vcpus);
+                    self.send_sgi(vcpu, targets, intid, be);
                 }
                 Ok(0)
             }
@@ -913,6 +922,14 @@ mod tests {
         g.redist_access(0, 0x14, 4, Some(0), &mut be).unwrap();
         assert_eq!(g.redist_access(0, 0x14, 4, None, &mut be), Ok(0));
         assert_eq!(g.dist_access(0, 0x1234, 4, None, &mut be), Err(Unhandled));
+    }
+
+    #[test]
+    fn gicd_sgir_names_its_targets() {
+        assert_eq!(sgir_targets(0x0003_0005, 0, 2), (0b11, 5), "a list");
+        assert_eq!(sgir_targets((1 << 24) | 2, 0, 3), (0b110, 2), "all others");
+        assert_eq!(sgir_targets((2 << 24) | 0x17, 1, 2), (0b10, 7), "itself");
+        assert_eq!(sgir_targets(3 << 24, 0, 2).0, 0, "reserved filter");
     }
 
     #[test]
