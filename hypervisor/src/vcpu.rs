@@ -177,13 +177,20 @@ extern "C" fn el2_irq(_frame: &mut TrapFrame) {
     irq::handle_physical();
 }
 
-/// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED.
+/// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED. The null
+/// call is answered here, inlined into `guest_sync`; the others are not
+/// (their registers would cost every trap).
 fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
-    let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
-    if x[0] == u64::from(control::NULL) {
+    if frame.x[0] == u64::from(control::NULL) {
         frame.x[0] = 0;
         return;
     }
+    service(frame, p, vcpu)
+}
+
+#[inline(never)]
+fn service(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
+    let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     if x[0] == u64::from(control::CRASH) {
         life::reported_crash(p, vcpu, [x[1], x[2], x[3]])
     }
