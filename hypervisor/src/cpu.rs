@@ -81,8 +81,10 @@ impl PerCpu {
         self.flush.store(true, Ordering::Relaxed);
     }
 
+    /// Takes the flush request: a plain load when there is none (every
+    /// trap asks), the atomic swap only when there is.
     pub fn take_flush(&self) -> bool {
-        self.flush.swap(false, Ordering::Relaxed)
+        self.flush.load(Ordering::Relaxed) && self.flush.swap(false, Ordering::Relaxed)
     }
 
     pub fn request_resume(&self) {
@@ -110,7 +112,7 @@ pub fn this() -> &'static PerCpu {
 
 /// The partition and vCPU this CPU runs.
 pub fn current() -> Option<(usize, usize)> {
-    CPUS[arch::cpu_index()].running()
+    this().running()
 }
 
 /// Interrupts CPU `cpu`, wherever it is: it looks at its lifecycle work

@@ -47,9 +47,14 @@ fn current() -> (&'static Partition, usize) {
 
 #[no_mangle]
 extern "C" fn guest_sync(frame: &mut TrapFrame) {
-    let (p, vcpu) = current();
+    // This CPU's state, found once for the whole trap.
+    let here = cpu::this();
+    let (p, vcpu) = here
+        .running()
+        .expect("a guest exception comes from a running vCPU");
+    let p = &system().partitions[p];
     let s = arch::syndrome();
-    PerCpu::count(&cpu::this().traps);
+    PerCpu::count(&here.traps);
     handle_sync(frame, p, vcpu, &s);
     irq::flush_if_needed();
 }
@@ -172,13 +177,20 @@ extern "C" fn el2_irq(_frame: &mut TrapFrame) {
     irq::handle_physical();
 }
 
-/// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED.
+/// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED. The null
+/// call is answered here, inlined into `guest_sync`; the others are not
+/// (their registers would cost every trap).
 fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
-    let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
-    if x[0] == u64::from(control::NULL) {
+    if frame.x[0] == u64::from(control::NULL) {
         frame.x[0] = 0;
         return;
     }
+    service(frame, p, vcpu)
+}
+
+#[inline(never)]
+fn service(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
+    let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     if x[0] == u64::from(control::CRASH) {
         life::reported_crash(p, vcpu, [x[1], x[2], x[3]])
     }

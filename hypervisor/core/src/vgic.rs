@@ -73,6 +73,22 @@ pub trait Backend {
     fn hw_set_pending(&mut self, intid: u32, vcpu: usize, on: bool);
 }
 
+/// GICv2's GICD_SGIR, the register a guest sends SGIs with.
+pub const GICD_SGIR: u64 = 0xf00;
+
+/// GICD_SGIR value `v` written by `vcpu` of a partition with `vcpus`
+/// vCPUs: the vCPUs it names (a bitmap) and the SGI.
+pub fn sgir_targets(v: u64, vcpu: usize, vcpus: usize) -> (u32, u32) {
+    let all = (1u32 << vcpus) - 1;
+    let targets = match (v >> 24) & 3 {
+        0 => (v >> 16) as u32 & 0xff,
+        1 => all & !(1 << vcpu),
+        2 => 1 << vcpu,
+        _ => 0,
+    };
+    (targets, v as u32 & 0xf)
+}
+
 /// A register access the vGIC does not implement (logged, read as zero).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unhandled;
@@ -89,8 +105,11 @@ pub struct Vgic {
     sgi_source: Vec<[u8; 16]>,
     /// GICv3 GICR_WAKER.ProcessorSleep per vCPU.
     asleep: Vec<bool>,
-    /// Per vCPU, a bit per INTID that is pending for it: the list-register
-    /// path looks at these few bits, never at every interrupt line.
+    /// Per vCPU, a bit per INTID that is deliverable to it (pending,
+    /// enabled, and for an SPI the distributor on): the list-register path
+    /// looks at these few bits, never at every interrupt line, and a
+    /// pending interrupt the guest disabled stays out of them until it is
+    /// enabled (`requeue`).
     queued: Vec<[u64; 16]>,
     /// Per vCPU, bit w set when `queued` word w is not empty, so an idle
     /// vCPU costs one test.
@@ -205,11 +224,19 @@ impl Vgic {
         } else {
             usize::from(irq.target)
         };
-        let ready = irq.enabled && dist_on;
-        self.queue(t, intid, true);
-        if ready {
+        if irq.enabled && dist_on {
+            self.queue(t, intid, true);
             be.notify(t);
         }
+    }
+
+    /// Puts `intid` in its target's queued set when it is deliverable and
+    /// takes it out when it is not: after its enable, its target or the
+    /// distributor's enable changed.
+    fn requeue(&mut self, vcpu: usize, intid: u32) {
+        let t = self.target_of(vcpu, intid);
+        let on = self.deliverable(t, intid);
+        self.queue(t, intid, on);
     }
 
     fn queue(&mut self, vcpu: usize, intid: u32, on: bool) {
@@ -227,26 +254,6 @@ impl Vgic {
         } else {
             *sum |= 1 << w;
         }
-    }
-
-    /// INTIDs queued for `vcpu`, lowest first.
-    fn queued(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
-        let mut words = self.summary.get(vcpu).copied().unwrap_or(0);
-        let mut w = 0;
-        let mut bits = 0u64;
-        core::iter::from_fn(move || loop {
-            if bits != 0 {
-                let b = bits.trailing_zeros();
-                bits &= bits - 1;
-                return Some(w * 64 + b);
-            }
-            if words == 0 {
-                return None;
-            }
-            w = words.trailing_zeros();
-            words &= words - 1;
-            bits = self.queued[vcpu][w as usize];
-        })
     }
 
     /// The list-register entry for a hardware interrupt of `vcpu` that just
@@ -289,11 +296,6 @@ impl Vgic {
     /// the hypervisor deactivates itself when a GICv2 guest EOIs it.
     pub fn hw_backed(&self, vcpu: usize, intid: u32) -> bool {
         self.irq(vcpu, intid).is_some_and(|i| i.hw)
-    }
-
-    /// Whether anything waits for `vcpu`, deliverable or not.
-    pub fn any_queued(&self, vcpu: usize) -> bool {
-        self.summary.get(vcpu).is_some_and(|&s| s != 0)
     }
 
     /// A level-sensitive emulated line went low before it was taken.
@@ -367,10 +369,10 @@ impl Vgic {
         Some(e)
     }
 
-    /// Whether `vcpu` still has interrupts waiting for a list register.
+    /// Whether `vcpu` still has interrupts waiting for a list register:
+    /// one test, as only deliverable interrupts are queued.
     pub fn has_pending(&self, vcpu: usize) -> bool {
         self.summary.get(vcpu).is_some_and(|&s| s != 0)
-            && self.queued(vcpu).any(|i| self.deliverable(vcpu, i))
     }
 
     /// Distributor access by `vcpu` at `off` (GICD, 64 KiB).
@@ -393,6 +395,13 @@ impl Vgic {
                     } else {
                         v as u32 & 1
                     };
+                    if was != self.enabled() {
+                        for intid in SPI_BASE..self.lines {
+                            if self.irq(vcpu, intid).is_some_and(|i| i.pending) {
+                                self.requeue(vcpu, intid);
+                            }
+                        }
+                    }
                     if !was && self.enabled() {
                         for t in 0..self.vcpus {
                             if self.has_pending(t) {
@@ -426,17 +435,10 @@ impl Vgic {
                 self.bytes(vcpu, off - 0x800, width, write, false, be, Field::Target)
             }
             0xc00..=0xcff => self.config(vcpu, off - 0xc00, write, v3),
-            0xf00 if !v3 => {
+            GICD_SGIR if !v3 => {
                 if let Some(v) = write {
-                    let filter = (v >> 24) & 3;
-                    let all = (1u32 << self.vcpus) - 1;
-                    let targets = match filter {
-                        0 => (v >> 16) as u32 & 0xff,
-                        1 => all & !(1 << vcpu),
-                        2 => 1 << vcpu,
-                        _ => 0,
-                    };
-                    self.send_sgi(vcpu, targets, v as u32 & 0xf, be);
+                    let (targets, intid) = sgir_targets(v, vcpu, self.vcpus);
+                    self.send_sgi(vcpu, targets, intid, be);
                 }
                 Ok(0)
             }
@@ -556,6 +558,7 @@ impl Vgic {
                     if irq.hw {
                         be.hw_enable(intid, target, set);
                     }
+                    self.requeue(vcpu, intid);
                     if set && self.deliverable(target, intid) {
                         be.notify(target);
                     }
@@ -657,15 +660,13 @@ impl Vgic {
         if usize::from(irq.target) == t {
             return;
         }
-        let (old, pending) = (usize::from(irq.target), irq.pending);
+        let old = usize::from(irq.target);
         irq.target = t as u8;
         if irq.hw {
             be.hw_route(intid, t);
         }
-        if pending {
-            self.queue(old, intid, false);
-            self.queue(t, intid, true);
-        }
+        self.queue(old, intid, false);
+        self.requeue(vcpu, intid);
         if self.deliverable(t, intid) {
             be.notify(t);
         }
@@ -853,7 +854,7 @@ mod tests {
         g.redist_access(0, 0x10100, 4, Some(0b1001), &mut be)
             .unwrap();
         let e = g.direct_sgi(0, 3).unwrap();
-        assert!(e.intid == 3 && e.group1 && !e.hw && !g.any_queued(0));
+        assert!(e.intid == 3 && e.group1 && !e.hw && !g.has_pending(0));
         assert_eq!(g.direct_sgi(0, 16), None, "a PPI is no SGI");
         g.send_sgi(0, 1, 0, &mut be);
         assert_eq!(g.direct_sgi(0, 3), None, "SGI 0 waits: no overtaking");
@@ -871,14 +872,41 @@ mod tests {
         // Set- and clear-pending of a passed-through SPI reach the physical
         // one (routed to vCPU 0) and nothing is queued in the vGIC.
         g.dist_access(1, 0x204, 4, Some(1 << 2), &mut be).unwrap();
-        assert!(be.hw_lines.contains(&(34, 0)) && !g.any_queued(0));
+        assert!(be.hw_lines.contains(&(34, 0)) && !g.has_pending(0));
         assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(1 << 2));
         g.dist_access(0, 0x284, 4, Some(1 << 2), &mut be).unwrap();
         assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(0));
         // An emulated SPI stays the vGIC's.
         g.dist_access(0, 0x204, 4, Some(1 << 1), &mut be).unwrap();
         assert_eq!(g.dist_access(0, 0x204, 4, None, &mut be), Ok(1 << 1));
-        assert!(g.any_queued(0) && !be.hw_lines.contains(&(33, 0)));
+        assert!(!be.hw_lines.contains(&(33, 0)));
+    }
+
+    #[test]
+    fn only_deliverable_interrupts_are_queued() {
+        let (mut g, mut be) = v3();
+        g.redist_access(0, 0x10100, 4, Some(1 << 3), &mut be)
+            .unwrap();
+        g.dist_access(0, 0x000, 4, Some(0b10), &mut be).unwrap();
+        // Pending but disabled: nothing waits, and a self-SGI goes direct.
+        g.raise(0, 33, &mut be);
+        assert!(!g.has_pending(0) && g.direct_sgi(0, 3).is_some());
+        // Enabled, it waits; disabled again, it no longer does.
+        g.dist_access(0, 0x104, 4, Some(1 << 1), &mut be).unwrap();
+        assert!(g.has_pending(0) && g.direct_sgi(0, 3).is_none());
+        g.dist_access(0, 0x184, 4, Some(1 << 1), &mut be).unwrap();
+        assert!(!g.has_pending(0));
+        // The distributor's enable does the same for every SPI.
+        g.dist_access(0, 0x104, 4, Some(1 << 1), &mut be).unwrap();
+        g.dist_access(0, 0x000, 4, Some(0), &mut be).unwrap();
+        assert!(!g.has_pending(0));
+        g.dist_access(0, 0x000, 4, Some(0b10), &mut be).unwrap();
+        assert_eq!(g.next_for_lr(0).map(|e| e.intid), Some(33));
+        // A retargeted SPI waits for its new vCPU only.
+        g.raise(0, 33, &mut be);
+        g.dist_access(0, 0x6000 + 8 * 33, 8, Some(1), &mut be)
+            .unwrap();
+        assert!(!g.has_pending(0) && g.has_pending(1));
     }
 
     #[test]
@@ -894,6 +922,14 @@ mod tests {
         g.redist_access(0, 0x14, 4, Some(0), &mut be).unwrap();
         assert_eq!(g.redist_access(0, 0x14, 4, None, &mut be), Ok(0));
         assert_eq!(g.dist_access(0, 0x1234, 4, None, &mut be), Err(Unhandled));
+    }
+
+    #[test]
+    fn gicd_sgir_names_its_targets() {
+        assert_eq!(sgir_targets(0x0003_0005, 0, 2), (0b11, 5), "a list");
+        assert_eq!(sgir_targets((1 << 24) | 2, 0, 3), (0b110, 2), "all others");
+        assert_eq!(sgir_targets((2 << 24) | 0x17, 1, 2), (0b10, 7), "itself");
+        assert_eq!(sgir_targets(3 << 24, 0, 2).0, 0, "reserved filter");
     }
 
     #[test]
