@@ -2,41 +2,14 @@
 //! variant per refusal. Trees are compiled from DTS with `dtc`, as the
 //! build compiles the real ones.
 
+mod common;
+
+use common::*;
 use partita_core::sdt::{GicVersion, Range, SystemConfig};
-use std::path::PathBuf;
 use std::process::Command;
 
-fn platform() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../platform/qemu-virt")
-}
-
-fn compile(dts: &str) -> Vec<u8> {
-    let out = Command::new("dtc")
-        .args(["-q", "-I", "dts", "-O", "dtb", "-i"])
-        .arg(platform())
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(dts.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("dtc runs (scripts/setup installs device-tree-compiler)");
-    assert!(out.status.success(), "dtc failed on:\n{dts}");
-    out.stdout
-}
-
 fn two_guests() -> String {
-    std::fs::read_to_string(platform().join("two-guests.dts")).unwrap()
-}
-
-fn refused(dts: &str) -> String {
-    match SystemConfig::from_dtb(&compile(dts)) {
-        Ok(_) => panic!("accepted:\n{dts}"),
-        Err(e) => e.to_string(),
-    }
+    shipped("two-guests")
 }
 
 fn edit(from: &str, to: &str) -> String {
