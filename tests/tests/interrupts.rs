@@ -92,14 +92,6 @@ fn every_sgi_sent_between_vcpus_arrives() {
 #[test]
 fn passed_through_device_interrupt_survives_disable_while_active() {
     for m in MACHINES {
-        // Not on the ZCU102 yet: under load its TTC's second interval is
-        // sometimes never delivered after the handler disabled and
-        // re-enabled the active SPI (about one run in three of the full
-        // suite), the GICv2 forwarding path issue #16 is fixing. Enable
-        // it with that fix; docs/zcu102.md lists it.
-        if m == Machine::Zcu102 {
-            continue;
-        }
         let (device, lines) = match m {
             Machine::Zcu102 => (
                 "<&ttc0 0x0>",
