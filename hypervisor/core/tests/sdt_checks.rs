@@ -36,14 +36,7 @@ fn every_shipped_configuration_is_accepted() {
         let early = sdt::early(&blob).unwrap();
         assert_eq!(early.console, 0x0900_0000, "{name}");
         for d in &sys.domains {
-            let m = d.memory[0];
-            let layout = partita_core::layout::GuestLayout {
-                kernel: m.base,
-                dtb: m.end() - partita_core::guest_fdt::DTB_MAX,
-                initrd: None,
-            };
-            let g = partita_core::guest_fdt::build(&blob, &sys, d, &layout).unwrap();
-            partita_core::dtb::check(&g).unwrap_or_else(|e| panic!("{name} {}: {e}", d.name));
+            guest_tree(&name, &blob, &sys, d);
         }
     }
     let gicv2 = two_guests().replace(

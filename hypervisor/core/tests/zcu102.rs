@@ -2,6 +2,9 @@
 //! the SDT reader sees it, and the device tree a guest gets there, whose
 //! console is an emulated PL011 at the Cadence UART's address.
 
+mod common;
+
+use common::guest_tree;
 use partita_core::sdt::{self, GicVersion, Range, SystemConfig, UartKind};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -74,15 +77,7 @@ fn every_zcu102_configuration_is_accepted() {
         sys.check_interrupt_lines(192)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for d in &sys.domains {
-            let m = d.memory[0];
-            let layout = partita_core::layout::GuestLayout {
-                kernel: m.base,
-                dtb: m.end() - partita_core::guest_fdt::DTB_MAX,
-                initrd: None,
-            };
-            let g = partita_core::guest_fdt::build(&blob, &sys, d, &layout)
-                .unwrap_or_else(|e| panic!("{name} {}: {e}", d.name));
-            partita_core::dtb::check(&g).unwrap_or_else(|e| panic!("{name} {}: {e}", d.name));
+            guest_tree(name, &blob, &sys, d);
         }
     }
 }

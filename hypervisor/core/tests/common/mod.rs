@@ -63,3 +63,24 @@ pub fn edit(src: &str, from: &str, to: &str) -> String {
     assert!(src.contains(from), "fixture lacks `{from}`");
     src.replacen(from, to, 1)
 }
+
+/// Domain `d`'s generated device tree (its kernel at the base of its first
+/// memory range, the tree at its end), checked by the blob check; a
+/// failure names the configuration and the domain.
+pub fn guest_tree(
+    name: &str,
+    blob: &[u8],
+    sys: &SystemConfig,
+    d: &partita_core::sdt::Domain,
+) -> Vec<u8> {
+    let m = d.memory[0];
+    let layout = partita_core::layout::GuestLayout {
+        kernel: m.base,
+        dtb: m.end() - partita_core::guest_fdt::DTB_MAX,
+        initrd: None,
+    };
+    let g = partita_core::guest_fdt::build(blob, sys, d, &layout)
+        .unwrap_or_else(|e| panic!("{name} {}: {e}", d.name));
+    partita_core::dtb::check(&g).unwrap_or_else(|e| panic!("{name} {}: {e}", d.name));
+    g
+}
