@@ -588,8 +588,19 @@ impl Run {
     fn fail(&self, why: &str) -> ! {
         let lines: Vec<&str> = self.output.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        // The whole log, under the test's name (libtest names its thread).
+        let dir = root().join("target/test-logs");
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-");
+        let log = dir.join(format!("{name}.log"));
+        let saved = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&log, &self.output))
+            .map(|_| format!(", whole log in {}", log.display()))
+            .unwrap_or_default();
         panic!(
-            "{why}\n--- last {} lines of the serial log ---\n{tail}\n--- command: {} (exit {:?}{}) ---",
+            "{why}\n--- last {} lines of the serial log{saved} ---\n{tail}\n--- command: {} (exit {:?}{}) ---",
             lines.len().min(40),
             self.command,
             self.exit,
