@@ -252,6 +252,28 @@ fn serve_control(
             );
             frame.x[0] = 0;
         }
+        Request::VdevReady {
+            rings, size, align, ..
+        } => {
+            crate::rpmsg::vdev_ready(caller, t.index, rings, size, align)?;
+            guest_info!(
+                caller,
+                "{}: rpmsg link to {} live on vrings {:#x} and {:#x} ({size} descriptors each)",
+                caller.name,
+                t.name,
+                rings[0],
+                rings[1]
+            );
+            frame.x[0] = 0;
+        }
+        Request::VdevReset { .. } => {
+            crate::rpmsg::vdev_reset(caller, t.index)?;
+            frame.x[0] = 0;
+        }
+        Request::Kick { vring, .. } => {
+            crate::rpmsg::kick(caller, t.index, vring)?;
+            frame.x[0] = 0;
+        }
     }
     Ok(())
 }

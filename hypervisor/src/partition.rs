@@ -181,15 +181,18 @@ impl Partition {
         let virtio: Vec<crate::rpmsg::VirtioPort> = sys
             .links_of(index)
             .map(|(link, side)| {
+                let l = &sys.links[link];
                 crate::rpmsg::VirtioPort::new(
-                    sys.links[link].windows[side],
-                    sys.links[link].spis[side],
+                    l.windows[side],
+                    l.spis[side],
                     link,
                     side,
+                    l.mmio(side),
                 )
             })
             .collect();
-        emulated_spis.extend(virtio.iter().map(|v| v.spi));
+        // A remoteproc device's interrupt is the control interrupt (below).
+        emulated_spis.extend(virtio.iter().filter(|v| v.mmio).map(|v| v.spi));
         emulated_spis.extend(
             sys.controls
                 .iter()

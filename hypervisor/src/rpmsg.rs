@@ -18,10 +18,11 @@ use crate::partition::Partition;
 use crate::system;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use log::debug;
+use partita_core::control::ControlError;
 use partita_core::rpmsg::{Link, Moved, RX, TX};
 use partita_core::sdt::Range;
 use partita_core::trap::MmioAccess;
-use partita_core::virtio::{Effect, Fault, GuestMemory};
+use partita_core::virtio::{Effect, Fault, GuestMemory, QUEUE_MAX};
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
 type Guard = SpinMutexGuard<'static, Link>;
@@ -87,6 +88,10 @@ pub struct VirtioPort {
     pub spi: u32,
     pub link: usize,
     pub side: usize,
+    /// A virtio-mmio window at `base`; otherwise the partition's
+    /// remoteproc virtio device, driven by control calls, whose interrupt
+    /// `spi` is its control interrupt.
+    pub mmio: bool,
     /// Messages from side `i` (this one or its peer) were left at a
     /// trap's budget by one of this partition's CPUs, which has kicked
     /// itself to continue.
@@ -94,12 +99,13 @@ pub struct VirtioPort {
 }
 
 impl VirtioPort {
-    pub fn new(base: u64, spi: u32, link: usize, side: usize) -> Self {
+    pub fn new(base: u64, spi: u32, link: usize, side: usize, mmio: bool) -> Self {
         VirtioPort {
             base,
             spi,
             link,
             side,
+            mmio,
             resume: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
@@ -320,7 +326,7 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
     let Some(port) = p
         .virtio
         .iter()
-        .find(|v| a.ipa >= v.base && a.ipa - v.base < partita_core::sdt::VIRTIO_WINDOW)
+        .find(|v| v.mmio && a.ipa >= v.base && a.ipa - v.base < partita_core::sdt::VIRTIO_WINDOW)
     else {
         return false;
     };
@@ -373,4 +379,72 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
         Effect::Refused => debug!("{}: virtio write {v:#x} to {off:#x} refused", p.name),
     }
     true
+}
+
+/// `p`'s side of the link it reaches through its remoteproc of partition
+/// `target` (the control calls below are refused without one).
+fn vdev_port(p: &Partition, target: usize) -> Result<&VirtioPort, ControlError> {
+    p.virtio
+        .iter()
+        .find(|v| !v.mmio && system().config.links[v.link].domains[1 - v.side] == target)
+        .ok_or(ControlError::BadLink)
+}
+
+/// VDEV_READY: `p`'s remoteproc virtio device for `target` is live on the
+/// vrings its driver allocated; messages that waited for it move.
+pub fn vdev_ready(
+    p: &Partition,
+    target: usize,
+    rings: [u64; 2],
+    size: u64,
+    align: u64,
+) -> Result<(), ControlError> {
+    let port = vdev_port(p, target)?;
+    let size = u16::try_from(size)
+        .ok()
+        .filter(|s| (1..=QUEUE_MAX).contains(s))
+        .ok_or(ControlError::BadLink)?;
+    let align = u32::try_from(align).map_err(|_| ControlError::BadLink)?;
+    let mut l = system().links[port.link].lock();
+    let was_live = l.dev[port.side].driver_ok();
+    let mem = &memories(port.link)[port.side];
+    if let Err(f) = l.dev[port.side].attach(rings, size, align, mem) {
+        // Its old rings are gone with the reset: the peer sees it down.
+        if was_live {
+            changed(port.link, &mut l, port.side, false);
+        }
+        return Err(match f {
+            Fault::OutsideMemory { .. } => ControlError::BadAddress,
+            _ => ControlError::BadLink,
+        });
+    }
+    changed(port.link, &mut l, port.side, false);
+    pump(port.link, l, 1 - port.side, port);
+    Ok(())
+}
+
+/// VDEV_RESET: the device goes down; once this returns no pump touches
+/// its rings, which its driver may then free.
+pub fn vdev_reset(p: &Partition, target: usize) -> Result<(), ControlError> {
+    let port = vdev_port(p, target)?;
+    changed(
+        port.link,
+        &mut system().links[port.link].lock(),
+        port.side,
+        true,
+    );
+    Ok(())
+}
+
+/// KICK: the driver added buffers to vring `vring`: messages to send
+/// (its transmit ring), or room for the peer's (its receive ring).
+pub fn kick(p: &Partition, target: usize, vring: u64) -> Result<(), ControlError> {
+    let port = vdev_port(p, target)?;
+    let from = match vring {
+        v if v == TX as u64 => port.side,
+        v if v == RX as u64 => 1 - port.side,
+        _ => return Err(ControlError::BadLink),
+    };
+    pump(port.link, system().links[port.link].lock(), from, port);
+    Ok(())
 }

@@ -194,7 +194,8 @@ fn service(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
     if x[0] == u64::from(control::CRASH) {
         life::reported_crash(p, vcpu, [x[1], x[2], x[3]])
     }
-    if let Some(req) = control::Request::decode(x) {
+    let args = [x[0], x[1], x[2], x[3], frame.x[4], frame.x[5]];
+    if let Some(req) = control::Request::decode(args) {
         return life::control(frame, p, x, req);
     }
     let Some(c) = psci::Call::decode(x) else {

@@ -11,6 +11,9 @@
 //! | 0xc600_0011 | START | x1 = id | 0 |
 //! | 0xc600_0012 | STOP | x1 = id | 0 (the stop completes asynchronously; poll STATUS or take the control interrupt) |
 //! | 0xc600_0013 | LOAD | x1 = id, x2 = address of an ELF in the caller's memory, x3 = its length | 0; the partition stays stopped and its next START enters the ELF |
+//! | 0xc600_0014 | VDEV_READY | x1 = id, x2 = vring 0 (the caller receives), x3 = vring 1 (it sends), x4 = descriptors in each, x5 = alignment of their used rings | 0; the caller's side of the rpmsg link to the partition (`partita,remoteproc-vdev`) is live on these rings, in the caller's memory, in the legacy layout |
+//! | 0xc600_0015 | VDEV_RESET | x1 = id | 0; once it returns the hypervisor no longer touches the rings |
+//! | 0xc600_0016 | KICK | x1 = id, x2 = vring index | 0; the caller added buffers to that vring |
 //! | 0xc600_0020 | CRASH | x1 = ESR_EL1, x2 = FAR_EL1, x3 = ELR_EL1 of the exception the caller could not handle (or 0) | does not return: the caller's partition stops and reads Crashed |
 //!
 //! Errors are negative in x0 ([`ControlError`]). The id is the domain's
@@ -18,6 +21,11 @@
 //! any guest may report its own crash (an OS's unexpected-exception or
 //! panic path), which a controller then sees as it sees a fault the
 //! hypervisor could not hand back. Its arguments are only logged.
+//!
+//! VDEV_READY, VDEV_RESET and KICK are the device side of Linux's
+//! remoteproc virtio transport: the controller's driver allocates the
+//! vrings, and the hypervisor raises its control interrupt when it has
+//! used buffers; the same interrupt tells it of state changes.
 
 use crate::sdt::Range;
 use elf::abi;
@@ -29,6 +37,9 @@ pub const STATUS: u32 = 0xc600_0010;
 pub const START: u32 = 0xc600_0011;
 pub const STOP: u32 = 0xc600_0012;
 pub const LOAD: u32 = 0xc600_0013;
+pub const VDEV_READY: u32 = 0xc600_0014;
+pub const VDEV_RESET: u32 = 0xc600_0015;
+pub const KICK: u32 = 0xc600_0016;
 pub const CRASH: u32 = 0xc600_0020;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +57,10 @@ pub enum ControlError {
     /// The image is not an ELF Partita can load, or a segment lies outside
     /// the target's memory or over its device tree.
     BadImage = -6,
+    /// No link to that partition is the caller's remoteproc virtio device,
+    /// or its rings are malformed (size, alignment) or the vring index is
+    /// not 0 or 1.
+    BadLink = -7,
 }
 
 impl core::fmt::Display for ControlError {
@@ -57,6 +72,9 @@ impl core::fmt::Display for ControlError {
             ControlError::WrongState => "the partition is not in a state that allows it",
             ControlError::BadAddress => "the image is not inside the caller's memory",
             ControlError::BadImage => "the image cannot be loaded",
+            ControlError::BadLink => {
+                "no such remoteproc virtio device, or its rings or vring index are invalid"
+            }
         })
     }
 }
@@ -67,19 +85,42 @@ impl ControlError {
     }
 }
 
-/// A control call decoded from x0..x3.
+/// A control call decoded from x0..x5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    Status { id: u32 },
-    Start { id: u32 },
-    Stop { id: u32 },
-    Load { id: u32, addr: u64, len: u64 },
+    Status {
+        id: u32,
+    },
+    Start {
+        id: u32,
+    },
+    Stop {
+        id: u32,
+    },
+    Load {
+        id: u32,
+        addr: u64,
+        len: u64,
+    },
+    VdevReady {
+        id: u32,
+        rings: [u64; 2],
+        size: u64,
+        align: u64,
+    },
+    VdevReset {
+        id: u32,
+    },
+    Kick {
+        id: u32,
+        vring: u64,
+    },
 }
 
 impl Request {
     /// `None` for a function ID that is not a control call.
-    pub fn decode(x: [u64; 4]) -> Option<Result<Request, ControlError>> {
-        if x[0] >> 32 != 0 || !(STATUS..=LOAD).contains(&(x[0] as u32)) {
+    pub fn decode(x: [u64; 6]) -> Option<Result<Request, ControlError>> {
+        if x[0] >> 32 != 0 || !(STATUS..=KICK).contains(&(x[0] as u32)) {
             return None;
         }
         // Ids are 32-bit in the SDT; anything wider names no partition.
@@ -90,11 +131,19 @@ impl Request {
             STATUS => Request::Status { id },
             START => Request::Start { id },
             STOP => Request::Stop { id },
-            _ => Request::Load {
+            LOAD => Request::Load {
                 id,
                 addr: x[2],
                 len: x[3],
             },
+            VDEV_READY => Request::VdevReady {
+                id,
+                rings: [x[2], x[3]],
+                size: x[4],
+                align: x[5],
+            },
+            VDEV_RESET => Request::VdevReset { id },
+            _ => Request::Kick { id, vring: x[2] },
         }))
     }
 
@@ -103,7 +152,10 @@ impl Request {
             Request::Status { id }
             | Request::Start { id }
             | Request::Stop { id }
-            | Request::Load { id, .. } => id,
+            | Request::Load { id, .. }
+            | Request::VdevReady { id, .. }
+            | Request::VdevReset { id }
+            | Request::Kick { id, .. } => id,
         }
     }
 }
@@ -456,7 +508,7 @@ mod tests {
     #[test]
     fn calls_decode_and_wide_ids_name_no_partition() {
         assert_eq!(
-            Request::decode([u64::from(LOAD), 2, 0x4800_0000, 0x1000]),
+            Request::decode([u64::from(LOAD), 2, 0x4800_0000, 0x1000, 0, 0]),
             Some(Ok(Request::Load {
                 id: 2,
                 addr: 0x4800_0000,
@@ -464,12 +516,33 @@ mod tests {
             }))
         );
         assert_eq!(
-            Request::decode([u64::from(STOP), 1 << 32, 0, 0]),
+            Request::decode([
+                u64::from(VDEV_READY),
+                2,
+                0x5000_0000,
+                0x5000_4000,
+                256,
+                4096
+            ]),
+            Some(Ok(Request::VdevReady {
+                id: 2,
+                rings: [0x5000_0000, 0x5000_4000],
+                size: 256,
+                align: 4096
+            }))
+        );
+        assert_eq!(
+            Request::decode([u64::from(KICK), 2, 1, 0, 0, 0]),
+            Some(Ok(Request::Kick { id: 2, vring: 1 }))
+        );
+        assert_eq!(
+            Request::decode([u64::from(STOP), 1 << 32, 0, 0, 0, 0]),
             Some(Err(ControlError::UnknownPartition))
         );
-        assert_eq!(Request::decode([u64::from(NULL), 0, 0, 0]), None);
-        assert_eq!(Request::decode([0xc600_0014, 0, 0, 0]), None);
-        assert_eq!(Request::decode([0x8400_0000, 0, 0, 0]), None);
+        assert_eq!(Request::decode([u64::from(NULL), 0, 0, 0, 0, 0]), None);
+        assert_eq!(Request::decode([0xc600_0017, 0, 0, 0, 0, 0]), None);
+        assert_eq!(Request::decode([0x8400_0000, 0, 0, 0, 0, 0]), None);
         assert_eq!(ControlError::WrongState.code() as i64, -4);
+        assert_eq!(ControlError::BadLink.code() as i64, -7);
     }
 }

@@ -226,9 +226,14 @@ pub fn build(
         }
         w.end_node(n)?;
     }
-    // One virtio rpmsg device per link the domain takes part in.
+    // One virtio rpmsg device per link the domain takes part in, except
+    // one it reaches through its remoteproc of the peer (below).
     let me = sys.domains.iter().position(|d| d.path == domain.path);
-    for (l, side) in me.into_iter().flat_map(|i| sys.links_of(i)) {
+    for (l, side) in me
+        .into_iter()
+        .flat_map(|i| sys.links_of(i))
+        .filter(|&(l, side)| sys.links[l].mmio(side))
+    {
         let (base, spi) = (sys.links[l].windows[side], sys.links[l].spis[side]);
         let n = w.begin_node(&format!("virtio_mmio@{base:x}"))?;
         w.property_string("compatible", "virtio,mmio")?;
@@ -247,6 +252,9 @@ pub fn build(
     if !controls.is_empty() {
         let h = w.begin_node("hypervisor")?;
         w.property_string("compatible", "partita,hypervisor")?;
+        // Its remoteproc vrings are allocated on this device; the
+        // hypervisor reaches them through cacheable mappings.
+        w.property_null("dma-coherent")?;
         w.property_u32("#address-cells", 1)?;
         w.property_u32("#size-cells", 0)?;
         for c in controls {
@@ -261,6 +269,14 @@ pub fn build(
             )?;
             if let Some(spi) = c.spi {
                 w.property("interrupts", &be32(&[0, spi - 32, 1]))?;
+            }
+            // The rpmsg link to it is this remoteproc's virtio device.
+            if sys
+                .links
+                .iter()
+                .any(|l| l.remoteproc && l.domains == [c.controller, c.target])
+            {
+                w.property_null("partita,rpmsg-vdev")?;
             }
             w.end_node(n)?;
         }

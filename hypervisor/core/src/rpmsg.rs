@@ -557,6 +557,51 @@ mod tests {
         }
     }
 
+    /// A remoteproc side: no registers, its rings handed over whole (in
+    /// the legacy layout), live at once with the name service; messages
+    /// both ways as over virtio-mmio, and bad rings refused with the
+    /// device left down.
+    #[test]
+    fn a_remoteproc_side_carries_messages_and_announcements() {
+        let mut link = Link::configured(LinkConfig {
+            version: [1, 2],
+            ..LinkConfig::default()
+        });
+        let mut m = mems();
+        let mut b = side(&mut link, 1, &mut m[1]);
+        let mut a = Side {
+            rx: Driver::at(0x4000_0000, 16),
+            tx: Driver::at(0x4000_1000, 16),
+            buf: 0x4000_4000,
+            tx_next: 0,
+        };
+        // B's announcement waits for A's device.
+        b.send(&mut m[1], 1024, NS_ADDR, b"rpmsg-raw");
+        assert!(link.pump(1, &mut m, ALL).unwrap().waiting);
+        let rings = [a.rx.desc, a.tx.desc];
+        link.dev[0].attach(rings, 16, 4, &m[0]).unwrap();
+        assert!(link.dev[0].driver_ok());
+        assert_eq!(link.dev[0].negotiated(), F_NS);
+        assert_eq!(link.read(1, PEER_READY), 1);
+        a.post_rx(&mut m[0], 4);
+        assert_eq!(link.pump(1, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(&a.received(&m[0])[0][16..], b"rpmsg-raw");
+        a.send(&mut m[0], 1025, 1024, b"hello");
+        b.post_rx(&mut m[1], 4);
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(&b.received(&m[1])[0][16..], b"hello");
+        // Rings outside its memory, a misaligned table, a bad alignment.
+        for (rings, align) in [
+            ([0x4000_0000, 0x6000_0000], 4),
+            ([0x4000_0008, 0x4000_1000], 4),
+            ([0x4000_0000, 0x4000_1000], 3),
+            ([u64::MAX - 0xff, 0x4000_1000], 4),
+        ] {
+            assert!(link.dev[0].attach(rings, 16, align, &m[0]).is_err());
+            assert!(!link.dev[0].driver_ok());
+        }
+    }
+
     #[test]
     fn without_receive_buffers_messages_wait_in_order() {
         let (mut link, mut m, mut a, mut b) = pair();

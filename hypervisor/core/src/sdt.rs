@@ -180,16 +180,34 @@ pub struct RpmsgLink {
     /// The longest message (header included) and the smallest receive
     /// buffer the link allows.
     pub buffer_size: u32,
+    /// The host reaches the link through its remoteproc of the remote
+    /// (`partita,remoteproc-vdev`): its side is that remoteproc's virtio
+    /// device, set up and notified by control calls, not a virtio-mmio
+    /// window. `windows[0]` is then 0 and `spis[0]` the host's control
+    /// interrupt, which also tells it of used buffers.
+    pub remoteproc: bool,
 }
 
 impl RpmsgLink {
-    /// The device model's setup of this link.
+    /// The device model's setup of this link. A remoteproc side is a
+    /// legacy device: remoteproc's vrings have the legacy layout and no
+    /// VIRTIO_F_VERSION_1.
     pub fn config(&self) -> crate::rpmsg::LinkConfig {
+        let mut version = self.versions;
+        if self.remoteproc {
+            version[0] = 1;
+        }
         crate::rpmsg::LinkConfig {
             name_service: self.name_service,
-            version: self.versions,
+            version,
             buffer_size: self.buffer_size,
         }
+    }
+
+    /// Whether side `side` is a virtio-mmio device (with a window and an
+    /// interrupt of its own).
+    pub fn mmio(&self, side: usize) -> bool {
+        side == 1 || !self.remoteproc
     }
 }
 
@@ -446,8 +464,9 @@ impl SystemConfig {
             controls: Vec::new(),
         };
         read_domains(&tree, &mut sys)?;
-        read_links(&tree, &mut sys)?;
+        // Controls first: a link may be reached through one.
         read_controls(&tree, &mut sys)?;
+        read_links(&tree, &mut sys)?;
         sys.validate()?;
         Ok(sys)
     }
@@ -578,7 +597,7 @@ impl SystemConfig {
                     );
                 }
                 for l in &self.links {
-                    for side in 0..2 {
+                    for side in (0..2).filter(|&s| l.mmio(s)) {
                         let w = Range::new(l.windows[side], VIRTIO_WINDOW);
                         if w.pages().overlaps(&p) {
                             return err(&dev.path, format!("registers {r} share a page with the virtio window {w} of {} ({})", self.domains[l.domains[side]].name, l.path));
@@ -625,8 +644,10 @@ impl SystemConfig {
                 }
             }
         }
+        // A remoteproc side's interrupt is its host's control interrupt,
+        // claimed below.
         for l in &self.links {
-            for side in 0..2 {
+            for side in (0..2).filter(|&s| l.mmio(s)) {
                 let (spi, name) = (l.spis[side], &self.domains[l.domains[side]].name);
                 let whose = format!("{name}'s side of {}", l.path);
                 let what = format!("interrupt {} of {name}", spi - 32);
@@ -666,7 +687,7 @@ impl SystemConfig {
             }
         }
         for l in &self.links {
-            if let Some(side) = (0..2).find(|&s| l.spis[s] >= lines) {
+            if let Some(side) = (0..2).find(|&s| l.mmio(s) && l.spis[s] >= lines) {
                 return err(
                     &l.path,
                     format!(
@@ -735,18 +756,22 @@ impl SystemConfig {
         for l in &self.links {
             // Versions and buffer size only where they are not the default.
             let mut extra = String::new();
-            if l.versions != [2, 2] {
+            if l.remoteproc && l.versions[1] != 2 {
+                extra += &format!("  virtio -/{}", l.versions[1]);
+            } else if !l.remoteproc && l.versions != [2, 2] {
                 extra += &format!("  virtio {}/{}", l.versions[0], l.versions[1]);
             }
             if l.buffer_size != crate::rpmsg::BUFFER_SIZE {
                 extra += &format!("  buffers {} bytes", l.buffer_size);
             }
+            let host = match l.remoteproc {
+                true => String::from("its remoteproc's vdev"),
+                false => format!("virtio-mmio {:#x} (irq {})", l.windows[0], l.spis[0]),
+            };
             s += &format!(
-                "  rpmsg    {} <-> {}  virtio-mmio {:#x} (irq {}) / {:#x} (irq {}){extra}\n",
+                "  rpmsg    {} <-> {}  {host} / virtio-mmio {:#x} (irq {}){extra}\n",
                 self.domains[l.domains[0]].name,
                 self.domains[l.domains[1]].name,
-                l.windows[0],
-                l.spis[0],
                 l.windows[1],
                 l.spis[1]
             );
@@ -1324,6 +1349,9 @@ pub fn early(blob: &[u8]) -> Result<Early, EarlyError> {
 /// remote-window>` (two 2-cell addresses) and `partita,virtio-interrupts =
 /// <host-spi remote-spi>` (SPI numbers, as in `interrupts`). Relations with
 /// `host = <...>` describe the same link from the other side and are skipped.
+/// With `partita,remoteproc-vdev` (the host controls the remote, with a
+/// control interrupt) the host's side is its remoteproc's virtio device,
+/// and those two properties give the remote's window and interrupt alone.
 fn read_links(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
     for host in 0..sys.domains.len() {
         let dpath = sys.domains[host].path.clone();
@@ -1452,27 +1480,56 @@ fn read_link(
     if other == host {
         return err(path, "`remote` names the domain itself");
     }
+    // With `partita,remoteproc-vdev` the host's side is its remoteproc's
+    // virtio device, and the per-side properties below that belong to a
+    // virtio-mmio device name the remote's alone.
+    let remoteproc = prop(n, "partita,remoteproc-vdev").is_some();
+    let control_spi = if remoteproc {
+        match sys.control(host, other) {
+            Some(Control { spi: Some(spi), .. }) => *spi,
+            _ => {
+                return err(
+                    path,
+                    format!(
+                        "`partita,remoteproc-vdev` needs a remoteproc relation from {} to {} with a `partita,control-interrupt`",
+                        sys.domains[host].name, sys.domains[other].name
+                    ),
+                )
+            }
+        }
+    } else {
+        0
+    };
+    let (mmio_sides, which) = match remoteproc {
+        true => (1, "remote"),
+        false => (2, "host remote"),
+    };
     let w: Vec<u32> = prop(n, "partita,virtio-mmio")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
-    if w.len() != 4 {
+    if w.len() != 2 * mmio_sides {
         return err(
             path,
-            "`partita,virtio-mmio` must be <host-window remote-window>, two 2-cell addresses",
+            format!("`partita,virtio-mmio` must be <{which}>, each window a 2-cell address"),
         );
     }
-    let windows = [
-        (u64::from(w[0]) << 32) | u64::from(w[1]),
-        (u64::from(w[2]) << 32) | u64::from(w[3]),
-    ];
+    let window = |i: usize| (u64::from(w[2 * i]) << 32) | u64::from(w[2 * i + 1]);
+    let windows = match remoteproc {
+        true => [0, window(0)],
+        false => [window(0), window(1)],
+    };
     let i: Vec<u32> = prop(n, "partita,virtio-interrupts")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
-    let [hs, rs] = i[..] else {
-        return err(
-            path,
-            "`partita,virtio-interrupts` must be <host-spi remote-spi>",
-        );
+    let (hs, rs) = match (remoteproc, &i[..]) {
+        (true, &[rs]) => (control_spi - 32, rs),
+        (false, &[hs, rs]) => (hs, rs),
+        _ => {
+            return err(
+                path,
+                format!("`partita,virtio-interrupts` must be <{which}>, SPI numbers"),
+            )
+        }
     };
     for (n, d) in [(hs, host), (rs, other)] {
         if n >= 988 {
@@ -1502,13 +1559,14 @@ fn read_link(
     // other), 2 (the default) the current one.
     let v: Vec<u32> = prop(n, "partita,virtio-version")
         .map(|v| cells(v).collect())
-        .unwrap_or_else(|| alloc::vec![2, 2]);
-    let versions = match v[..] {
-        [h, r] if [h, r].iter().all(|x| (1..=2).contains(x)) => [h, r],
+        .unwrap_or_else(|| alloc::vec![2; mmio_sides]);
+    let versions = match (remoteproc, &v[..]) {
+        (true, &[r]) if (1..=2).contains(&r) => [1, r],
+        (false, &[h, r]) if [h, r].iter().all(|x| (1..=2).contains(x)) => [h, r],
         _ => {
             return err(
                 path,
-                "`partita,virtio-version` must be <host remote>, each 1 or 2",
+                format!("`partita,virtio-version` must be <{which}>, each 1 or 2"),
             )
         }
     };
@@ -1534,8 +1592,20 @@ fn read_link(
         name_service: [nh != 0, nr != 0],
         versions,
         buffer_size,
+        remoteproc,
     };
-    for side in 0..2 {
+    // Linux's remoteproc virtio device posts 512-byte receive buffers
+    // (virtio_rpmsg_bus): a larger size would fault every one of them.
+    if remoteproc && buffer_size > crate::rpmsg::BUFFER_SIZE {
+        return err(
+            path,
+            format!(
+                "`partita,buffer-size` {buffer_size} is larger than the {} bytes of a remoteproc's rpmsg buffers",
+                crate::rpmsg::BUFFER_SIZE
+            ),
+        );
+    }
+    for side in (0..2).filter(|&s| link.mmio(s)) {
         let d = &sys.domains[link.domains[side]];
         let win = Range::new(link.windows[side], VIRTIO_WINDOW);
         let spi = link.spis[side];
@@ -1608,7 +1678,7 @@ fn read_link(
             l.domains
                 .iter()
                 .enumerate()
-                .filter(|(_, &x)| x == link.domains[side])
+                .filter(|&(s, &x)| x == link.domains[side] && l.mmio(s))
                 .map(move |(s, _)| (i, (l, s)))
         }) {
             if li.windows[ls] == win.base || li.spis[ls] == spi {

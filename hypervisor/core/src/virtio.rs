@@ -290,14 +290,25 @@ pub fn legacy_rings(pfn: u32, page_size: u32, align: u32, size: u16) -> Result<[
     if !page_size.is_power_of_two() {
         return Err(Fault::BadPageSize(page_size));
     }
+    // At most (2^32 - 1)^2: no overflow.
+    vring_at(u64::from(pfn) * u64::from(page_size), align, size)
+}
+
+/// The rings of a queue in the legacy layout whose descriptor table is at
+/// `desc` (Linux's `vring_init`, as remoteproc lays out its vrings).
+pub fn vring_at(desc: u64, align: u32, size: u16) -> Result<[u64; 3], Fault> {
     if !align.is_power_of_two() {
         return Err(Fault::BadQueueAlign(align));
     }
     let n = u64::from(size);
-    // At most (2^32 - 1)^2 plus a few MiB: no u64 overflows below.
-    let desc = u64::from(pfn) * u64::from(page_size);
-    let avail = desc + 16 * n;
-    let used = (avail + 6 + 2 * n).next_multiple_of(u64::from(align));
+    let outside = Fault::OutsideMemory {
+        addr: desc,
+        len: 16 * n,
+    };
+    let avail = desc.checked_add(16 * n).ok_or(outside)?;
+    let used = (avail + 6 + 2 * n)
+        .checked_next_multiple_of(u64::from(align))
+        .ok_or(outside)?;
     Ok([desc, avail, used])
 }
 
@@ -468,6 +479,40 @@ impl VirtioMmio {
         let generation = self.config_generation.wrapping_add(1);
         *self = VirtioMmio::with_version(self.device_id, self.features, self.version);
         self.config_generation = generation;
+    }
+
+    /// Makes this a remoteproc's virtio device (Linux's remoteproc_virtio
+    /// transport): no registers, the driver's two vrings at `rings` in
+    /// the legacy layout, `size` descriptors each. The device is live at
+    /// once with every feature it offers, as there is nothing to
+    /// negotiate through (virtio_rpmsg_bus accepts VIRTIO_RPMSG_F_NS, the
+    /// only one). On a fault the device stays reset.
+    pub fn attach(
+        &mut self,
+        rings: [u64; 2],
+        size: u16,
+        align: u32,
+        m: &impl GuestMemory,
+    ) -> Result<(), Fault> {
+        self.reset();
+        let mut queues = [Queue::default(); 2];
+        for (q, &desc) in queues.iter_mut().zip(&rings) {
+            let [d, a, u] = vring_at(desc, align, size)?;
+            *q = Queue {
+                size,
+                ready: true,
+                desc: d,
+                avail: a,
+                used: u,
+                ..Queue::default()
+            };
+            q.validate(m)?;
+        }
+        self.queues = queues;
+        self.driver_features = self.features & !F_VERSION_1;
+        use status::*;
+        self.status = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK;
+        Ok(())
     }
 
     /// Notes used buffers for the interrupt status.

@@ -7,9 +7,10 @@ mod common;
 use common::*;
 use partita_core::sdt::SystemConfig;
 
-/// `linux-rtos` with its remoteproc relation's body replaced by `body`.
+/// `linux-rtos` (its link over virtio-mmio, which needs no control) with
+/// its remoteproc relation's body replaced by `body`.
 fn relation(body: &str) -> String {
-    let dts = shipped("linux-rtos");
+    let dts = linux_rtos_over_mmio();
     let start = dts
         .find("remoteproc-relation {")
         .expect("the demo has a relation");

@@ -238,7 +238,81 @@ fn early_read_finds_heap_and_console_without_the_full_reader() {
 }
 
 fn linux_rtos() -> String {
-    std::fs::read_to_string(platform().join("linux-rtos.dts")).unwrap()
+    linux_rtos_over_mmio()
+}
+
+/// The shipped demo: Linux controls the RTOS, so its side of their link
+/// is the RTOS remoteproc's virtio device: no window in its tree, the
+/// partition node says so, and its interrupt is the control interrupt.
+#[test]
+fn rpmsg_link_reaches_a_controller_through_its_remoteproc() {
+    let s = shipped("linux-rtos");
+    let blob = compile(&s);
+    let sys = SystemConfig::from_dtb(&blob).unwrap();
+    let [l] = &sys.links[..] else {
+        panic!("{:?}", sys.links)
+    };
+    assert!(l.remoteproc && !l.mmio(0) && l.mmio(1));
+    assert_eq!((l.windows, l.spis), ([0, 0x0a00_0200], [18 + 32, 49]));
+    assert_eq!(l.name_service, [true, true]);
+    assert_eq!(l.config().version, [1, 2]);
+    assert!(
+        sys.partition_table().contains(
+            "rpmsg    linux <-> rtos  its remoteproc's vdev / virtio-mmio 0xa000200 (irq 49)\n"
+        ),
+        "{}",
+        sys.partition_table()
+    );
+    let dts = decompile(&guest_tree("linux-rtos", &blob, &sys, &sys.domains[0]));
+    assert!(!dts.contains("virtio_mmio@"), "{dts}");
+    let hv = &dts[dts.find("hypervisor {").expect("a /hypervisor node")..];
+    assert!(hv.contains("dma-coherent;"), "{hv}");
+    assert!(hv.contains("partita,rpmsg-vdev;"), "{hv}");
+    let dts = decompile(&guest_tree("linux-rtos", &blob, &sys, &sys.domains[1]));
+    assert!(dts.contains("virtio_mmio@a000200 {"), "{dts}");
+
+    let vdev = "partita,remoteproc-vdev;";
+    for (from, to, why) in [
+        (
+            "partita,control-interrupt = <18>;",
+            "",
+            "`partita,remoteproc-vdev` needs a remoteproc relation from linux to rtos with a `partita,control-interrupt`",
+        ),
+        (
+            "<0x0 0x0a000200>",
+            "<0x0 0x0a000000 0x0 0x0a000200>",
+            "`partita,virtio-mmio` must be <remote>",
+        ),
+        (
+            "partita,virtio-interrupts = <17>;",
+            "partita,virtio-interrupts = <16 17>;",
+            "`partita,virtio-interrupts` must be <remote>",
+        ),
+        (
+            vdev,
+            "partita,remoteproc-vdev;\npartita,buffer-size = <1024>;",
+            "larger than the 512 bytes of a remoteproc's rpmsg buffers",
+        ),
+    ] {
+        let e = refused(&common::edit(&s, from, to));
+        assert!(e.contains(why), "{from} -> {to}: {e}");
+    }
+}
+
+fn decompile(blob: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "partita-vdev-{}-{}",
+        std::process::id(),
+        blob.len()
+    ));
+    std::fs::write(&path, blob).unwrap();
+    let out = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -84,3 +84,14 @@ pub fn guest_tree(
     partita_core::dtb::check(&g).unwrap_or_else(|e| panic!("{name} {}: {e}", d.name));
     g
 }
+
+/// The shipped `linux-rtos` (virt) with its link as two virtio-mmio devices,
+/// as before Linux reached the RTOS through its remoteproc: for the tests
+/// of links and controls on their own.
+pub fn linux_rtos_over_mmio() -> String {
+    edit(
+        &shipped("linux-rtos"),
+        "partita,remoteproc-vdev;\n\t\t\t\t\t\tpartita,virtio-mmio = <0x0 0x0a000200>;\n\t\t\t\t\t\tpartita,virtio-interrupts = <17>;",
+        "partita,virtio-mmio = <0x0 0x0a000000 0x0 0x0a000200>;\n\t\t\t\t\t\tpartita,virtio-interrupts = <16 17>;\n\t\t\t\t\t\tpartita,name-service = <0 1>;",
+    )
+}
