@@ -125,6 +125,8 @@ fn bad_control_requests_are_refused_and_change_nothing() {
         run.line("[ctl] control: stop of id 999 = -2");
         run.line("[ctl] control: stop of id 2^32+id = -2");
         run.line("[ctl] control: unknown call = -1");
+        run.line("[ctl] control: vdev ready without a remoteproc link = -7");
+        run.line("[ctl] control: kick without a remoteproc link = -7");
         run.line("[ctl] control: stop while stopped = -4");
         run.line("[outsider] control: stop of id 2 = -3");
         run.line("[outsider] control: status of id 2 = -3");

@@ -135,6 +135,14 @@ pub fn status() -> u32 {
     s
 }
 
+/// Whether the other side's driver is ready (Partita's rpmsg
+/// configuration word), and the configuration generation (0 on a legacy
+/// device, which has none): every change of the word moves it on.
+pub fn peer_ready() -> (bool, u32) {
+    let generation = if version() == 1 { 0 } else { reg(0xfc) };
+    (reg(0x100) != 0, generation)
+}
+
 /// The transport version the device reports: 2, or 1 (legacy).
 pub fn version() -> u32 {
     VERSION.load(Ordering::Relaxed)

@@ -97,8 +97,7 @@ fn report(buf: &mut [u8]) -> usize {
     w.at
 }
 
-fn rpmsg_task(sem: usize) {
-    let sem = kernel_sem(sem);
+fn announce() {
     send(
         ECHO_ADDR,
         NS_ADDR,
@@ -110,8 +109,24 @@ fn rpmsg_task(sem: usize) {
         &virtio::ns_message("rpmsg-jitter", JITTER_ADDR),
     );
     println!("rtos: endpoints announced at counter {}", counter());
+}
+
+fn rpmsg_task(sem: usize) {
+    let sem = kernel_sem(sem);
     let mut rx = Receiver::new();
+    // The endpoints are announced each time the peer's driver comes up:
+    // a peer that restarted lost them with its old driver, and a peer
+    // that is not up yet would only get them with a queue of stale ones.
+    let mut announced: Option<u32> = None;
     loop {
+        match virtio::peer_ready() {
+            (true, generation) if announced != Some(generation) => {
+                announce();
+                announced = Some(generation);
+            }
+            (false, _) => announced = None,
+            _ => {}
+        }
         sem.take();
         rx.poll(|src, dst, p, _| match dst {
             ECHO_ADDR => {

@@ -21,6 +21,8 @@ const STATUS: u64 = 0xc600_0010;
 const START: u64 = 0xc600_0011;
 const STOP: u64 = 0xc600_0012;
 const LOAD: u64 = 0xc600_0013;
+const VDEV_READY: u64 = 0xc600_0014;
+const KICK: u64 = 0xc600_0016;
 const STOPPED: u64 = 0;
 const RUNNING: u64 = 2;
 const CRASHED: u64 = 4;
@@ -302,7 +304,16 @@ pub fn refusals(fdt: &fdt::Fdt<'_>) {
     );
     println!(
         "control: unknown call = {}",
-        call(0xc600_0014, id, 0, 0)[0] as i64
+        call(0xc600_0017, id, 0, 0)[0] as i64
+    );
+    // Our link to it is virtio-mmio, not its remoteproc's virtio device.
+    println!(
+        "control: vdev ready without a remoteproc link = {}",
+        call(VDEV_READY, id, 0x4800_0000, 0x4800_4000)[0] as i64
+    );
+    println!(
+        "control: kick without a remoteproc link = {}",
+        call(KICK, id, 1, 0)[0] as i64
     );
     call(STOP, id, 0, 0);
     wait_state(id as u32, STOPPED);

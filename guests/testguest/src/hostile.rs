@@ -426,6 +426,9 @@ fn psci(args: &str, me: &Me) {
             ("START", 0xc600_0011),
             ("STOP", 0xc600_0012),
             ("LOAD", 0xc600_0013),
+            ("VDEV_READY", 0xc600_0014),
+            ("VDEV_RESET", 0xc600_0015),
+            ("KICK", 0xc600_0016),
         ] {
             let r = hvc(fid, id, base, 0x1000);
             record(
