@@ -17,10 +17,20 @@
  * memory. A partition already running at boot is attached; a crash
  * (STATUS says Crashed after the control interrupt) is reported with
  * rproc_report_crash(), so remoteproc's recovery restarts it.
+ *
+ * A partition node with "partita,rpmsg-vdev" has its rpmsg link reach
+ * Linux as this remoteproc's virtio device: the driver gives remoteproc a
+ * resource table with one rpmsg vdev, remoteproc allocates its vrings in
+ * our memory, VDEV_READY hands them to the hypervisor before the partition
+ * starts (or is attached), KICK notifies, VDEV_RESET takes them back
+ * before it stops. The hypervisor raises the control interrupt when it
+ * has used buffers; its handler is threaded, so virtio_rpmsg_bus and
+ * rpmsg_ns create announced channels in process context.
  */
 
 #include <linux/arm-smccc.h>
 #include <linux/delay.h>
+#include <linux/dma-map-ops.h>
 #include <linux/elf.h>
 #include <linux/firmware.h>
 #include <linux/interrupt.h>
@@ -31,11 +41,64 @@
 #include <linux/platform_device.h>
 #include <linux/remoteproc.h>
 #include <linux/slab.h>
+#include <linux/virtio_ids.h>
+
+/* rproc_vq_interrupt(), which every remoteproc driver calls. */
+#include "remoteproc_internal.h"
 
 #define PARTITA_STATUS	0xc6000010
 #define PARTITA_START	0xc6000011
 #define PARTITA_STOP	0xc6000012
 #define PARTITA_LOAD	0xc6000013
+#define PARTITA_VDEV_READY	0xc6000014
+#define PARTITA_VDEV_RESET	0xc6000015
+#define PARTITA_KICK	0xc6000016
+
+/*
+ * 256 descriptors a vring: virtio_rpmsg_bus then keeps 256 receive and 256
+ * transmit buffers of 512 bytes, its most. Used rings page-aligned.
+ */
+#define PARTITA_VRING_NUM	256
+#define PARTITA_VRING_ALIGN	4096
+#define VIRTIO_RPMSG_F_NS	0
+
+/*
+ * The resource table remoteproc is given: one rpmsg vdev with two vrings
+ * (struct resource_table, fw_rsc_hdr and fw_rsc_vdev spelled out, as
+ * they end in flexible arrays).
+ */
+struct partita_rsc_table {
+	u32 ver;
+	u32 num;
+	u32 reserved[2];
+	u32 offset[1];
+	u32 type;
+	u32 id;
+	u32 notifyid;
+	u32 dfeatures;
+	u32 gfeatures;
+	u32 config_len;
+	u8 status;
+	u8 num_of_vrings;
+	u8 vdev_reserved[2];
+	struct fw_rsc_vdev_vring vring[2];
+} __packed;
+
+static const struct partita_rsc_table partita_rsc_template = {
+	.ver = 1,
+	.num = 1,
+	.offset = { offsetof(struct partita_rsc_table, type) },
+	.type = RSC_VDEV,
+	.id = VIRTIO_ID_RPMSG,
+	.dfeatures = BIT(VIRTIO_RPMSG_F_NS),
+	.num_of_vrings = 2,
+	.vring = {
+		{ .da = FW_RSC_ADDR_ANY, .align = PARTITA_VRING_ALIGN,
+		  .num = PARTITA_VRING_NUM },
+		{ .da = FW_RSC_ADDR_ANY, .align = PARTITA_VRING_ALIGN,
+		  .num = PARTITA_VRING_NUM },
+	},
+};
 
 enum partita_state {
 	PARTITA_STOPPED = 0,
@@ -51,11 +114,16 @@ enum partita_state {
 struct partita_rproc {
 	struct rproc *rproc;
 	u32 id;
+	/* The link to it is this remoteproc's virtio device. */
+	bool vdev;
+	/* The table of an attached partition (a booted one's is remoteproc's copy). */
+	struct partita_rsc_table table;
 };
 
 static const char *const partita_errors[] = {
 	"", "not supported", "unknown partition", "no right", "wrong state",
 	"image outside the caller's memory", "image refused",
+	"no such virtio device, or invalid vrings",
 };
 
 /* A control call's result as an errno, logged with its meaning. */
@@ -79,6 +147,7 @@ static int partita_errno(struct rproc *rproc, const char *call, long ret)
 		err = -EFAULT;
 		break;
 	case -6:
+	case -7:
 		err = -EINVAL;
 		break;
 	default:
@@ -135,22 +204,87 @@ static int partita_settle(struct partita_rproc *p, long want)
 	return -ETIMEDOUT;
 }
 
+/* The DMA address of the carveout remoteproc allocated under @name. */
+static dma_addr_t partita_carveout(struct rproc *rproc, const char *name)
+{
+	struct rproc_mem_entry *mem;
+
+	list_for_each_entry(mem, &rproc->carveouts, node)
+		if (!strcmp(mem->name, name))
+			return mem->dma;
+	return 0;
+}
+
+/*
+ * Hands the vrings remoteproc allocated (before ->start and ->attach) to
+ * the hypervisor, which may use them from now on: the remote may send
+ * before our virtio device probes, and its messages wait for buffers.
+ */
+static int partita_vdev_ready(struct rproc *rproc)
+{
+	struct partita_rproc *p = rproc->priv;
+	struct arm_smccc_1_2_regs args = {
+		.a0 = PARTITA_VDEV_READY, .a1 = p->id,
+		.a2 = partita_carveout(rproc, "vdev0vring0"),
+		.a3 = partita_carveout(rproc, "vdev0vring1"),
+		.a4 = PARTITA_VRING_NUM, .a5 = PARTITA_VRING_ALIGN,
+	};
+	struct arm_smccc_1_2_regs res;
+	struct rproc_vdev *rvdev;
+
+	if (!p->vdev)
+		return 0;
+	if (!args.a2 || !args.a3) {
+		dev_err(&rproc->dev, "%s: no vrings allocated\n", rproc->name);
+		return -ENOMEM;
+	}
+	/*
+	 * virtio_rpmsg_bus allocates its buffers on the rproc-virtio device,
+	 * which remoteproc gives its parent's DMA ops but not its coherence;
+	 * the hypervisor copies through cacheable mappings, as our device
+	 * tree's dma-coherent says.
+	 */
+	list_for_each_entry(rvdev, &rproc->rvdevs, node)
+		rvdev->pdev->dev.dma_coherent =
+			dev_is_dma_coherent(rproc->dev.parent);
+	arm_smccc_1_2_hvc(&args, &res);
+	return partita_errno(rproc, "VDEV_READY", (long)res.a0);
+}
+
+/* The hypervisor lets go of the vrings before remoteproc frees them. */
+static void partita_vdev_reset(struct rproc *rproc)
+{
+	struct partita_rproc *p = rproc->priv;
+
+	if (p->vdev)
+		partita_errno(rproc, "VDEV_RESET",
+			      partita_call(PARTITA_VDEV_RESET, p->id, 0, 0));
+}
+
 static int partita_rproc_start(struct rproc *rproc)
 {
 	struct partita_rproc *p = rproc->priv;
 	int ret;
 
-	ret = partita_errno(rproc, "START",
-			    partita_call(PARTITA_START, p->id, 0, 0));
+	ret = partita_vdev_ready(rproc);
 	if (ret)
 		return ret;
-	return partita_settle(p, PARTITA_RUNNING);
+	ret = partita_errno(rproc, "START",
+			    partita_call(PARTITA_START, p->id, 0, 0));
+	if (!ret)
+		ret = partita_settle(p, PARTITA_RUNNING);
+	if (ret)
+		partita_vdev_reset(rproc);
+	return ret;
 }
 
 static int partita_rproc_stop(struct rproc *rproc)
 {
 	struct partita_rproc *p = rproc->priv;
-	long s = partita_status(p);
+	long s;
+
+	partita_vdev_reset(rproc);
+	s = partita_status(p);
 
 	/* It may have stopped by itself (a power-off) or be Crashed. */
 	if (s == PARTITA_STOPPED)
@@ -164,12 +298,58 @@ static int partita_rproc_stop(struct rproc *rproc)
 	return partita_settle(p, PARTITA_STOPPED);
 }
 
-/* The partition was running before Linux: nothing to do but agree. */
+/* The partition was running before Linux: its link comes up now. */
 static int partita_rproc_attach(struct rproc *rproc)
 {
 	struct partita_rproc *p = rproc->priv;
 
-	return partita_status(p) == PARTITA_RUNNING ? 0 : -ENODEV;
+	if (partita_status(p) != PARTITA_RUNNING)
+		return -ENODEV;
+	return partita_vdev_ready(rproc);
+}
+
+static void partita_rproc_kick(struct rproc *rproc, int vqid)
+{
+	struct partita_rproc *p = rproc->priv;
+	struct rproc_vdev *rvdev;
+	int i;
+
+	list_for_each_entry(rvdev, &rproc->rvdevs, node)
+		for (i = 0; i < ARRAY_SIZE(rvdev->vring); i++)
+			if (rvdev->vring[i].notifyid == vqid)
+				partita_errno(rproc, "KICK",
+					      partita_call(PARTITA_KICK, p->id,
+							   i, 0));
+}
+
+/* Our own table, for firmware remoteproc boots (its ELF carries none). */
+static int partita_rproc_parse_fw(struct rproc *rproc,
+				  const struct firmware *fw)
+{
+	struct partita_rproc *p = rproc->priv;
+
+	if (!p->vdev)
+		return 0;
+	rproc->cached_table = kmemdup(&partita_rsc_template,
+				      sizeof(partita_rsc_template), GFP_KERNEL);
+	if (!rproc->cached_table)
+		return -ENOMEM;
+	rproc->table_ptr = rproc->cached_table;
+	rproc->table_sz = sizeof(partita_rsc_template);
+	return 0;
+}
+
+/* The same for a partition remoteproc attaches to. */
+static struct resource_table *
+partita_rproc_get_loaded_rsc_table(struct rproc *rproc, size_t *size)
+{
+	struct partita_rproc *p = rproc->priv;
+
+	if (!p->vdev)
+		return NULL;
+	p->table = partita_rsc_template;
+	*size = sizeof(p->table);
+	return (struct resource_table *)&p->table;
 }
 
 /*
@@ -230,21 +410,39 @@ static const struct rproc_ops partita_rproc_ops = {
 	.start = partita_rproc_start,
 	.stop = partita_rproc_stop,
 	.attach = partita_rproc_attach,
+	.kick = partita_rproc_kick,
+	.parse_fw = partita_rproc_parse_fw,
+	.get_loaded_rsc_table = partita_rproc_get_loaded_rsc_table,
 	.sanity_check = partita_rproc_sanity_check,
 	.load = partita_rproc_load,
 };
 
-/* The control interrupt: a state change; a crash is remoteproc's to handle. */
+/*
+ * The control interrupt: a state change (a crash is remoteproc's to
+ * handle) or used buffers in the vrings. Threaded, so rpmsg's callbacks
+ * run in process context, where announced channels can be created; and
+ * under remoteproc's lock, which a boot or attach holds throughout: what
+ * arrives while it brings the vdev up is taken once it is running, not
+ * dropped.
+ */
 static irqreturn_t partita_rproc_irq(int irq, void *data)
 {
 	struct partita_rproc *p = data;
-	enum rproc_state rs = READ_ONCE(p->rproc->state);
+	struct rproc *rproc = p->rproc;
+	int i;
 
-	if ((rs == RPROC_RUNNING || rs == RPROC_ATTACHED) &&
-	    partita_status(p) == PARTITA_CRASHED) {
-		dev_err(&p->rproc->dev, "%s crashed\n", p->rproc->name);
-		rproc_report_crash(p->rproc, RPROC_FATAL_ERROR);
+	mutex_lock(&rproc->lock);
+	if (rproc->state != RPROC_RUNNING && rproc->state != RPROC_ATTACHED)
+		goto out;
+	if (partita_status(p) == PARTITA_CRASHED) {
+		dev_err(&rproc->dev, "%s crashed\n", rproc->name);
+		rproc_report_crash(rproc, RPROC_FATAL_ERROR);
+		goto out;
 	}
+	for (i = 0; p->vdev && i <= rproc->max_notifyid; i++)
+		rproc_vq_interrupt(rproc, i);
+out:
+	mutex_unlock(&rproc->lock);
 	return IRQ_HANDLED;
 }
 
@@ -271,6 +469,7 @@ static int partita_rproc_add(struct device *dev, struct device_node *np)
 	p = rproc->priv;
 	p->rproc = rproc;
 	p->id = id;
+	p->vdev = of_property_read_bool(np, "partita,rpmsg-vdev");
 
 	ret = partita_status(p);
 	if (ret < 0)
@@ -290,6 +489,10 @@ static int partita_rproc_add(struct device *dev, struct device_node *np)
 		if (ret)
 			return dev_err_probe(dev, ret, "%s: control interrupt\n",
 					     label);
+	} else if (p->vdev) {
+		return dev_err_probe(dev, -EINVAL,
+				     "%s: an rpmsg vdev needs the control interrupt\n",
+				     label);
 	} else {
 		dev_warn(dev, "%s: no control interrupt, crashes go unseen\n",
 			 label);

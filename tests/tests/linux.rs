@@ -1,6 +1,7 @@
 //! Linux beside the RTOS: a real, unmodified kernel on two vCPUs, its own
-//! virtio_rpmsg_bus and rpmsg_char drivers over Partita's transport, 1,000
-//! messages round-tripping through the RTOS, which keeps its period.
+//! remoteproc, virtio_rpmsg_bus, rpmsg_ns and rpmsg_char drivers over
+//! Partita's transport, 1,000 messages round-tripping through the RTOS,
+//! which keeps its period.
 
 use partita_tests::*;
 
@@ -13,9 +14,14 @@ fn linux_and_the_rtos_talk_over_rpmsg() {
     run.line("[linux] smp: Brought up 1 node, 2 CPUs");
     run.line("[linux] init: Linux 6.12");
     run.line("2 CPUs online");
-    // Linux's own drivers, unmodified, are the ones in use.
+    // Linux's own drivers, unmodified, are the ones in use: the RTOS's
+    // remoteproc carries the virtio device, the RTOS's announcements make
+    // its channels, and rpmsg_char binds the echo channel by itself.
+    run.line("remoteproc remoteproc0: remote processor rtos is now attached");
+    run.line("virtio_rpmsg_bus virtio0: creating channel rpmsg-raw addr 0x400");
     run.line("[linux] partita-rpmsg: virtio0 driver virtio_rpmsg_bus");
-    run.line("[linux] partita-rpmsg: /sys/bus/rpmsg/drivers/rpmsg_chrdev present");
+    run.line("[linux] partita-rpmsg: virtio0.rpmsg-raw.-1.1024 driver rpmsg_chrdev");
+    run.line("[linux] partita-rpmsg: virtio0.rpmsg_ns.53.53 driver rpmsg_ns");
     run.line("[linux] partita-rpmsg: 1000 messages (");
     run.line("echoed intact");
     run.line("[linux] partita-rpmsg: RTOS jitter: ");
@@ -113,10 +119,12 @@ fn a_pasted_125_character_command_reaches_the_linux_shell_whole() {
 /// Linux's remoteproc over the RTOS partition (guests/linux/partita_rproc.c,
 /// built into the kernel), from the demo's shell with busybox only: the
 /// RTOS, running before Linux, is attached; sysfs stops and starts it 20
-/// times (rpmsg echoes 100 messages after each start), refuses bad
-/// firmware with remoteproc's errno and a log line, loads the test guest
-/// through `firmware`, and recovers the RTOS after a crash over rpmsg (or,
-/// with `recovery` disabled, leaves it crashed until `recover`).
+/// times: its announced `rpmsg-raw` channel goes with each stop and comes
+/// back with each start, bound to rpmsg_chrdev, and a message written to
+/// its /dev/rpmsgN comes back (then 100 more). It refuses bad firmware
+/// with remoteproc's errno and a log line, loads the test guest through
+/// `firmware`, and recovers the RTOS after a crash over rpmsg (or, with
+/// `recovery` disabled, leaves it crashed until `recover`).
 #[test]
 fn linux_remoteproc_stops_starts_loads_and_recovers_the_rtos() {
     let img = images().join("qemu-virt/linux-rtos.img");
@@ -130,8 +138,11 @@ fn linux_remoteproc_stops_starts_loads_and_recovers_the_rtos() {
     let feeds = [
         paste(
             "Enter 'help' for a list of built-in commands.",
-            b"r=/sys/class/remoteproc/remoteproc0; echo \"rproc: $(cat $r/name) $(cat $r/state) $(cat $r/firmware) $(cat $r/recovery)\"; \
-for i in $(seq 20); do echo stop > $r/state; echo \"cycle $i: $(cat $r/state)\"; echo start > $r/state; echo \"cycle $i: $(cat $r/state)\"; partita-rpmsg 100; done; echo done-$((0+1))\r",
+            b"r=/sys/class/remoteproc/remoteproc0; b=/sys/bus/rpmsg/devices; echo \"rproc: $(cat $r/name) $(cat $r/state) $(cat $r/firmware) $(cat $r/recovery)\"; \
+ch() { for t in $(seq 100); do d=$(ls $b/*.rpmsg-raw.-1.1024/rpmsg 2>/dev/null) && break; sleep 0.1; done; }; \
+for i in $(seq 20); do echo stop > $r/state; echo \"cycle $i: $(cat $r/state), $(ls $b | grep -c rpmsg-raw) channels\"; echo start > $r/state; ch; \
+echo \"cycle $i: $(cat $r/state), $(ls $b | grep rpmsg-raw) bound to $(basename $(readlink $b/*.rpmsg-raw.-1.1024/driver))\"; \
+exec 3<>/dev/$d; echo \"hello-$i over /dev/$d\" >&3; head -n 1 <&3; exec 3<&-; partita-rpmsg 100; done; echo done-$((0+1))\r",
         ),
         // Bad firmware: truncated, another machine's, a segment far
         // outside the RTOS's memory.
@@ -171,8 +182,11 @@ echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo e
     // remoteproc names no firmware for what it attached to.
     run.line("[linux] rproc: rtos attached unknown enabled");
     for i in 1..=20 {
-        run.line(&format!("[linux] cycle {i}: offline"));
-        run.line(&format!("[linux] cycle {i}: running"));
+        run.line(&format!("[linux] cycle {i}: offline, 0 channels"));
+        run.line(&format!(
+            "[linux] cycle {i}: running, virtio0.rpmsg-raw.-1.1024 bound to rpmsg_chrdev"
+        ));
+        run.line(&format!("[linux] hello-{i} over /dev/rpmsg"));
     }
     assert!(
         run.lines_with("rtos: stopped").len() >= 21,

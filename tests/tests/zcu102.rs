@@ -73,7 +73,7 @@ fn typed_lines_reach_the_focused_partition_through_the_cadence_uart() {
 }
 
 /// The shipped demo: Linux finds its console as a PL011 at the Cadence
-/// UART's address, its rpmsg device in the PL's window, and the RTOS.
+/// UART's address, and the RTOS's rpmsg channels through its remoteproc.
 #[test]
 fn linux_and_the_rtos_talk_over_rpmsg_on_the_zcu102() {
     let dts = std::fs::read_to_string(root().join("platform/zcu102/linux-rtos.dts")).unwrap()
@@ -86,6 +86,7 @@ fn linux_and_the_rtos_talk_over_rpmsg_on_the_zcu102() {
     run.line("[linux] ff000000.serial: ttyAMA0 at MMIO 0xff000000");
     run.line("[linux] smp: Brought up 1 node, 2 CPUs");
     run.line("[linux] partita-rpmsg: virtio0 driver virtio_rpmsg_bus");
+    run.line("[linux] partita-rpmsg: virtio0.rpmsg-raw.-1.1024 driver rpmsg_chrdev");
     run.line("[linux] partita-rpmsg: 1000 messages (");
     run.line("echoed intact");
     run.line("[linux] partita-rpmsg: RTOS jitter: ");

@@ -1,60 +1,89 @@
-//! `partita-rpmsg`: Linux's side of the demo. It makes endpoints towards
-//! the RTOS's `rpmsg-raw` (echo, address 1024) and `rpmsg-jitter` (1025)
-//! through `/dev/rpmsg_ctrl0` (Linux's own rpmsg_char driver), sends
-//! messages of assorted sizes, checks every echo, and prints round-trip
-//! figures and the RTOS's jitter report.
+//! `partita-rpmsg`: Linux's side of the demo. It talks to the channels the
+//! RTOS announces, `rpmsg-raw` (echo, address 1024) and `rpmsg-jitter`
+//! (1025), as any OpenAMP user does: through the `/dev/rpmsgN` of Linux's
+//! own rpmsg_char driver bound to each channel (`rpmsg-raw` binds by
+//! itself; `rpmsg-jitter` through `driver_override`). It sends messages
+//! of assorted sizes, checks every echo, and prints round-trip figures
+//! and the RTOS's jitter report.
 //!
 //! Usage: partita-rpmsg [COUNT] | jitter | drivers | rtos-off | crash
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const ECHO: u32 = 1024;
 const JITTER: u32 = 1025;
 const MAX_PAYLOAD: usize = 496;
-/// _IOW(0xb5, 0x1, struct rpmsg_endpoint_info): name[32], src, dst.
-const RPMSG_CREATE_EPT_IOCTL: libc::c_ulong = 0x4028_b501;
-const RPMSG_ADDR_ANY: u32 = u32::MAX;
+const RPMSG_DEVICES: &str = "/sys/bus/rpmsg/devices";
+const CHRDEV: &str = "/sys/bus/rpmsg/drivers/rpmsg_chrdev";
+/// How long a channel may take to appear: the RTOS announces it once its
+/// remoteproc has started it or Linux's driver has come up.
+const APPEAR: Duration = Duration::from_secs(10);
 
-/// Makes an endpoint whose messages go to `dst` and returns its device.
-fn endpoint(name: &str, dst: u32) -> Result<File, String> {
-    let ctrl = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/rpmsg_ctrl0")
-        .map_err(|e| format!("/dev/rpmsg_ctrl0: {e}"))?;
-    let mut info = [0u8; 40];
-    info[..name.len().min(31)].copy_from_slice(&name.as_bytes()[..name.len().min(31)]);
-    info[32..36].copy_from_slice(&RPMSG_ADDR_ANY.to_ne_bytes());
-    info[36..40].copy_from_slice(&dst.to_ne_bytes());
-    // SAFETY: the ioctl reads a 40-byte struct rpmsg_endpoint_info.
-    if unsafe { libc::ioctl(ctrl.as_raw_fd(), RPMSG_CREATE_EPT_IOCTL as _, info.as_ptr()) } < 0 {
-        return Err(format!(
-            "RPMSG_CREATE_EPT_IOCTL for {name}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // The new character device is the one whose dst is ours.
-    for _ in 0..100 {
-        for e in fs::read_dir("/sys/class/rpmsg")
-            .map_err(|e| e.to_string())?
+/// The channel the RTOS announced as `name` at `addr`
+/// (`virtioN.NAME.-1.ADDR`), waiting for it to appear.
+fn channel(name: &str, addr: u32) -> Result<PathBuf, String> {
+    let suffix = format!(".{name}.-1.{addr}");
+    let end = Instant::now() + APPEAR;
+    loop {
+        let found = fs::read_dir(RPMSG_DEVICES)
+            .map_err(|e| format!("{RPMSG_DEVICES}: {e}"))?
             .flatten()
-        {
-            let dir = e.path();
-            let dst_of = fs::read_to_string(dir.join("dst")).unwrap_or_default();
-            if dst_of.trim() == dst.to_string() {
-                let dev = PathBuf::from("/dev").join(e.file_name());
-                if let Ok(f) = OpenOptions::new().read(true).write(true).open(&dev) {
-                    return Ok(f);
-                }
-            }
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix));
+        if let Some(e) = found {
+            return Ok(e.path());
+        }
+        if Instant::now() > end {
+            return Err(format!("no channel {name} at {addr} was announced"));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(format!("no /dev/rpmsgN appeared for {name}"))
+}
+
+fn driver_of(dev: &Path) -> String {
+    fs::read_link(dev.join("driver"))
+        .map(|t| {
+            t.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap_or_else(|_| "none".into())
+}
+
+/// Opens the `/dev/rpmsgN` of the announced channel `name` at `dst`,
+/// binding rpmsg_char to it first if nothing has.
+fn endpoint(name: &str, dst: u32) -> Result<File, String> {
+    let chan = channel(name, dst)?;
+    let id = chan
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if driver_of(&chan) == "none" {
+        fs::write(chan.join("driver_override"), "rpmsg_chrdev")
+            .and_then(|_| fs::write(format!("{CHRDEV}/bind"), &id))
+            .map_err(|e| format!("binding {id} to rpmsg_chrdev: {e}"))?;
+    }
+    // rpmsg_char makes the device a moment after it binds.
+    let end = Instant::now() + APPEAR;
+    loop {
+        let dev = fs::read_dir(chan.join("rpmsg"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| PathBuf::from("/dev").join(e.file_name()))
+            .find_map(|dev| OpenOptions::new().read(true).write(true).open(dev).ok());
+        if let Some(f) = dev {
+            return Ok(f);
+        }
+        if Instant::now() > end {
+            return Err(format!("no /dev/rpmsgN appeared for {id}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn payload(seq: usize, out: &mut [u8; MAX_PAYLOAD]) -> usize {
@@ -122,40 +151,24 @@ fn crash() -> Result<(), String> {
         .map_err(|e| format!("write: {e}"))
 }
 
-/// The drivers bound to the rpmsg devices: Linux's own.
+/// The drivers bound to the virtio and rpmsg devices: Linux's own.
 fn drivers() -> Result<(), String> {
-    let link = |p: &str| {
-        fs::read_link(p)
-            .map(|t| {
-                t.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .unwrap_or_else(|_| "none".into())
-    };
-    for d in fs::read_dir("/sys/bus/virtio/devices")
-        .map_err(|e| e.to_string())?
-        .flatten()
-    {
-        println!(
-            "partita-rpmsg: {} driver {}",
-            d.file_name().to_string_lossy(),
-            link(&format!("{}/driver", d.path().display()))
-        );
-    }
-    for drv in [
-        "/sys/bus/rpmsg/drivers/rpmsg_chrdev",
-        "/sys/bus/rpmsg/drivers/rpmsg_ctrl",
-    ] {
-        println!(
-            "partita-rpmsg: {drv} {}",
-            if fs::metadata(drv).is_ok() {
-                "present"
-            } else {
-                "missing"
-            }
-        );
+    // The echo channel's appearance says the RTOS's announcements arrived.
+    channel("rpmsg-raw", ECHO)?;
+    for bus in ["/sys/bus/virtio/devices", RPMSG_DEVICES] {
+        let mut devs: Vec<PathBuf> = fs::read_dir(bus)
+            .map_err(|e| format!("{bus}: {e}"))?
+            .flatten()
+            .map(|d| d.path())
+            .collect();
+        devs.sort();
+        for d in devs {
+            println!(
+                "partita-rpmsg: {} driver {}",
+                d.file_name().unwrap_or_default().to_string_lossy(),
+                driver_of(&d)
+            );
+        }
     }
     Ok(())
 }
