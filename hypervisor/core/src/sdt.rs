@@ -764,16 +764,19 @@ impl SystemConfig {
             if l.buffer_size != crate::rpmsg::BUFFER_SIZE {
                 extra += &format!("  buffers {} bytes", l.buffer_size);
             }
-            let host = match l.remoteproc {
-                true => String::from("its remoteproc's vdev"),
-                false => format!("virtio-mmio {:#x} (irq {})", l.windows[0], l.spis[0]),
+            let sides = match l.remoteproc {
+                true => format!(
+                    "its remoteproc's vdev / virtio-mmio {:#x} (irq {})",
+                    l.windows[1], l.spis[1]
+                ),
+                false => format!(
+                    "virtio-mmio {:#x} (irq {}) / {:#x} (irq {})",
+                    l.windows[0], l.spis[0], l.windows[1], l.spis[1]
+                ),
             };
             s += &format!(
-                "  rpmsg    {} <-> {}  {host} / virtio-mmio {:#x} (irq {}){extra}\n",
-                self.domains[l.domains[0]].name,
-                self.domains[l.domains[1]].name,
-                l.windows[1],
-                l.spis[1]
+                "  rpmsg    {} <-> {}  {sides}{extra}\n",
+                self.domains[l.domains[0]].name, self.domains[l.domains[1]].name,
             );
         }
         for c in &self.controls {
