@@ -104,6 +104,14 @@ fn used_idx(q: usize) -> u16 {
     (unsafe { read_volatile(addr_of!((*ring(q)).used[0])) } >> 16) as u16
 }
 
+/// VRING_USED_F_NO_NOTIFY: the device needs no notify of new buffers.
+const USED_F_NO_NOTIFY: u16 = 1;
+
+fn used_flags(q: usize) -> u16 {
+    // SAFETY: our own ring, written by the device.
+    unsafe { read_volatile(addr_of!((*ring(q)).used[0])) as u16 }
+}
+
 fn used_entry(q: usize, n: u16) -> (u32, u32) {
     let i = 1 + 2 * (n % Q) as usize;
     // SAFETY: as above.
@@ -503,6 +511,30 @@ impl Receiver {
         true
     }
 
+    /// Whether the device interrupts for messages that arrive
+    /// (VRING_AVAIL_F_NO_INTERRUPT clear on the receive queue): a
+    /// receiver that polls turns them off while it is busy, and `sleep`
+    /// turns them on again only while it waits.
+    pub fn interrupts(&self, on: bool) {
+        // SAFETY: our own ring; the device only reads its flags.
+        unsafe { write_volatile(addr_of_mut!((*ring(RX)).avail[0]), u16::from(!on)) };
+    }
+
+    /// Waits for a message, the caller's IRQs masked (the one that wakes
+    /// us is taken once it unmasks them): interrupts on, a last look, WFI,
+    /// interrupts off again.
+    pub fn sleep(&self) {
+        self.interrupts(true);
+        // Our flag's store before our look at the index; the device
+        // stores the index before it loads the flag.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if self.pending() == 0 {
+            // SAFETY: waits for an interrupt, masked or not.
+            unsafe { core::arch::asm!("wfi") };
+        }
+        self.interrupts(false);
+    }
+
     /// Hands each received message (src, dst, payload, buffer length) to
     /// `f` and posts its buffer again; returns how many there were. At
     /// most a queue's worth per call: a peer that sends as fast as this
@@ -525,7 +557,13 @@ impl Receiver {
             n += 1;
         }
         if n > 0 {
-            notify(RX as u32);
+            // The index's store before the flag's load (the device orders
+            // them the other way round): a device that asked for a notify
+            // after we looked is one that also looks again itself.
+            core::sync::atomic::fence(Ordering::SeqCst);
+            if used_flags(RX) & USED_F_NO_NOTIFY == 0 {
+                notify(RX as u32);
+            }
         }
         n
     }

@@ -238,6 +238,23 @@ impl Link {
         })
     }
 
+    /// Side `side` has no receive buffer for a message that waits: asks
+    /// its driver to notify when it posts one, then looks again, since a
+    /// buffer it posted before it saw the request came with no notify.
+    #[cold]
+    fn ask_for_buffers<M: GuestMemory>(
+        &mut self,
+        side: usize,
+        m: &mut M,
+    ) -> Result<Option<u16>, SideFault> {
+        let q = &mut self.dev[side].queues[RX];
+        blame(side, q.want_notify(m, true))?;
+        // The flag's store before the index's load; the driver orders
+        // its index's store before its load of the flag the same way.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        blame(side, q.peek(m))
+    }
+
     /// Moves up to `budget` messages side `from` has queued, in order, into
     /// receive buffers of the other side, until either runs out. `mem[i]`
     /// is side i's memory. A fault is blamed on the side whose queue or
@@ -311,11 +328,17 @@ impl Link {
                 moved.dropped_ns += 1;
                 continue;
             }
-            let Some(rx_head) = blame(to, self.dev[to].queues[RX].peek(&mem[to]))? else {
-                moved.waiting = true;
-                break;
+            let rx_head = match blame(to, self.dev[to].queues[RX].peek(&mem[to]))? {
+                Some(h) => h,
+                None => match self.ask_for_buffers(to, &mut mem[to])? {
+                    Some(h) => h,
+                    None => {
+                        moved.waiting = true;
+                        break;
+                    }
+                },
             };
-            let rq = &self.dev[to].queues[RX];
+            let (tq, rq) = (&self.dev[from].queues[TX], &self.dev[to].queues[RX]);
             let rx = blame(to, rq.chain(&mem[to], rx_head, true))?;
             if rx.len < self.buffer_size {
                 return Err(SideFault {
@@ -348,8 +371,18 @@ impl Link {
             self.dev[from].queues[TX].advance();
             moved.messages += 1;
         }
+        // Nothing waits for the receiver's buffers: it need not notify
+        // when it posts more (one trap less for each it posts).
+        if !moved.waiting && self.dev[to].driver_ok() {
+            blame(to, self.dev[to].queues[RX].want_notify(&mut mem[to], false))?;
+        }
         // Used buffers: the receiver's when messages arrived, the sender's
         // when any of its buffers came back.
+        // The used index's store before the flag's load: a driver that
+        // turns interrupts on stores its flag before it loads the index.
+        if moved.messages + moved.dropped_ns > 0 {
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        }
         for (side, q, used) in [
             (to, RX, moved.messages > 0),
             (from, TX, moved.messages + moved.dropped_ns > 0),
@@ -600,6 +633,31 @@ mod tests {
             assert!(link.dev[0].attach(rings, 16, align, &m[0]).is_err());
             assert!(!link.dev[0].driver_ok());
         }
+    }
+
+    /// VRING_USED_F_NO_NOTIFY on a receive queue: set while nothing waits
+    /// for its buffers (posting more needs no trap), cleared while a
+    /// message does.
+    #[test]
+    fn a_receiver_is_asked_to_notify_only_while_a_message_waits() {
+        let (mut link, mut m, mut a, mut b) = pair();
+        let flags = |m: &Ram, d: &Driver| u16::from_le_bytes(m.get(d.used, 2).try_into().unwrap());
+        b.post_rx(&mut m[1], 1);
+        a.send(&mut m[0], 1, 2, b"one");
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(flags(&m[1], &b.rx), 1, "nothing waits: no notify");
+        a.send(&mut m[0], 1, 2, b"two");
+        assert!(link.pump(0, &mut m, ALL).unwrap().waiting);
+        assert_eq!(flags(&m[1], &b.rx), 0, "a message waits: notify");
+        b.post_rx(&mut m[1], 1);
+        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(flags(&m[1], &b.rx), 1);
+        let got: Vec<Vec<u8>> = b
+            .received(&m[1])
+            .into_iter()
+            .map(|x| x[16..].to_vec())
+            .collect();
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     }
 
     #[test]

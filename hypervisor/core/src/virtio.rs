@@ -100,6 +100,7 @@ const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 const DESC_F_INDIRECT: u16 = 4;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
+const USED_F_NO_NOTIFY: u16 = 1;
 
 fn read_u16(m: &impl GuestMemory, a: u64) -> Result<u16, Fault> {
     let mut b = [0; 2];
@@ -142,6 +143,8 @@ pub struct Queue {
     pub used: u64,
     last_avail: u16,
     used_idx: u16,
+    /// VRING_USED_F_NO_NOTIFY as last written to the used ring.
+    no_notify: bool,
 }
 
 impl Queue {
@@ -275,6 +278,21 @@ impl Queue {
         // The entry is written before the index that publishes it; the
         // caller's memory is coherent and in program order at EL2.
         m.write(self.used + 2, &self.used_idx.to_le_bytes())
+    }
+
+    /// Tells the driver whether to notify when it adds buffers
+    /// (VRING_USED_F_NO_NOTIFY clear or set, 2.7.10), writing the used
+    /// ring's flags only when that changes. A driver that zeroes its
+    /// rings again only notifies more than it needs to.
+    #[inline(always)]
+    pub fn want_notify(&mut self, m: &mut impl GuestMemory, want: bool) -> Result<(), Fault> {
+        if self.no_notify != want {
+            return Ok(());
+        }
+        let flags = if want { 0 } else { USED_F_NO_NOTIFY };
+        m.write(self.used, &flags.to_le_bytes())?;
+        self.no_notify = !want;
+        Ok(())
     }
 
     /// Whether the driver wants an interrupt for used buffers.
@@ -566,6 +584,7 @@ impl VirtioMmio {
         q.ready = true;
         q.last_avail = 0;
         q.used_idx = 0;
+        q.no_notify = false;
         Effect::QueueReady(sel)
     }
 
