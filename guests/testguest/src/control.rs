@@ -207,6 +207,11 @@ pub fn load(fdt: &fdt::Fdt<'_>) {
         println!("control: no target or no ELF");
         return;
     };
+    // The target may still be loading when we start: partitions boot in
+    // parallel.
+    if !wait_state(id, RUNNING) {
+        return;
+    }
     let r = call(LOAD, u64::from(id), elf, len)[0] as i64;
     println!("control: load while running = {r}");
     call(STOP, u64::from(id), 0, 0);
