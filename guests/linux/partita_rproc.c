@@ -16,20 +16,23 @@
  * copy of the file and remoteproc's ELF loader never writes the target's
  * memory. A partition already running at boot is attached; a crash
  * (STATUS says Crashed after the control interrupt) is reported with
- * rproc_report_crash(), so remoteproc's recovery restarts it.
+ * rproc_report_crash(), so remoteproc's recovery restarts it; a partition
+ * that powers itself off is shut down as `echo stop` would, so sysfs
+ * says offline and its channels go.
  *
  * A partition node with "partita,rpmsg-vdev" has its rpmsg link reach
  * Linux as this remoteproc's virtio device: the driver gives remoteproc a
  * resource table with one rpmsg vdev, remoteproc allocates its vrings in
  * our memory, VDEV_READY hands them to the hypervisor before the partition
  * starts (or is attached), KICK notifies, VDEV_RESET takes them back
- * before it stops. The hypervisor raises the control interrupt when it
+ * before its vdev stops. The hypervisor raises the control interrupt when it
  * has used buffers; its handler is threaded, so virtio_rpmsg_bus and
  * rpmsg_ns create announced channels in process context.
  */
 
 #include <linux/arm-smccc.h>
 #include <linux/delay.h>
+#include <linux/devm-helpers.h>
 #include <linux/dma-map-ops.h>
 #include <linux/elf.h>
 #include <linux/firmware.h>
@@ -118,6 +121,11 @@ struct partita_rproc {
 	bool vdev;
 	/* The table of an attached partition (a booted one's is remoteproc's copy). */
 	struct partita_rsc_table table;
+	/* Shuts remoteproc down after the partition powered itself off. */
+	struct work_struct ended;
+	/* Stops the hypervisor's use of the vrings before the vdev goes. */
+	struct rproc_subdev subdev;
+	bool subdev_added;
 };
 
 static const char *const partita_errors[] = {
@@ -205,39 +213,65 @@ static int partita_settle(struct partita_rproc *p, long want)
 }
 
 /* The DMA address of the carveout remoteproc allocated under @name. */
-static dma_addr_t partita_carveout(struct rproc *rproc, const char *name)
+/* The carveout remoteproc allocated under @name, or NULL. */
+static struct rproc_mem_entry *partita_carveout(struct rproc *rproc,
+						const char *name)
 {
 	struct rproc_mem_entry *mem;
 
 	list_for_each_entry(mem, &rproc->carveouts, node)
-		if (!strcmp(mem->name, name))
-			return mem->dma;
-	return 0;
+		if (!strcmp(mem->name, name) && mem->va)
+			return mem;
+	return NULL;
+}
+
+/*
+ * Our subdevice stops first (subdevices stop in reverse order, and it is
+ * added after the vdev's): the hypervisor lets go of the vrings and of
+ * the buffers they point to before virtio_rpmsg_bus frees them.
+ */
+static void partita_subdev_stop(struct rproc_subdev *subdev, bool crashed)
+{
+	struct partita_rproc *p = container_of(subdev, struct partita_rproc,
+					       subdev);
+
+	partita_errno(p->rproc, "VDEV_RESET",
+		      partita_call(PARTITA_VDEV_RESET, p->id, 0, 0));
 }
 
 /*
  * Hands the vrings remoteproc allocated (before ->start and ->attach) to
  * the hypervisor, which may use them from now on: the remote may send
  * before our virtio device probes, and its messages wait for buffers.
+ * They are zeroed first: a recovery starts again on the same carveouts,
+ * and the hypervisor must not follow the last session's indices and
+ * descriptors before the vdev zeroes them itself.
  */
 static int partita_vdev_ready(struct rproc *rproc)
 {
 	struct partita_rproc *p = rproc->priv;
+	struct rproc_mem_entry *ring[2] = {
+		partita_carveout(rproc, "vdev0vring0"),
+		partita_carveout(rproc, "vdev0vring1"),
+	};
 	struct arm_smccc_1_2_regs args = {
 		.a0 = PARTITA_VDEV_READY, .a1 = p->id,
-		.a2 = partita_carveout(rproc, "vdev0vring0"),
-		.a3 = partita_carveout(rproc, "vdev0vring1"),
 		.a4 = PARTITA_VRING_NUM, .a5 = PARTITA_VRING_ALIGN,
 	};
 	struct arm_smccc_1_2_regs res;
 	struct rproc_vdev *rvdev;
+	int ret;
 
 	if (!p->vdev)
 		return 0;
-	if (!args.a2 || !args.a3) {
+	if (!ring[0] || !ring[1]) {
 		dev_err(&rproc->dev, "%s: no vrings allocated\n", rproc->name);
 		return -ENOMEM;
 	}
+	memset(ring[0]->va, 0, ring[0]->len);
+	memset(ring[1]->va, 0, ring[1]->len);
+	args.a2 = ring[0]->dma;
+	args.a3 = ring[1]->dma;
 	/*
 	 * virtio_rpmsg_bus allocates its buffers on the rproc-virtio device,
 	 * which remoteproc gives its parent's DMA ops but not its coherence;
@@ -248,17 +282,24 @@ static int partita_vdev_ready(struct rproc *rproc)
 		rvdev->pdev->dev.dma_coherent =
 			dev_is_dma_coherent(rproc->dev.parent);
 	arm_smccc_1_2_hvc(&args, &res);
-	return partita_errno(rproc, "VDEV_READY", (long)res.a0);
+	ret = partita_errno(rproc, "VDEV_READY", (long)res.a0);
+	if (!ret && !p->subdev_added) {
+		rproc_add_subdev(rproc, &p->subdev);
+		p->subdev_added = true;
+	}
+	return ret;
 }
 
-/* The hypervisor lets go of the vrings before remoteproc frees them. */
+/* The same as our subdevice's stop, for a start or attach that failed. */
 static void partita_vdev_reset(struct rproc *rproc)
 {
 	struct partita_rproc *p = rproc->priv;
 
-	if (p->vdev)
-		partita_errno(rproc, "VDEV_RESET",
-			      partita_call(PARTITA_VDEV_RESET, p->id, 0, 0));
+	if (!p->subdev_added)
+		return;
+	partita_subdev_stop(&p->subdev, false);
+	rproc_remove_subdev(rproc, &p->subdev);
+	p->subdev_added = false;
 }
 
 static int partita_rproc_start(struct rproc *rproc)
@@ -418,6 +459,25 @@ static const struct rproc_ops partita_rproc_ops = {
 };
 
 /*
+ * The partition powered itself off: remoteproc shuts it down (its vdev and
+ * channels go, sysfs says offline), unless it was stopped or started again
+ * meanwhile. Not from the interrupt thread, which holds remoteproc's lock.
+ */
+static void partita_rproc_ended(struct work_struct *work)
+{
+	struct partita_rproc *p = container_of(work, struct partita_rproc,
+					       ended);
+	enum rproc_state rs = READ_ONCE(p->rproc->state);
+
+	if ((rs == RPROC_RUNNING || rs == RPROC_ATTACHED) &&
+	    partita_status(p) == PARTITA_STOPPED) {
+		dev_info(&p->rproc->dev, "%s powered itself off\n",
+			 p->rproc->name);
+		rproc_shutdown(p->rproc);
+	}
+}
+
+/*
  * The control interrupt: a state change (a crash is remoteproc's to
  * handle) or used buffers in the vrings. Threaded, so rpmsg's callbacks
  * run in process context, where announced channels can be created; and
@@ -429,14 +489,21 @@ static irqreturn_t partita_rproc_irq(int irq, void *data)
 {
 	struct partita_rproc *p = data;
 	struct rproc *rproc = p->rproc;
+	long s;
 	int i;
 
 	mutex_lock(&rproc->lock);
 	if (rproc->state != RPROC_RUNNING && rproc->state != RPROC_ATTACHED)
 		goto out;
-	if (partita_status(p) == PARTITA_CRASHED) {
+	s = partita_status(p);
+	if (s == PARTITA_CRASHED) {
 		dev_err(&rproc->dev, "%s crashed\n", rproc->name);
 		rproc_report_crash(rproc, RPROC_FATAL_ERROR);
+		goto out;
+	}
+	/* Stopped while remoteproc has it running: it powered itself off. */
+	if (s == PARTITA_STOPPED) {
+		schedule_work(&p->ended);
 		goto out;
 	}
 	for (i = 0; p->vdev && i <= rproc->max_notifyid; i++)
@@ -470,6 +537,10 @@ static int partita_rproc_add(struct device *dev, struct device_node *np)
 	p->rproc = rproc;
 	p->id = id;
 	p->vdev = of_property_read_bool(np, "partita,rpmsg-vdev");
+	p->subdev.stop = partita_subdev_stop;
+	ret = devm_work_autocancel(dev, &p->ended, partita_rproc_ended);
+	if (ret)
+		return ret;
 
 	ret = partita_status(p);
 	if (ret < 0)

@@ -166,7 +166,9 @@ partita-rpmsg crash; sleep 3; echo \"after crash: $(cat $r/state)\"; partita-rpm
         paste(
             "done-4",
             b"echo disabled > $r/recovery; partita-rpmsg crash; sleep 2; echo \"no recovery: $(cat $r/state)\"; \
-echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo enabled > $r/recovery; partita-rpmsg 100; echo done-$((4+1))\r",
+echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo enabled > $r/recovery; partita-rpmsg 100; \
+partita-rpmsg rtos-off; sleep 3; echo \"after its own power-off: $(cat $r/state), $(ls $b | grep -c rpmsg-raw) channels\"; \
+echo start > $r/state; partita-rpmsg 100; echo done-$((4+1))\r",
         ),
     ];
     let run = boot_scripted(
@@ -196,10 +198,11 @@ echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo e
         run.lines_with("rtos: started").len() >= 22,
         "the RTOS started 20 times, the test guest and a recovery"
     );
-    // The boot's 1000, 20 after a start, one before and one after each crash.
+    // The boot's 1000, 20 after a start, one before and one after each
+    // crash, one after the power-off.
     assert_eq!(
         run.lines_with("echoed intact").len(),
-        24,
+        25,
         "rpmsg after every start"
     );
     // Bad input: remoteproc's errno and a kernel log line; nothing else changes.
@@ -208,8 +211,8 @@ echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo e
     run.line("[linux] bad: start while running counted, running");
     assert_eq!(
         run.lines_with("rtos: start requested by linux").len(),
-        24,
-        "20 cycles, the test guest, the RTOS again and two recoveries"
+        25,
+        "20 cycles, the test guest, the RTOS twice more and two recoveries"
     );
     run.line("Direct firmware load for nosuch.elf failed with error -2");
     run.line("[linux] bad: nosuch.elf refused, offline");
@@ -238,6 +241,15 @@ echo recover > $r/recovery; sleep 2; echo \"recovered: $(cat $r/state)\"; echo e
         "recovering rtos",
         "remote processor rtos is now up",
         "[linux] recovered: running",
+        "echoed intact",
+    ]);
+    // Its own power-off: remoteproc shuts it down as after a stop (no
+    // crash, no recovery), and it starts again.
+    run.expect_in_order(&[
+        "rtos: powering off as asked over rpmsg",
+        "rtos powered itself off",
+        "[linux] after its own power-off: offline, 0 channels",
+        "remote processor rtos is now up",
         "echoed intact",
     ]);
     run.expect_absent("BUG:");

@@ -93,15 +93,20 @@ fn avail_idx(q: usize) -> u16 {
 pub fn offer(q: usize, id: u16) {
     let idx = avail_idx(q);
     // SAFETY: our own ring: the entry first, then the index that publishes it.
-    unsafe {
-        write_volatile(addr_of_mut!((*ring(q)).avail[2 + (idx % Q) as usize]), id);
-        write_volatile(addr_of_mut!((*ring(q)).avail[1]), idx.wrapping_add(1));
-    }
+    unsafe { write_volatile(addr_of_mut!((*ring(q)).avail[2 + (idx % Q) as usize]), id) };
+    // The buffer, its descriptor and the entry before the index, for a
+    // device on another CPU.
+    core::sync::atomic::fence(Ordering::Release);
+    // SAFETY: as above.
+    unsafe { write_volatile(addr_of_mut!((*ring(q)).avail[1]), idx.wrapping_add(1)) };
 }
 
+/// The used index; what it publishes is read after it.
 fn used_idx(q: usize) -> u16 {
     // SAFETY: our own ring, written by the device.
-    (unsafe { read_volatile(addr_of!((*ring(q)).used[0])) } >> 16) as u16
+    let v = (unsafe { read_volatile(addr_of!((*ring(q)).used[0])) } >> 16) as u16;
+    core::sync::atomic::fence(Ordering::Acquire);
+    v
 }
 
 /// VRING_USED_F_NO_NOTIFY: the device needs no notify of new buffers.

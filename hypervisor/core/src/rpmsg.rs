@@ -248,7 +248,7 @@ impl Link {
         m: &mut M,
     ) -> Result<Option<u16>, SideFault> {
         let q = &mut self.dev[side].queues[RX];
-        blame(side, q.want_notify(m, true))?;
+        blame(side, q.set_notify(m, true))?;
         // The flag's store before the index's load; the driver orders
         // its index's store before its load of the flag the same way.
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);

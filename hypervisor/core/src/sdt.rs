@@ -1597,6 +1597,26 @@ fn read_link(
         buffer_size,
         remoteproc,
     };
+    if remoteproc && !link.name_service[0] {
+        return err(
+            path,
+            "`partita,name-service` must keep the host's name service with `partita,remoteproc-vdev`: its remoteproc's vdev offers it",
+        );
+    }
+    if remoteproc
+        && sys
+            .links
+            .iter()
+            .any(|l| l.remoteproc && l.domains == link.domains)
+    {
+        return err(
+            path,
+            format!(
+                "a second `partita,remoteproc-vdev` link from {} to {}: its remoteproc has one vdev",
+                sys.domains[host].name, sys.domains[other].name
+            ),
+        );
+    }
     // Linux's remoteproc virtio device posts 512-byte receive buffers
     // (virtio_rpmsg_bus): a larger size would fault every one of them.
     if remoteproc && buffer_size > crate::rpmsg::BUFFER_SIZE {

@@ -184,6 +184,9 @@ impl Queue {
                 last: self.last_avail,
             });
         }
+        // The entry and its descriptors are read after the index that
+        // published them.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
         let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.size);
         let head = read_u16(m, slot)?;
         if head >= self.size {
@@ -275,8 +278,9 @@ impl Queue {
         e[4..].copy_from_slice(&len.to_le_bytes());
         m.write(slot, &e)?;
         self.used_idx = self.used_idx.wrapping_add(1);
-        // The entry is written before the index that publishes it; the
-        // caller's memory is coherent and in program order at EL2.
+        // The buffer's bytes and the entry are seen before the index that
+        // publishes them, by a driver on another CPU too.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
         m.write(self.used + 2, &self.used_idx.to_le_bytes())
     }
 
@@ -289,6 +293,12 @@ impl Queue {
         if self.no_notify != want {
             return Ok(());
         }
+        self.set_notify(m, want)
+    }
+
+    /// The same, written whatever was written before: a ring a driver
+    /// reuses without zeroing may still hold an old NO_NOTIFY.
+    pub fn set_notify(&mut self, m: &mut impl GuestMemory, want: bool) -> Result<(), Fault> {
         let flags = if want { 0 } else { USED_F_NO_NOTIFY };
         m.write(self.used, &flags.to_le_bytes())?;
         self.no_notify = !want;
@@ -324,8 +334,8 @@ pub fn vring_at(desc: u64, align: u32, size: u16) -> Result<[u64; 3], Fault> {
         len: 16 * n,
     };
     let avail = desc.checked_add(16 * n).ok_or(outside)?;
-    let used = (avail + 6 + 2 * n)
-        .checked_next_multiple_of(u64::from(align))
+    let used = (avail.checked_add(6 + 2 * n))
+        .and_then(|a| a.checked_next_multiple_of(u64::from(align)))
         .ok_or(outside)?;
     Ok([desc, avail, used])
 }

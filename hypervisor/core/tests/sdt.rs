@@ -293,6 +293,16 @@ fn rpmsg_link_reaches_a_controller_through_its_remoteproc() {
             "partita,remoteproc-vdev;\npartita,buffer-size = <1024>;",
             "larger than the 512 bytes of a remoteproc's rpmsg buffers",
         ),
+        (
+            vdev,
+            "partita,remoteproc-vdev;\npartita,name-service = <0 1>;",
+            "`partita,name-service` must keep the host's name service",
+        ),
+        (
+            "\t\t\t\t\trtos-link {",
+            "\t\t\t\t\tsecond { remote = <&rtos>; partita,remoteproc-vdev; partita,virtio-mmio = <0x0 0x0a000400>; partita,virtio-interrupts = <19>; };\n\t\t\t\t\trtos-link {",
+            "a second `partita,remoteproc-vdev` link from linux to rtos",
+        ),
     ] {
         let e = refused(&common::edit(&s, from, to));
         assert!(e.contains(why), "{from} -> {to}: {e}");
