@@ -178,3 +178,40 @@ fn a_cpu_firmware_will_not_start_stops_the_boot_with_its_name() {
     run.expect_absent("starts at");
     run.expect_clean_exit();
 }
+
+/// The EL2 map is write-xor-execute, checked by the MMU itself at boot,
+/// and leaves out what the SDT reserves for firmware; a domain over that
+/// memory is refused with the node's name.
+#[test]
+fn the_el2_map_is_write_xor_execute_and_keeps_clear_of_firmware() {
+    let two = std::fs::read_to_string(root().join("platform/qemu-virt/two-guests.dts")).unwrap();
+    let firmware = |reg: &str| {
+        format!("{two}&{{/reserved-memory}} {{ firmware@0 {{ reg = {reg}; no-map; }}; }};\n")
+    };
+    let img = image_from_dts(
+        "firmware-kept",
+        &firmware("<0x0 0x4c000000 0x0 0x100000>"),
+        false,
+    );
+    let run = boot(&img, LIMIT);
+    run.line("EL2 map: text 0x40200000..");
+    run.expect_in_order(&[
+        "(checked by the MMU), the rest never executed (WXN); 1 ranges firmware keeps left out",
+        "[alpha] hello: Partita domain alpha",
+        "all partitions have ended; powering off",
+    ]);
+    run.expect_clean_exit();
+
+    let img = image_from_dts(
+        "firmware-overlap",
+        &firmware("<0x0 0x4a100000 0x0 0x1000>"),
+        true,
+    );
+    let run = boot(&img, LIMIT);
+    run.expect_in_order(&[
+        "ERROR: bad System Device Tree: /domains/beta: memory 0x4a000000..0x4c000000 overlaps 0x4a100000..0x4a101000 of /reserved-memory/firmware@0, which firmware keeps",
+        "nothing was started; powering off",
+    ]);
+    run.expect_absent("starts at");
+    run.expect_clean_exit();
+}
