@@ -16,6 +16,9 @@ fn shipped_two_guests_boot_side_by_side_and_power_off() {
         run.line(&format!("[partita cpu{cpu}] online (MPIDR {cpu:#x})"));
     }
     run.expect_in_order(&["alpha: vcpu 0 starts at 0x48000000", "[alpha] testguest: up on vcpu 0", "[alpha] hello: Partita domain alpha on QEMU virt with 1 vcpu(s), memory 0x48000000+0x2000000"]);
+    // Its own map, as its MMU reads it: RAM Normal write-back, the console
+    // Device-nGnRE, so its rings are coherent with the hypervisor's copies.
+    run.line("[alpha] hello: MMU and caches on; memory attributes 0xff, console 0x4");
     run.expect_in_order(&[
         "beta: vcpu 0 starts at 0x4a000000",
         "[beta] testguest: up on vcpu 0",

@@ -110,6 +110,19 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     "hello: {} with {cpus} vcpu(s), memory {base:#x}+{size:#x}",
                     fdt.root().model()
                 );
+                // Its RAM as Normal write-back (MAIR 0xff), the console as
+                // Device-nGnRE (0x04): the map guest-common set up at boot.
+                let attr = |va| guest_common::mmu::attributes(va).map_or(-1, i32::from);
+                println!(
+                    "hello: MMU and caches {}; memory attributes {:#x}, console {:#x}",
+                    if guest_common::mmu::caches_on() {
+                        "on"
+                    } else {
+                        "off"
+                    },
+                    attr(base),
+                    attr(guest_common::console(&fdt).map_or(0, |c| c.0))
+                );
             }
             "calls" => calls(),
             "smp" => smp(cpus),
