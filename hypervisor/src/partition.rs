@@ -199,6 +199,10 @@ impl Partition {
         for &spi in &emulated_spis {
             vgic.own_spi(spi, false);
         }
+        // Its tables are never changed after this (see "Translation
+        // tables and TLBs" in docs/ARCHITECTURE.md); their stores are
+        // complete before any CPU's walker can use them.
+        arch::mmu::publish_tables();
         let p = Partition {
             index,
             name: d.name.clone(),

@@ -99,3 +99,9 @@ pub fn writable(va: u64) -> bool {
     };
     par & 1 == 0
 }
+
+/// Makes the table entries this CPU wrote visible to every CPU's table
+/// walker (the walks are coherent with the data cache, so no clean).
+pub fn publish_tables() {
+    barrier::dsb(barrier::ISHST);
+}
