@@ -351,12 +351,31 @@ impl PageTable {
         }
     }
 
-    /// The first leaf that is both writable and executable, if any.
+    /// The first leaf that is both writable and executable, if any. Run
+    /// at every boot over all of RAM, so it walks without allocating.
     pub fn writable_and_executable(&self, mem: &impl TableMemory) -> Option<u64> {
-        self.leaves(mem)
-            .into_iter()
-            .find(|(_, _, a)| a.write && a.exec)
-            .map(|(va, _, _)| va)
+        self.find_leaf(mem, self.root, 1, 0, &|a| a.write && a.exec)
+    }
+
+    fn find_leaf(
+        &self,
+        mem: &impl TableMemory,
+        table: u64,
+        level: u32,
+        base: u64,
+        bad: &impl Fn(Attrs) -> bool,
+    ) -> Option<u64> {
+        (0..ENTRIES).find_map(|i| {
+            let d = mem.read(table, i);
+            let va = base + i as u64 * entry_size(level);
+            if d & VALID == 0 {
+                None
+            } else if level == 3 || d & TABLE_OR_PAGE == 0 {
+                bad(attrs_of(self.regime, d)).then_some(va)
+            } else {
+                self.find_leaf(mem, d & ADDR_MASK, level + 1, va, bad)
+            }
+        })
     }
 
     /// Looks `va` up the way the MMU would: its output address and attributes.
