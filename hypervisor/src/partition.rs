@@ -252,7 +252,7 @@ impl Partition {
             let mut at = m.base;
             while at < m.end() {
                 let n = (m.end() - at).min(1 << 20);
-                arch::maintain_dcache(at, n, true);
+                arch::mmu::clean_invalidate_pages(at, n);
                 arch::take_pending_interrupts();
                 at += n;
             }
