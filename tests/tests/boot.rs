@@ -198,6 +198,7 @@ fn the_el2_map_is_write_xor_execute_and_keeps_clear_of_firmware() {
     );
     let run = boot(&img, LIMIT);
     run.line("EL2 map: text 0x40200000..");
+    run.line("  firmware 0x4c000000..0x4c100000  /reserved-memory/firmware@0, never mapped");
     run.expect_in_order(&[
         "(checked by the MMU), the rest never executed (WXN); 1 ranges firmware keeps left out",
         "[alpha] hello: Partita domain alpha",

@@ -783,6 +783,9 @@ impl SystemConfig {
                     .unwrap_or_default()
             );
         }
+        for r in &self.reserved {
+            s += &format!("  firmware {}  {}, never mapped\n", r.range, r.path);
+        }
         s
     }
 }
