@@ -4,8 +4,9 @@
 //! bypass the caches while the hypervisor reads and writes the guest's
 //! rings and buffers through its own cacheable mapping, which only QEMU
 //! (with no caches to model) makes coherent. On a board the two would see
-//! different bytes; Device memory would also fault on an unaligned access
-//! and cannot hold an exclusive monitor's lock everywhere. So the guest's
+//! different bytes. Device memory would also fault on an unaligned access,
+//! and its exclusives (every atomic on an Armv8.0 core) need a global
+//! monitor that many systems do not give it. So the guest's
 //! RAM (its device tree's `/memory`) is Normal write-back, inner shareable,
 //! like the hypervisor's view of it, and everything else Device-nGnRE.
 //!
