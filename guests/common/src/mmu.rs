@@ -34,9 +34,10 @@ const NORMAL: u64 = AF | SH_INNER;
 const DEVICE: u64 = AF | (1 << 2);
 const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 /// 39-bit addresses from level 1 (T0SZ 25), 4 KiB granule, walks
-/// write-back and inner shareable like the data, no TTBR1 walks (EPD1),
-/// 40-bit output (IPS).
-const TCR: u64 = 25 | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (1 << 23) | (0b010 << 32);
+/// write-back and inner shareable like the data, no TTBR1 walks (EPD1,
+/// with TG1 a defined granule all the same), 40-bit output (IPS).
+const TCR: u64 =
+    25 | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (1 << 23) | (0b10 << 30) | (0b010 << 32);
 /// SCTLR_EL1's M, C and I.
 const SCTLR_ON: u64 = 1 | (1 << 2) | (1 << 12);
 
