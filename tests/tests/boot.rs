@@ -219,3 +219,22 @@ fn the_el2_map_is_write_xor_execute_and_keeps_clear_of_firmware() {
     run.expect_absent("starts at");
     run.expect_clean_exit();
 }
+
+/// The bare-metal guests' own map holds for memory that is neither 2 MiB
+/// nor 1 GiB aligned: a first range ending mid-block and a second one
+/// across the 2 GiB line (two level-2 tables, level-3 tables at the ends).
+#[test]
+fn a_guest_maps_memory_split_across_blocks_cacheable() {
+    let d = domain("odd", 1, 0x1, 0x4800_0000, "hello").replace(
+        "memory = <0x0 0x48000000 0x0 0x2000000>;",
+        "memory = <0x0 0x48000000 0x0 0x1fff000>, <0x0 0x7fe03000 0x0 0x3fd000>;",
+    );
+    let run = boot(&virt_image("odd-memory", &d), LIMIT);
+    run.expect_in_order(&[
+        "[odd] hello: Partita domain odd on QEMU virt with 1 vcpu(s), memory 0x48000000+0x1fff000",
+        "[odd] hello: MMU and caches on; memory attributes 0xff, console 0x4",
+        "[odd] hello: memory 0x7fe03000+0x3fd000 attributes 0xff to 0xff",
+        "[odd] testguest: done, powering off",
+    ]);
+    run.expect_clean_exit();
+}

@@ -123,6 +123,17 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     attr(base),
                     attr(guest_common::console(&fdt).map_or(0, |c| c.0))
                 );
+                let memory = fdt.all_nodes().filter(|n| {
+                    n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
+                });
+                for r in memory.flat_map(|n| n.reg().into_iter().flatten()).skip(1) {
+                    let (b, n) = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
+                    println!(
+                        "hello: memory {b:#x}+{n:#x} attributes {:#x} to {:#x}",
+                        attr(b),
+                        attr(b + n.saturating_sub(8))
+                    );
+                }
             }
             "calls" => calls(),
             "smp" => smp(cpus),
