@@ -17,6 +17,11 @@ static TICKS: [[AtomicU64; KINDS]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; KINDS] }; MAX_CPUS];
 static STAYS: [[AtomicU64; KINDS]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; KINDS] }; MAX_CPUS];
+/// The longest stay per CPU and kind: a total made of a few long waits
+/// (a lock whose holder QEMU has stopped) reads differently from one of
+/// many dear stays.
+static LONGEST: [[AtomicU64; KINDS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; KINDS] }; MAX_CPUS];
 
 /// Called by the vectors after a handler returns, with the counter read
 /// at entry and the kind of exception.
@@ -27,8 +32,12 @@ extern "C" fn el2_time_account(start: u64, kind: usize) {
     let kind = kind.min(KINDS - 1);
     // Only this CPU writes its own: a plain load and store.
     let add = |c: &AtomicU64, n: u64| c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-    add(&TICKS[me][kind], now.saturating_sub(start));
+    let stay = now.saturating_sub(start);
+    add(&TICKS[me][kind], stay);
     add(&STAYS[me][kind], 1);
+    if stay > LONGEST[me][kind].load(Ordering::Relaxed) {
+        LONGEST[me][kind].store(stay, Ordering::Relaxed);
+    }
 }
 
 /// CPU `me` parks: says how long it spent at EL2 since the last report,
@@ -37,6 +46,7 @@ pub fn report(me: usize, p: Option<&Partition>) {
     let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
     let ticks: [u64; KINDS] = core::array::from_fn(|k| take(&TICKS[me][k]));
     let stays: [u64; KINDS] = core::array::from_fn(|k| take(&STAYS[me][k]));
+    let longest: [u64; KINDS] = core::array::from_fn(|k| take(&LONGEST[me][k]));
     let total: u64 = ticks.iter().sum();
     let Some(p) = p else { return };
     let since = p.life.lock().started_at;
@@ -49,7 +59,7 @@ pub fn report(me: usize, p: Option<&Partition>) {
     // A vCPU leaves at its partition's will (CPU_OFF): within its limit.
     crate::console::guest_info!(
         p,
-        "el2-time: cpu{me} ({}) {total} ticks at EL2 over {window} ticks: {} per second; traps {} in {}, interrupts {} in {}, other {} in {}; {} interrupts injected",
+        "el2-time: cpu{me} ({}) {total} ticks at EL2 over {window} ticks: {} per second; traps {} in {}, interrupts {} in {}, other {} in {}; {} interrupts injected; longest trap {}, interrupt {}",
         p.name,
         u128::from(total) * u128::from(freq) / u128::from(window),
         ticks[0],
@@ -59,5 +69,7 @@ pub fn report(me: usize, p: Option<&Partition>) {
         ticks[2],
         stays[2],
         c.injected.load(Ordering::Relaxed),
+        longest[0],
+        longest[1],
     );
 }

@@ -61,6 +61,7 @@ fn finish(p: &'static Partition) {
     crate::rpmsg::quiesce(p);
     p.reset_interrupts();
     arch::invalidate_guest_tlb(p.vttbr());
+    p.clean_memory();
     // Said before the new state shows: whoever sees it (a controller, the
     // last partition powering the machine off) sees this line first.
     let end = p.life.lock().end();

@@ -24,7 +24,7 @@ use arch::gic::Gic;
 use log::{error, info, warn};
 use partita_core::dtb;
 use partita_core::package::{self, Package};
-use partita_core::pagetable::{Attrs, PageTable, Regime};
+use partita_core::pagetable::{self, Attrs, PageTable, Regime};
 use partita_core::sdt::{self, GicVersion, SystemConfig};
 use partition::Partition;
 
@@ -338,15 +338,23 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     park_loop()
 }
 
-/// The identity map: RAM as normal memory, and the devices the hypervisor
-/// drives itself (console, GIC) as device memory.
+/// The identity map: RAM as normal memory, write-xor-execute and without
+/// what firmware keeps (`pagetable::el2_ram_map`), and the devices the
+/// hypervisor drives itself (console, GIC) as device memory.
 fn enable_mmu(sys: &SystemConfig) {
     let mut tables = arch::mmu::HeapTables;
     let mut t = PageTable::new(&mut tables, Regime::El2)
         .unwrap_or_else(|e| refuse(format_args!("EL2 tables: {e:?}")));
-    for r in &sys.ram {
-        t.map(&mut tables, r.base, r.base, r.size, Attrs::RAM)
-            .unwrap_or_else(|e| refuse(format_args!("mapping RAM {r}: {e:?}")));
+    let image = arch::mmu::image_layout();
+    let ram: Vec<_> = sys.ram.iter().map(|r| r.base..r.end()).collect();
+    let reserved: Vec<_> = sys
+        .reserved
+        .iter()
+        .map(|r| r.range.base..r.range.end())
+        .collect();
+    for r in pagetable::el2_ram_map(&ram, &reserved, &image) {
+        t.map(&mut tables, r.base, r.base, r.size, r.attrs)
+            .unwrap_or_else(|e| refuse(format_args!("mapping RAM {:#x}: {e:?}", r.base)));
     }
     let console = &sys.devices[sys.console].regs[0];
     for r in core::iter::once(console).chain(sys.gic.regs.iter()) {
@@ -354,7 +362,30 @@ fn enable_mmu(sys: &SystemConfig) {
         t.map(&mut tables, p.base, p.base, p.size, Attrs::DEVICE)
             .unwrap_or_else(|e| refuse(format_args!("mapping device {r}: {e:?}")));
     }
+    if let Some(va) = t.writable_and_executable(&tables) {
+        refuse(format_args!("EL2 map: {va:#x} writable and executable"));
+    }
     arch::mmu::enable(&t);
+    let data = core::ptr::addr_of!(SYSTEM) as u64;
+    for (va, write) in [
+        (image.text.start, false),
+        (image.read_only.start, false),
+        (data, true),
+    ] {
+        if arch::mmu::writable(va) != write {
+            refuse(format_args!(
+                "EL2 map: the MMU says {va:#x} is writable: {}",
+                !write
+            ));
+        }
+    }
+    info!(
+        "EL2 map: text {:#x}..{:#x} read-only, constants to {:#x} read-only (checked by the MMU), the rest never executed (WXN); {} ranges firmware keeps left out",
+        image.text.start,
+        image.text.end,
+        image.read_only.end,
+        sys.reserved.len()
+    );
 }
 
 #[no_mangle]

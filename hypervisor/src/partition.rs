@@ -202,6 +202,10 @@ impl Partition {
         for &spi in &emulated_spis {
             vgic.own_spi(spi, false);
         }
+        // Its tables are never changed after this (see "Translation
+        // tables and TLBs" in docs/ARCHITECTURE.md); their stores are
+        // complete before any CPU's walker can use them.
+        arch::mmu::publish_tables();
         let p = Partition {
             index,
             name: d.name.clone(),
@@ -240,6 +244,24 @@ impl Partition {
     }
 
     /// Writes its device tree afresh (the guest may have changed it).
+    /// Cleans and invalidates the partition's memory to the point of
+    /// coherency, a MiB at a time with interrupts taken in between: the
+    /// instance that stopped ran with its caches on, and a dirty line of
+    /// it written back later would overwrite what the next instance
+    /// writes with its MMU off (relocations, BSS, page tables) or what is
+    /// copied in.
+    pub fn clean_memory(&self) {
+        for m in &self.memory {
+            let mut at = m.base;
+            while at < m.end() {
+                let n = (m.end() - at).min(1 << 20);
+                arch::mmu::clean_invalidate_pages(at, n);
+                arch::take_pending_interrupts();
+                at += n;
+            }
+        }
+    }
+
     pub fn load_dtb(&self) {
         copy_in(self.layout.dtb, &self.dtb);
     }

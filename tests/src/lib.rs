@@ -550,9 +550,15 @@ pub fn boot_scripted(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::thread::sleep(Duration::from_millis(50));
-    while let Ok(chunk) = rx.try_recv() {
-        out.extend_from_slice(&chunk);
+    // QEMU has exited or been killed, so its stdout reaches EOF and the
+    // reader ends: take everything up to then. A fixed wait lost the
+    // whole output of a run when the host was busy (last 0 lines, exit 0).
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    while let Some(left) = drain_until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(chunk) => out.extend_from_slice(&chunk),
+            Err(_) => break,
+        }
     }
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {

@@ -16,6 +16,9 @@ fn shipped_two_guests_boot_side_by_side_and_power_off() {
         run.line(&format!("[partita cpu{cpu}] online (MPIDR {cpu:#x})"));
     }
     run.expect_in_order(&["alpha: vcpu 0 starts at 0x48000000", "[alpha] testguest: up on vcpu 0", "[alpha] hello: Partita domain alpha on QEMU virt with 1 vcpu(s), memory 0x48000000+0x2000000"]);
+    // Its own map, as its MMU reads it: RAM Normal write-back, the console
+    // Device-nGnRE, so its rings are coherent with the hypervisor's copies.
+    run.line("[alpha] hello: MMU and caches on; memory attributes 0xff, console 0x4");
     run.expect_in_order(&[
         "beta: vcpu 0 starts at 0x4a000000",
         "[beta] testguest: up on vcpu 0",
@@ -176,5 +179,62 @@ fn a_cpu_firmware_will_not_start_stops_the_boot_with_its_name() {
         "nothing was started; powering off",
     ]);
     run.expect_absent("starts at");
+    run.expect_clean_exit();
+}
+
+/// The EL2 map is write-xor-execute, checked by the MMU itself at boot,
+/// and leaves out what the SDT reserves for firmware; a domain over that
+/// memory is refused with the node's name.
+#[test]
+fn the_el2_map_is_write_xor_execute_and_keeps_clear_of_firmware() {
+    let two = std::fs::read_to_string(root().join("platform/qemu-virt/two-guests.dts")).unwrap();
+    let firmware = |reg: &str| {
+        format!("{two}&{{/reserved-memory}} {{ firmware@0 {{ reg = {reg}; no-map; }}; }};\n")
+    };
+    let img = image_from_dts(
+        "firmware-kept",
+        &firmware("<0x0 0x4c000000 0x0 0x100000>"),
+        false,
+    );
+    let run = boot(&img, LIMIT);
+    run.line("EL2 map: text 0x40200000..");
+    run.line("  firmware 0x4c000000..0x4c100000  /reserved-memory/firmware@0, never mapped");
+    run.expect_in_order(&[
+        "(checked by the MMU), the rest never executed (WXN); 1 ranges firmware keeps left out",
+        "[alpha] hello: Partita domain alpha",
+        "all partitions have ended; powering off",
+    ]);
+    run.expect_clean_exit();
+
+    let img = image_from_dts(
+        "firmware-overlap",
+        &firmware("<0x0 0x4a100000 0x0 0x1000>"),
+        true,
+    );
+    let run = boot(&img, LIMIT);
+    run.expect_in_order(&[
+        "ERROR: bad System Device Tree: /domains/beta: memory 0x4a000000..0x4c000000 overlaps 0x4a100000..0x4a101000 of /reserved-memory/firmware@0, which firmware keeps",
+        "nothing was started; powering off",
+    ]);
+    run.expect_absent("starts at");
+    run.expect_clean_exit();
+}
+
+/// The bare-metal guests' own map holds for memory that is neither 2 MiB
+/// nor 1 GiB aligned: a first range ending mid-block and a second one
+/// across the 2 GiB line (two level-2 tables, level-3 tables at the ends).
+#[test]
+fn a_guest_maps_memory_split_across_blocks_cacheable() {
+    let d = domain("odd", 1, 0x1, 0x4800_0000, "hello").replace(
+        "memory = <0x0 0x48000000 0x0 0x2000000>;",
+        "memory = <0x0 0x48000000 0x0 0x1fff000>, <0x0 0x7fe03000 0x0 0x3fd000>;",
+    );
+    let run = boot(&virt_image("odd-memory", &d), LIMIT);
+    run.expect_in_order(&[
+        "[odd] hello: Partita domain odd on QEMU virt with 1 vcpu(s), memory 0x48000000+0x1fff000",
+        "[odd] hello: MMU and caches on; memory attributes 0xff, console 0x4",
+        "[odd] hello: memory 0x7fe03000+0x3fd000 attributes 0xff to 0xff",
+        "[odd] testguest: done, powering off",
+    ]);
     run.expect_clean_exit();
 }

@@ -1,5 +1,7 @@
 // Entry of Partita's bare-metal guests under the arm64 Linux boot protocol:
-// x0 = device tree, MMU off, at EL1. The image is a PIE linked at 0
+// x0 = device tree, MMU off, at EL1. vCPU 0 turns its MMU and caches on
+// (mmu.rs) before the guest's code runs; the others load its settings
+// before their first store. The image is a PIE linked at 0
 // (linker/guest.ld) that applies its own relocations. Each guest binary
 // provides `vectors` (its exception table), `guest_main` and, if it starts
 // other vCPUs, `guest_secondary`.
@@ -43,6 +45,8 @@ primary:
 4:  mov     x0, #0
     bl      cpu_setup
     mov     x0, x19
+    bl      mmu_init
+    mov     x0, x19
     bl      guest_main
 5:  wfi
     b       5b
@@ -51,7 +55,8 @@ primary:
 .global secondary_start
 secondary_start:
     mov     x19, x0
-    and     x0, x0, #0xff       // the vCPU index; higher bits name a job
+    bl      mmu_secondary
+    and     x0, x19, #0xff      // the vCPU index; higher bits name a job
     bl      cpu_setup
     mov     x0, x19
     bl      guest_secondary
@@ -72,3 +77,23 @@ cpu_setup:
     sub     sp, x1, x2
     ret
 
+
+// vCPU 0's MMU settings (mmu.rs's MMU_CONFIG, written before its caches
+// were on, so readable here with ours off), loaded without a store.
+mmu_secondary:
+    adrp    x1, MMU_CONFIG
+    add     x1, x1, :lo12:MMU_CONFIG
+    ldp     x2, x3, [x1]        // MAIR, TCR
+    ldp     x4, x5, [x1, #16]   // TTBR0, SCTLR
+    cbz     x5, 1f              // vCPU 0 left its MMU off
+    msr     mair_el1, x2
+    msr     tcr_el1, x3
+    msr     ttbr0_el1, x4
+    isb
+    tlbi    vmalle1
+    ic      iallu
+    dsb     nsh
+    isb
+    msr     sctlr_el1, x5
+    isb
+1:  ret

@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod gic;
+pub mod mmu;
 pub mod uart;
 pub mod virtio;
 

@@ -110,6 +110,30 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     "hello: {} with {cpus} vcpu(s), memory {base:#x}+{size:#x}",
                     fdt.root().model()
                 );
+                // Its RAM as Normal write-back (MAIR 0xff), the console as
+                // Device-nGnRE (0x04): the map guest-common set up at boot.
+                let attr = |va| guest_common::mmu::attributes(va).map_or(-1, i32::from);
+                println!(
+                    "hello: MMU and caches {}; memory attributes {:#x}, console {:#x}",
+                    if guest_common::mmu::caches_on() {
+                        "on"
+                    } else {
+                        "off"
+                    },
+                    attr(base),
+                    attr(guest_common::console(&fdt).map_or(0, |c| c.0))
+                );
+                let memory = fdt.all_nodes().filter(|n| {
+                    n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
+                });
+                for r in memory.flat_map(|n| n.reg().into_iter().flatten()).skip(1) {
+                    let (b, n) = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
+                    println!(
+                        "hello: memory {b:#x}+{n:#x} attributes {:#x} to {:#x}",
+                        attr(b),
+                        attr(b + n.saturating_sub(8))
+                    );
+                }
             }
             "calls" => calls(),
             "smp" => smp(cpus),

@@ -239,7 +239,12 @@ pub fn build(
         w.property_string("compatible", "virtio,mmio")?;
         w.property_array_u64("reg", &[base, crate::sdt::VIRTIO_WINDOW])?;
         w.property("interrupts", &be32(&[0, spi - 32, 1]))?;
-        // The hypervisor copies through cacheable mappings.
+        // True: the "device" is the hypervisor, which reads and writes the
+        // rings and buffers through its Normal write-back, inner shareable
+        // identity map, coherent with a guest mapping its RAM the same way
+        // (Linux; the bundled guests from their first instructions,
+        // guest_common::mmu). Without it Linux would make them uncached
+        // and the two views would differ on a board.
         w.property_null("dma-coherent")?;
         w.end_node(n)?;
     }

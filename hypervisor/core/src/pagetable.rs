@@ -5,6 +5,9 @@
 //! Table memory is reached through [`TableMemory`], so the hypervisor backs
 //! it with physical pages and the host tests with a vector.
 
+use alloc::vec::Vec;
+use core::ops::Range;
+
 /// Bits of input address the tables translate (T0SZ = 64 - 39 = 25).
 pub const INPUT_BITS: u32 = 39;
 pub const PAGE_SIZE: u64 = 4096;
@@ -54,6 +57,107 @@ impl Attrs {
         write: true,
         exec: false,
     };
+    /// The hypervisor's code: executed, never written.
+    pub const TEXT: Attrs = Attrs {
+        mem: MemType::Normal,
+        write: false,
+        exec: true,
+    };
+    /// The hypervisor's constants and relocated pointers, written only by
+    /// its relocation before the MMU is on.
+    pub const READ_ONLY: Attrs = Attrs {
+        mem: MemType::Normal,
+        write: false,
+        exec: false,
+    };
+    /// Everything else EL2 touches in RAM: data, stacks, heap, the boot
+    /// package and the partitions' memory it copies into.
+    pub const DATA: Attrs = Attrs {
+        mem: MemType::Normal,
+        write: true,
+        exec: false,
+    };
+}
+
+/// One range of an identity map and how it is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub base: u64,
+    pub size: u64,
+    pub attrs: Attrs,
+}
+
+/// The hypervisor image as the linker laid it out (page-aligned bounds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageLayout {
+    pub text: Range<u64>,
+    /// Read-only after relocation: `.rodata`, `.data.rel.ro`, `.got`.
+    pub read_only: Range<u64>,
+}
+
+/// `pieces` without `cut`.
+fn subtract(pieces: Vec<Range<u64>>, cut: &Range<u64>) -> Vec<Range<u64>> {
+    let mut out = Vec::with_capacity(pieces.len() + 1);
+    for p in pieces {
+        if cut.end <= p.start || p.end <= cut.start {
+            out.push(p);
+            continue;
+        }
+        if p.start < cut.start {
+            out.push(p.start..cut.start);
+        }
+        if cut.end < p.end {
+            out.push(cut.end..p.end);
+        }
+    }
+    out
+}
+
+/// RAM in the EL2 identity map, write-xor-execute: the image's text
+/// read-only and executable, its read-only data read-only, the rest of
+/// RAM writable and never executable; every page `reserved` touches
+/// (firmware's) left out. A writable mapping of the text would let any
+/// stray store rewrite the code every partition depends on, and an
+/// executable heap would make one a place to run from.
+pub fn el2_ram_map(
+    ram: &[Range<u64>],
+    reserved: &[Range<u64>],
+    image: &ImageLayout,
+) -> Vec<Region> {
+    let page_out = |r: &Range<u64>| {
+        r.start & !(PAGE_SIZE - 1)..r.end.saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+    };
+    let mut pieces: Vec<Range<u64>> = ram.iter().map(page_out).collect();
+    for r in reserved {
+        pieces = subtract(pieces, &page_out(r));
+    }
+    let mut out = Vec::new();
+    for (part, attrs) in [
+        (&image.text, Attrs::TEXT),
+        (&image.read_only, Attrs::READ_ONLY),
+    ] {
+        for p in &pieces {
+            let (start, end) = (p.start.max(part.start), p.end.min(part.end));
+            if start < end {
+                out.push(Region {
+                    base: start,
+                    size: end - start,
+                    attrs,
+                });
+            }
+        }
+    }
+    for p in subtract(subtract(pieces, &image.text), &image.read_only) {
+        if p.start < p.end {
+            out.push(Region {
+                base: p.start,
+                size: p.end - p.start,
+                attrs: Attrs::DATA,
+            });
+        }
+    }
+    out.sort_by_key(|r| r.base);
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +322,62 @@ impl PageTable {
         Ok(table)
     }
 
+    /// Every valid leaf, in address order: (input address, size, attributes).
+    pub fn leaves(&self, mem: &impl TableMemory) -> Vec<(u64, u64, Attrs)> {
+        let mut out = Vec::new();
+        self.collect(mem, self.root, 1, 0, &mut out);
+        out
+    }
+
+    fn collect(
+        &self,
+        mem: &impl TableMemory,
+        table: u64,
+        level: u32,
+        base: u64,
+        out: &mut Vec<(u64, u64, Attrs)>,
+    ) {
+        for i in 0..ENTRIES {
+            let d = mem.read(table, i);
+            if d & VALID == 0 {
+                continue;
+            }
+            let va = base + i as u64 * entry_size(level);
+            if level == 3 || d & TABLE_OR_PAGE == 0 {
+                out.push((va, entry_size(level), attrs_of(self.regime, d)));
+            } else {
+                self.collect(mem, d & ADDR_MASK, level + 1, va, out);
+            }
+        }
+    }
+
+    /// The first leaf that is both writable and executable, if any. Run
+    /// at every boot over all of RAM, so it walks without allocating.
+    pub fn writable_and_executable(&self, mem: &impl TableMemory) -> Option<u64> {
+        self.find_leaf(mem, self.root, 1, 0, &|a| a.write && a.exec)
+    }
+
+    fn find_leaf(
+        &self,
+        mem: &impl TableMemory,
+        table: u64,
+        level: u32,
+        base: u64,
+        bad: &impl Fn(Attrs) -> bool,
+    ) -> Option<u64> {
+        (0..ENTRIES).find_map(|i| {
+            let d = mem.read(table, i);
+            let va = base + i as u64 * entry_size(level);
+            if d & VALID == 0 {
+                None
+            } else if level == 3 || d & TABLE_OR_PAGE == 0 {
+                bad(attrs_of(self.regime, d)).then_some(va)
+            } else {
+                self.find_leaf(mem, d & ADDR_MASK, level + 1, va, bad)
+            }
+        })
+    }
+
     /// Looks `va` up the way the MMU would: its output address and attributes.
     pub fn translate(&self, mem: &impl TableMemory, va: u64) -> Option<(u64, Attrs)> {
         if va >= 1 << INPUT_BITS {
@@ -327,6 +487,50 @@ pub(crate) mod tests {
         let l2 = m.read(t.root(), 0) & ADDR_MASK;
         // block, AttrIndx=0, AP=RW, SH=inner, AF
         assert_eq!(m.read(l2, 1), 0x20_0000 | 0b01 | (0b11 << 8) | (1 << 10));
+    }
+
+    /// The EL2 map of a board like virt's: no entry both writable and
+    /// executable, the text executable and read-only, the constants
+    /// read-only, firmware's memory (rounded out to whole pages) absent.
+    #[test]
+    fn el2_map_is_write_xor_execute_and_skips_firmware() {
+        let ram = [0x4000_0000..0x8000_0000, 0x8000_0000..0xc000_0000];
+        let reserved = [0x6000_0800..0x6100_0000, 0xbfff_f000..0xc000_0000];
+        let image = ImageLayout {
+            text: 0x4020_0000..0x4024_3000,
+            read_only: 0x4024_3000..0x4025_1000,
+        };
+        let plan = el2_ram_map(&ram, &reserved, &image);
+        let mut m = VecTables::default();
+        let mut t = PageTable::new(&mut m, Regime::El2).unwrap();
+        for r in &plan {
+            t.map(&mut m, r.base, r.base, r.size, r.attrs).unwrap();
+        }
+        t.map(&mut m, 0x0900_0000, 0x0900_0000, 0x1000, Attrs::DEVICE)
+            .unwrap();
+        assert_eq!(t.writable_and_executable(&m), None);
+        let at = |va| t.translate(&m, va).map(|(_, a)| a);
+        assert_eq!(at(0x4020_0000), Some(Attrs::TEXT));
+        assert_eq!(at(0x4024_2ffc), Some(Attrs::TEXT));
+        assert_eq!(at(0x4024_3000), Some(Attrs::READ_ONLY));
+        assert_eq!(at(0x4025_0fff), Some(Attrs::READ_ONLY));
+        assert_eq!(at(0x4025_1000), Some(Attrs::DATA));
+        assert_eq!(at(0x401f_ffff), Some(Attrs::DATA));
+        assert_eq!(at(0x5fff_ffff), Some(Attrs::DATA));
+        assert_eq!(at(0x6000_0000), None);
+        assert_eq!(at(0x60ff_ffff), None);
+        assert_eq!(at(0x6100_0000), Some(Attrs::DATA));
+        assert_eq!(at(0xbfff_f000), None);
+        // Every leaf's permissions, as the MMU reads them.
+        for (va, _, a) in t.leaves(&m) {
+            assert!(!(a.write && a.exec), "{va:#x}");
+            if a.exec {
+                assert!(image.text.contains(&va), "{va:#x} executable");
+            }
+        }
+        // A writable, executable entry is found.
+        t.map(&mut m, 0x1000, 0x1000, 0x1000, Attrs::RAM).unwrap();
+        assert_eq!(t.writable_and_executable(&m), Some(0x1000));
     }
 
     #[test]

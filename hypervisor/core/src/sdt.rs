@@ -239,6 +239,10 @@ pub struct SystemConfig {
     pub ram: Vec<Range>,
     /// Where the hypervisor, its boot package and its heap live.
     pub hypervisor: Range,
+    /// Memory firmware keeps (`/reserved-memory` nodes other than the
+    /// hypervisor's, and the tree's `/memreserve/` entries): never mapped
+    /// at EL2 or in any stage 2.
+    pub reserved: Vec<Reserved>,
     pub gic: Gic,
     /// Index into `devices` of the hypervisor's console (`/chosen/stdout-path`).
     pub console: usize,
@@ -248,6 +252,13 @@ pub struct SystemConfig {
     pub domains: Vec<Domain>,
     pub links: Vec<RpmsgLink>,
     pub controls: Vec<Control>,
+}
+
+/// A range of RAM firmware keeps, and the node that says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    pub path: String,
+    pub range: Range,
 }
 
 /// Most vCPUs in one domain (its PSCI numbering uses Aff0 only).
@@ -446,6 +457,7 @@ impl SystemConfig {
 
         let ram = read_ram(&tree)?;
         let hypervisor = read_hypervisor(&tree, &ram)?;
+        let reserved = read_reserved(&fdt, &tree, hypervisor)?;
         let gic = read_gic(&tree)?;
         let timer_interrupts = read_timer(&tree)?;
         let console = read_console(&tree)?;
@@ -455,6 +467,7 @@ impl SystemConfig {
             cpus: read_cpus(&tree)?,
             ram,
             hypervisor,
+            reserved,
             gic,
             console: 0,
             timer_interrupts,
@@ -491,6 +504,15 @@ impl SystemConfig {
                 }
                 if d.memory[..j].iter().any(|o| o.overlaps(m)) {
                     return err(&d.path, format!("memory {m} is listed twice"));
+                }
+                if let Some(r) = self.reserved.iter().find(|r| r.range.pages().overlaps(m)) {
+                    return err(
+                        &d.path,
+                        format!(
+                            "memory {m} overlaps {} of {}, which firmware keeps",
+                            r.range, r.path
+                        ),
+                    );
                 }
                 if m.end() > IPA_LIMIT {
                     return err(&d.path, format!("memory {m} is beyond the {IPA_BITS}-bit guest address space stage 2 translates"));
@@ -789,6 +811,9 @@ impl SystemConfig {
                     .unwrap_or_default()
             );
         }
+        for r in &self.reserved {
+            s += &format!("  firmware {}  {}, never mapped\n", r.range, r.path);
+        }
         s
     }
 }
@@ -823,6 +848,55 @@ fn read_hypervisor(tree: &Tree<'_, '_>, ram: &[Range]) -> Result<Range, SdtError
         return err(path, format!("{h} is not inside the board's RAM"));
     }
     Ok(h)
+}
+
+/// Every range firmware keeps: `/reserved-memory` children with a `reg`
+/// other than the hypervisor's (a node with only a `size` asks an OS to
+/// allocate, which no partition does), and `/memreserve/` entries. The
+/// hypervisor's own region may not overlap one: its heap would be
+/// firmware's memory.
+fn read_reserved(
+    fdt: &Fdt<'_>,
+    tree: &Tree<'_, '_>,
+    hypervisor: Range,
+) -> Result<Vec<Reserved>, SdtError> {
+    let mut out = Vec::new();
+    for (path, n) in tree.children_of("/reserved-memory") {
+        if has_compatible(n.node, "partita,hypervisor")
+            || !is_enabled(n.node)
+            || prop(n.node, "reg").is_none()
+        {
+            continue;
+        }
+        for range in reg(path, n)? {
+            out.push(Reserved {
+                path: path.to_owned(),
+                range,
+            });
+        }
+    }
+    for m in fdt.memory_reservations() {
+        let range = Range::new(m.address() as u64, m.size() as u64);
+        if range.size == 0 {
+            continue;
+        }
+        out.push(Reserved {
+            path: "/memreserve/".to_owned(),
+            range,
+        });
+    }
+    for r in &out {
+        if r.range.base.checked_add(r.range.size).is_none() {
+            return err(&r.path, format!("{} wraps around", r.range));
+        }
+        if r.range.pages().overlaps(&hypervisor) {
+            return err(
+                &r.path,
+                format!("{} overlaps the hypervisor's memory {hypervisor}", r.range),
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {

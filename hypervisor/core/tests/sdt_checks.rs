@@ -373,3 +373,49 @@ fn the_early_reader_names_what_is_missing() {
     let s = two_guests() + "/ { chosen { bootargs; }; };";
     assert_eq!(sdt::bootargs(&compile(&s)), Some(""));
 }
+
+// --- Memory firmware keeps ----------------------------------------------
+
+/// `two-guests` with a firmware node in `/reserved-memory` at `reg`.
+fn with_firmware(reg: &str) -> String {
+    two_guests() + &format!("&{{/reserved-memory}} {{ firmware@0 {{ reg = {reg}; no-map; }}; }};\n")
+}
+
+#[test]
+fn memory_firmware_keeps_is_read_and_kept_from_every_domain() {
+    let sys =
+        SystemConfig::from_dtb(&compile(&with_firmware("<0x0 0x4c000000 0x0 0x100000>"))).unwrap();
+    assert_eq!(sys.reserved.len(), 1);
+    assert_eq!(sys.reserved[0].path, "/reserved-memory/firmware@0");
+    assert_eq!(
+        sys.reserved[0].range,
+        sdt::Range::new(0x4c00_0000, 0x10_0000)
+    );
+    // The hypervisor's own node is not firmware's.
+    assert!(SystemConfig::from_dtb(&compile(&two_guests()))
+        .unwrap()
+        .reserved
+        .is_empty());
+    // A domain over any byte of it is refused.
+    let e = refused(&with_firmware("<0x0 0x49fff800 0x0 0x100>"));
+    assert_eq!(e, "/domains/alpha: memory 0x48000000..0x4a000000 overlaps 0x49fff800..0x49fff900 of /reserved-memory/firmware@0, which firmware keeps");
+    // So is the hypervisor's own region.
+    let e = refused(&with_firmware("<0x0 0x43000000 0x0 0x2000000>"));
+    assert_eq!(e, "/reserved-memory/firmware@0: 0x43000000..0x45000000 overlaps the hypervisor's memory 0x40000000..0x44000000");
+    // A node with only a size (for an OS to allocate) keeps nothing fixed.
+    let s = two_guests() + "&{/reserved-memory} { pool { size = <0x0 0x100000>; }; };\n";
+    assert!(SystemConfig::from_dtb(&compile(&s))
+        .unwrap()
+        .reserved
+        .is_empty());
+}
+
+#[test]
+fn memreserve_entries_are_kept_too() {
+    let s = edit(
+        &two_guests(),
+        "/dts-v1/;",
+        "/dts-v1/;\n/memreserve/ 0x48100000 0x1000;",
+    );
+    assert_eq!(refused(&s), "/domains/alpha: memory 0x48000000..0x4a000000 overlaps 0x48100000..0x48101000 of /memreserve/, which firmware keeps");
+}
