@@ -145,7 +145,7 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
 pub fn suspend(p: &Partition, vcpu: usize) {
     let gic = &system().gic;
     loop {
-        flush_if_needed();
+        flush_if_needed(cpu::this());
         let used = !gic.empty_lrs() & gic.lr_mask();
         let loaded = (0..gic.lr_count())
             .filter(|i| used & (1 << i) != 0)
@@ -163,11 +163,11 @@ fn count_injected() {
     cpu::PerCpu::count(&cpu::this().injected);
 }
 
-/// Loads list registers if something became pending for this CPU's vCPU.
-/// Inlined: every trap asks, and the call cost 6 instructions and more.
+/// Loads list registers if something became pending for the vCPU of
+/// `here` (this CPU's state). Inlined: every trap asks, and the call cost
+/// 6 instructions and more.
 #[inline(always)]
-pub fn flush_if_needed() {
-    let here = cpu::this();
+pub fn flush_if_needed(here: &cpu::PerCpu) {
     if here.take_flush() {
         if let Some((p, v)) = here.running() {
             flush(&system().partitions[p], v);
@@ -257,7 +257,7 @@ pub fn handle_physical() {
             }
         }
     }
-    flush_if_needed();
+    flush_if_needed(here);
 }
 
 /// The list registers ran low with interrupts still waiting, or the guest

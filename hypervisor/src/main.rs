@@ -398,7 +398,7 @@ pub extern "C" fn park_loop() -> ! {
 /// limit for events, as its restarts do (one crash per instance): a
 /// controller restarting a crashing partition in a loop cannot make the
 /// hypervisor print without bound.
-pub fn report_fatal(what: &str, frame: &arch::TrapFrame) {
+pub fn report_fatal(what: &str, frame: &arch::CallFrame) {
     let s = arch::syndrome();
     let ec = partita_core::trap::ec_of(s.esr);
     let name = partita_core::trap::ec_name(ec);
