@@ -327,29 +327,23 @@ impl Vgic {
     /// The highest-priority interrupt ready for `vcpu`, taken off the
     /// pending set to go into a list register.
     pub fn next_for_lr(&mut self, vcpu: usize) -> Option<LrEntry> {
-        let dist_on = self.enabled();
-        let mut best: Option<(u32, &Irq)> = None;
-        let mut words = *self.summary.get(vcpu)?;
+        let words = *self.summary.get(vcpu)?;
         let queued = self.queued.get(vcpu)?;
-        while words != 0 {
-            let w = words.trailing_zeros() as usize;
-            words &= words - 1;
-            let mut bits = queued[w];
-            while bits != 0 {
-                let intid = (w * 64) as u32 + bits.trailing_zeros();
-                bits &= bits - 1;
-                let Some(i) = self.irq(vcpu, intid) else {
-                    continue;
-                };
-                if i.enabled
-                    && (dist_on || intid < SPI_BASE)
-                    && best.is_none_or(|(_, b)| i.priority < b.priority)
-                {
-                    best = Some((intid, i));
-                }
-            }
+        let first = words.trailing_zeros() as usize;
+        let bits = *queued.get(first)?;
+        // Only one interrupt queued (an SGI, a device's: the common case):
+        // nothing to compare its priority with.
+        let intid = if words.is_power_of_two() && bits.is_power_of_two() {
+            (first * 64) as u32 + bits.trailing_zeros()
+        } else {
+            self.highest_queued(vcpu)?
+        };
+        let i = self.irq(vcpu, intid)?;
+        // Queued means deliverable; the test only guards that invariant.
+        if !i.enabled || !(intid < SPI_BASE || self.enabled()) {
+            self.queue(vcpu, intid, false);
+            return None;
         }
-        let (intid, i) = best?;
         let e = LrEntry {
             intid,
             priority: i.priority,
@@ -367,6 +361,34 @@ impl Vgic {
             i.pending = false;
         }
         Some(e)
+    }
+
+    /// Of the interrupts queued for `vcpu`, the one of highest priority
+    /// (the lowest value; the lowest INTID among equals).
+    fn highest_queued(&self, vcpu: usize) -> Option<u32> {
+        let dist_on = self.enabled();
+        let mut best: Option<(u32, u8)> = None;
+        let mut words = *self.summary.get(vcpu)?;
+        let queued = self.queued.get(vcpu)?;
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let mut bits = queued[w];
+            while bits != 0 {
+                let intid = (w * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                let Some(i) = self.irq(vcpu, intid) else {
+                    continue;
+                };
+                if i.enabled
+                    && (dist_on || intid < SPI_BASE)
+                    && best.is_none_or(|(_, p)| i.priority < p)
+                {
+                    best = Some((intid, i.priority));
+                }
+            }
+        }
+        best.map(|(intid, _)| intid)
     }
 
     /// Whether `vcpu` still has interrupts waiting for a list register:
