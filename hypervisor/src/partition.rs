@@ -121,7 +121,8 @@ impl Partition {
             initrd.map(|i| i.len() as u64),
         )
         .map_err(|e| fail(d, e))?;
-        let dtb = guest_fdt::build(sdt, sys, d, &layout).map_err(|e| fail(d, e))?;
+        // `sys` was read from `sdt`, so the blob has passed its check.
+        let dtb = guest_fdt::build_checked(sdt, sys, d, &layout).map_err(|e| fail(d, e))?;
 
         let mut tables = HeapTables;
         let mut s2 = PageTable::new(&mut tables, partita_core::pagetable::Regime::Stage2)
