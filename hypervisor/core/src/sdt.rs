@@ -274,8 +274,11 @@ fn strings(n: FdtNode<'_, '_>, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Compared in place: asked of every node for every kind of node the
+/// reader looks for, a `strings` vector each time was most of the boot's
+/// heap traffic.
 fn has_compatible(n: FdtNode<'_, '_>, c: &str) -> bool {
-    strings(n, "compatible").iter().any(|x| x == c)
+    prop(n, "compatible").is_some_and(|v| v.split(|b| *b == 0).any(|s| s == c.as_bytes()))
 }
 
 fn is_enabled(n: FdtNode<'_, '_>) -> bool {
