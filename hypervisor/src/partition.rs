@@ -72,7 +72,7 @@ fn copy_in(dst: u64, src: &[u8]) {
         // (the layout planner checked it against its first memory range),
         // which the EL2 identity map covers; no vCPU of the partition runs
         // while it is loaded.
-        unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), at as *mut u8, chunk.len()) };
+        unsafe { arch::copy_bulk(at as *mut u8, chunk.as_ptr(), chunk.len()) };
         arch::take_pending_interrupts();
     }
     arch::sync_guest_image(dst, src.len() as u64);

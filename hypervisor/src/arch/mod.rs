@@ -236,6 +236,49 @@ pub fn maintain_dcache(start: u64, len: u64, invalidate: bool) {
     barrier::dsb(barrier::SY);
 }
 
+/// Copies `len` bytes from `src` to `dst`, 64 bytes per iteration of
+/// load and store pairs, then the rest with `copy_nonoverlapping`: for
+/// guest images, where the compiler's `memcpy` moved 8 bytes per
+/// iteration (81,000 more instructions of QEMU's boot, which loads two
+/// partitions of 116 KiB).
+///
+/// # Safety
+///
+/// As for `core::ptr::copy_nonoverlapping`; both ranges are normal memory
+/// (the loads and stores may be unaligned).
+pub unsafe fn copy_bulk(dst: *mut u8, src: *const u8, len: usize) {
+    let bulk = len & !63;
+    if bulk != 0 {
+        // SAFETY: reads `src..src + bulk` and writes `dst..dst + bulk`,
+        // within what the caller vouches for.
+        unsafe {
+            asm!(
+                "2:",
+                "ldp {a}, {b}, [{src}], #16",
+                "ldp {c}, {d}, [{src}], #16",
+                "stp {a}, {b}, [{dst}], #16",
+                "stp {c}, {d}, [{dst}], #16",
+                "ldp {a}, {b}, [{src}], #16",
+                "ldp {c}, {d}, [{src}], #16",
+                "stp {a}, {b}, [{dst}], #16",
+                "stp {c}, {d}, [{dst}], #16",
+                "subs {n}, {n}, #64",
+                "b.ne 2b",
+                src = inout(reg) src => _,
+                dst = inout(reg) dst => _,
+                n = inout(reg) bulk => _,
+                a = out(reg) _,
+                b = out(reg) _,
+                c = out(reg) _,
+                d = out(reg) _,
+                options(nostack),
+            )
+        };
+    }
+    // SAFETY: the tail of the same ranges.
+    unsafe { core::ptr::copy_nonoverlapping(src.add(bulk), dst.add(bulk), len - bulk) };
+}
+
 /// Cleans and invalidates to the point of unification for instruction
 /// fetches: after copying a guest image, which the guest fetches with its
 /// MMU (and so its caches) off.
