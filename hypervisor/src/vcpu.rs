@@ -30,6 +30,9 @@ pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
         vmpidr: psci::vmpidr(vcpu),
     });
     system().gic.set_virtual_interface(false);
+    // An SGI posted for a vCPU that ran here before is not this one's
+    // (its senders have left: a partition restarts only once all have).
+    cpu::get(me).take_posted();
     cpu::get(me).set_running(Some((p.index, vcpu)));
     guest_info!(
         p,

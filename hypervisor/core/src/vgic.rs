@@ -276,19 +276,25 @@ impl Vgic {
     /// that it could overtake. The caller still checks the list registers
     /// for an earlier copy of it.
     pub fn direct_sgi(&mut self, vcpu: usize, intid: u32) -> Option<LrEntry> {
-        if intid >= 16 || *self.summary.get(vcpu)? != 0 {
+        self.direct_sgi_from(vcpu, vcpu, intid)
+    }
+
+    /// The same for SGI `intid` from `from` to `to`, which may be another
+    /// vCPU: the entry that vCPU's CPU can load without the pending set.
+    pub fn direct_sgi_from(&mut self, from: usize, to: usize, intid: u32) -> Option<LrEntry> {
+        if intid >= 16 || from >= self.vcpus || *self.summary.get(to)? != 0 {
             return None;
         }
-        let i = self.irq(vcpu, intid)?;
+        let i = self.irq(to, intid)?;
         let e = i.enabled.then_some(LrEntry {
             intid,
             priority: i.priority,
             hw: false,
             group1: i.group1,
             eoi_maintenance: false,
-            source: vcpu as u8,
+            source: from as u8,
         })?;
-        self.sgi_source[vcpu][intid as usize] = vcpu as u8;
+        self.sgi_source[to][intid as usize] = from as u8;
         Some(e)
     }
 
@@ -882,6 +888,18 @@ mod tests {
         assert_eq!(g.direct_sgi(0, 3), None, "SGI 0 waits: no overtaking");
         assert_eq!(g.next_for_lr(0).map(|e| e.intid), Some(0));
         assert!(g.direct_sgi(0, 3).is_some());
+    }
+
+    #[test]
+    fn direct_sgis_to_another_vcpu_carry_their_source() {
+        let (mut g, mut be) = v3();
+        g.redist_access(1, 0x10100, 4, Some(0b1000), &mut be)
+            .unwrap();
+        assert_eq!(g.direct_sgi_from(0, 1, 2), None, "SGI 2 is disabled");
+        let e = g.direct_sgi_from(0, 1, 3).unwrap();
+        assert!(e.intid == 3 && e.source == 0 && !g.has_pending(1));
+        assert_eq!(g.direct_sgi_from(0, 9, 3), None, "no vCPU 9");
+        assert_eq!(g.direct_sgi_from(9, 1, 3), None, "no vCPU 9");
     }
 
     #[test]
