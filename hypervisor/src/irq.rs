@@ -145,7 +145,7 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
 pub fn suspend(p: &Partition, vcpu: usize) {
     let gic = &system().gic;
     loop {
-        flush_if_needed();
+        flush_if_needed(cpu::this());
         let used = !gic.empty_lrs() & gic.lr_mask();
         let loaded = (0..gic.lr_count())
             .filter(|i| used & (1 << i) != 0)
@@ -163,11 +163,11 @@ fn count_injected() {
     cpu::PerCpu::count(&cpu::this().injected);
 }
 
-/// Loads list registers if something became pending for this CPU's vCPU.
-/// Inlined: every trap asks, and the call cost 6 instructions and more.
+/// Loads list registers if something became pending for the vCPU of
+/// `here` (this CPU's state). Inlined: every trap asks, and the call cost
+/// 6 instructions and more.
 #[inline(always)]
-pub fn flush_if_needed() {
-    let here = cpu::this();
+pub fn flush_if_needed(here: &cpu::PerCpu) {
     if here.take_flush() {
         if let Some((p, v)) = here.running() {
             flush(&system().partitions[p], v);
@@ -183,6 +183,10 @@ pub fn handle_physical() {
         match id {
             SGI_KICK => {
                 sys.gic.deactivate(id);
+                match here.take_posted() {
+                    0 => {}
+                    v => load_posted(here, v),
+                }
                 let requests = here.take_requests();
                 if requests & cpu::STOP != 0 {
                     if let Some((p, v)) = here.running() {
@@ -257,7 +261,7 @@ pub fn handle_physical() {
             }
         }
     }
-    flush_if_needed();
+    flush_if_needed(here);
 }
 
 /// The list registers ran low with interrupts still waiting, or the guest
@@ -371,10 +375,77 @@ fn send_sgi(p: &Partition, vcpu: usize, targets: u32, intid: u32) {
             }
         }
     }
+    // To one other vCPU, running, with nothing else waiting for it: its
+    // list-register entry goes to that CPU with the kick.
+    if targets.is_power_of_two() && post_sgi(p, &mut g, vcpu, targets.trailing_zeros(), intid) {
+        return;
+    }
     g.send_sgi(vcpu, targets, intid, &mut Hw { p });
     if targets & (1 << vcpu) != 0 && cpu::this().take_flush() {
         flush_locked(&mut g, vcpu);
     }
+}
+
+/// SGI `intid` from `from` to vCPU `to` of `p` (another one, running on
+/// its CPU; the vGIC's lock held): if it can go straight into a list
+/// register there (`Vgic::direct_sgi_from`), its value is posted in that
+/// CPU's slot and the kick sent, and the kick's handler loads it
+/// (`load_posted`) without the lock, the pending set or the flush. False
+/// when it cannot (the vCPU is not running, the SGI is disabled, others
+/// wait for the vCPU, or an earlier post is not loaded yet). Out of line,
+/// as `sgir` is, for the size of `guest_sync`.
+#[inline(never)]
+fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bool {
+    let to = to as usize;
+    let Some(&pcpu) = p.pcpus.get(to).filter(|_| to != from) else {
+        return false;
+    };
+    let target = cpu::get(pcpu);
+    if target.running() != Some((p.index, to)) {
+        return false;
+    }
+    let Some(e) = g.direct_sgi_from(from, to, intid) else {
+        return false;
+    };
+    let sys = system();
+    if !target.post(sys.gic.lr_encode(&e)) {
+        return false;
+    }
+    sys.gic
+        .send_sgi(sys.config.cpus[pcpu].mpidr, pcpu, SGI_KICK);
+    true
+}
+
+/// Loads list-register value `v`, which another CPU posted for the vCPU
+/// running here (`post_sgi`), into the entry that already holds its
+/// INTID or a free one; with none free it joins the pending set instead.
+/// A value posted for a vCPU that has since left is dropped with it. Out
+/// of line: inlined into the interrupt handler, it cost the timer's
+/// direct path 6 instructions.
+#[inline(never)]
+fn load_posted(here: &cpu::PerCpu, v: u64) {
+    let Some((p, vcpu)) = here.running() else {
+        return;
+    };
+    let gic = &system().gic;
+    let intid = gic.lr_intid(v);
+    let free = gic.empty_lrs() & gic.lr_mask();
+    match held(gic, !free & gic.lr_mask(), intid) {
+        Some((i, old)) => gic.write_lr(
+            i,
+            gic.lr_with_state(old, gic.lr_state(old) | vgic::lr::PENDING),
+        ),
+        None if free != 0 => gic.write_lr(free.trailing_zeros() as usize, v),
+        None => {
+            let p = &system().partitions[p];
+            p.vgic.lock().raise(vcpu, intid, &mut Hw { p });
+            return;
+        }
+    }
+    count_injected();
+    // The flush that follows the kick sets the virtual interface's
+    // underflow interrupt as whatever else waits requires.
+    gic.set_virtual_interface(false);
 }
 
 /// Puts `e` into a list register of this CPU (the vGIC's lock held), or

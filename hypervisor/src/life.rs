@@ -3,7 +3,7 @@
 //! clean-up and loading, the control interface's requests, and powering the
 //! machine off when every partition has ended.
 
-use crate::arch::{self, TrapFrame};
+use crate::arch::{self, CallFrame};
 use crate::console::{guest_info, guest_warn};
 use crate::cpu;
 use crate::partition::Partition;
@@ -169,7 +169,7 @@ pub fn maybe_power_off() {
 #[cold]
 #[inline(never)]
 pub fn control(
-    frame: &mut TrapFrame,
+    frame: &mut CallFrame,
     caller: &Partition,
     x: [u64; 4],
     req: Result<Request, ControlError>,
@@ -187,7 +187,7 @@ pub fn control(
 }
 
 fn serve_control(
-    frame: &mut TrapFrame,
+    frame: &mut CallFrame,
     caller: &Partition,
     req: Request,
 ) -> Result<(), ControlError> {

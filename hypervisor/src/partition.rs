@@ -72,7 +72,7 @@ fn copy_in(dst: u64, src: &[u8]) {
         // (the layout planner checked it against its first memory range),
         // which the EL2 identity map covers; no vCPU of the partition runs
         // while it is loaded.
-        unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), at as *mut u8, chunk.len()) };
+        unsafe { arch::copy_bulk(at as *mut u8, chunk.as_ptr(), chunk.len()) };
         arch::take_pending_interrupts();
     }
     arch::sync_guest_image(dst, src.len() as u64);
@@ -121,7 +121,8 @@ impl Partition {
             initrd.map(|i| i.len() as u64),
         )
         .map_err(|e| fail(d, e))?;
-        let dtb = guest_fdt::build(sdt, sys, d, &layout).map_err(|e| fail(d, e))?;
+        // `sys` was read from `sdt`, so the blob has passed its check.
+        let dtb = guest_fdt::build_checked(sdt, sys, d, &layout).map_err(|e| fail(d, e))?;
 
         let mut tables = HeapTables;
         let mut s2 = PageTable::new(&mut tables, partita_core::pagetable::Regime::Stage2)

@@ -1,7 +1,7 @@
 //! Running a vCPU and handling every exception it takes to EL2: each trap
 //! is decoded into one event and handed to exactly one handler.
 
-use crate::arch::{self, TrapFrame, VcpuSetup};
+use crate::arch::{self, CallFrame, TrapFrame, VcpuSetup};
 use crate::console::{guest_info, guest_note, guest_warn};
 use crate::cpu::{self, PerCpu};
 use crate::irq;
@@ -13,7 +13,7 @@ use partita_core::control;
 use partita_core::guest_cpu::{self, SysRegAnswer};
 use partita_core::lifecycle::Psci;
 use partita_core::psci;
-use partita_core::trap::{sysreg, MmioAccess, SysRegAccess, SysRegName, Trap};
+use partita_core::trap::{self, sysreg, MmioAccess, SysRegAccess, SysRegName, Trap};
 use partita_core::vuart::Effect;
 
 const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
@@ -30,6 +30,9 @@ pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
         vmpidr: psci::vmpidr(vcpu),
     });
     system().gic.set_virtual_interface(false);
+    // An SGI posted for a vCPU that ran here before is not this one's
+    // (its senders have left: a partition restarts only once all have).
+    cpu::get(me).take_posted();
     cpu::get(me).set_running(Some((p.index, vcpu)));
     guest_info!(
         p,
@@ -45,18 +48,44 @@ fn current() -> (&'static Partition, usize) {
     (&system().partitions[p], v)
 }
 
+/// An HVC or SMC, with the syndrome the vectors read: they send only
+/// these here, on the registers every vector saves (see `CallFrame`).
 #[no_mangle]
-extern "C" fn guest_sync(frame: &mut TrapFrame) {
+extern "C" fn guest_call(frame: &mut CallFrame, esr: u64) {
+    let here = cpu::this();
+    PerCpu::count(&here.traps);
+    if trap::ec_of(esr) == trap::EC_SMC64 {
+        // A trapped SMC returns to the SMC itself (ELR points at it).
+        frame.elr += 4;
+    }
+    // The null call is answered before anything is looked up: it needs
+    // nothing else (and stays out of `service`, whose saved registers it
+    // would pay).
+    if frame.x[0] == u64::from(control::NULL) {
+        frame.x[0] = 0;
+    } else {
+        let (p, vcpu) = here
+            .running()
+            .expect("a guest exception comes from a running vCPU");
+        service(frame, &system().partitions[p], vcpu);
+    }
+    irq::flush_if_needed(here);
+}
+
+/// Every other trap from a guest, on all its registers, with the
+/// syndrome the vectors read.
+#[no_mangle]
+extern "C" fn guest_sync(frame: &mut TrapFrame, esr: u64) {
     // This CPU's state, found once for the whole trap.
     let here = cpu::this();
     let (p, vcpu) = here
         .running()
         .expect("a guest exception comes from a running vCPU");
     let p = &system().partitions[p];
-    let s = arch::syndrome();
+    let s = arch::syndrome_with(esr);
     PerCpu::count(&here.traps);
     handle_sync(frame, p, vcpu, &s);
-    irq::flush_if_needed();
+    irq::flush_if_needed(here);
 }
 
 fn handle_sync(
@@ -66,11 +95,12 @@ fn handle_sync(
     s: &partita_core::trap::Syndrome,
 ) {
     match Trap::decode(s) {
-        Trap::Hvc { .. } => call(frame, p, vcpu),
+        // The vectors send calls to `guest_call`; served the same here.
+        Trap::Hvc { .. } => service(frame, p, vcpu),
         Trap::Smc { .. } => {
             // A trapped SMC returns to the SMC itself (ELR points at it).
             frame.elr += 4;
-            call(frame, p, vcpu)
+            service(frame, p, vcpu)
         }
         Trap::Mmio(a) => mmio(frame, p, vcpu, a, s.far),
         Trap::DataAbort { ipa, write, fsc } => {
@@ -148,7 +178,7 @@ fn system_register(frame: &mut TrapFrame, p: &Partition, vcpu: usize, r: &SysReg
 }
 
 #[no_mangle]
-extern "C" fn guest_irq(_frame: &mut TrapFrame) {
+extern "C" fn guest_irq() {
     irq::handle_physical();
 }
 
@@ -173,24 +203,20 @@ extern "C" fn el2_fatal(frame: &mut TrapFrame) -> ! {
 }
 
 #[no_mangle]
-extern "C" fn el2_irq(_frame: &mut TrapFrame) {
+extern "C" fn el2_irq() {
     irq::handle_physical();
 }
 
-/// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED. The null
-/// call is answered here, inlined into `guest_sync`; the others are not
-/// (their registers would cost every trap).
-fn call(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
-    if frame.x[0] == u64::from(control::NULL) {
+/// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED. Out of
+/// line, so that the null call, which `guest_call` answers itself, does
+/// not pay for its registers.
+#[inline(never)]
+fn service(frame: &mut CallFrame, p: &'static Partition, vcpu: usize) {
+    let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
+    if x[0] == u64::from(control::NULL) {
         frame.x[0] = 0;
         return;
     }
-    service(frame, p, vcpu)
-}
-
-#[inline(never)]
-fn service(frame: &mut TrapFrame, p: &'static Partition, vcpu: usize) {
-    let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     if x[0] == u64::from(control::CRASH) {
         life::reported_crash(p, vcpu, [x[1], x[2], x[3]])
     }

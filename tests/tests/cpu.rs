@@ -1,6 +1,7 @@
 //! The CPU a partition sees, as its own tests would check it, on GICv3 and
 //! GICv2: the PMU's event counters, set/way cache maintenance trapped,
-//! implementation-defined registers, PSCI CPU_SUSPEND.
+//! implementation-defined registers, PSCI CPU_SUSPEND, registers kept
+//! across traps.
 
 use partita_tests::*;
 
@@ -104,6 +105,29 @@ fn cpu_suspend_waits_for_an_interrupt_and_refuses_bad_states() {
         &domain("sleepy", 1, 0x1, 0x4800_0000, "suspend"),
         |run| {
             run.line("[sleepy] suspend: standby returned 0 after the deadline: true, interrupt taken 1; reserved bits -2, power-down entry outside memory -9");
+            run.expect_clean_exit();
+        },
+    );
+}
+
+/// The hypervisor saves only the caller-saved registers for calls and
+/// interrupts, all of them for emulated accesses: whichever it saves,
+/// every register a trap does not answer in keeps its value.
+#[test]
+fn registers_survive_every_kind_of_trap() {
+    on_both_gics(
+        "registers",
+        &domain("regs", 1, 0x1, 0x4800_0000, "registers"),
+        |run| {
+            run.expect_in_order(&[
+                "[regs] registers: null hvc: x1-x30 kept",
+                "[regs] registers: psci hvc: x1-x30 kept",
+                "[regs] registers: psci smc: x1-x30 kept",
+                "[regs] registers: mmio load into w25: x1-x30 kept",
+                "[regs] registers: timer interrupt: x1-x30 kept",
+                "[regs] registers: cpu suspend returned 0",
+                "[regs] registers: cpu suspend: x1-x30 kept",
+            ]);
             run.expect_clean_exit();
         },
     );

@@ -225,6 +225,24 @@ pub fn pending() {
     PROBE.store(u32::MAX, Ordering::Relaxed);
 }
 
+/// The virtual timer armed `tval` ticks from now, its interrupt enabled
+/// and expected: the handler stops the timer and counts it in the
+/// returned flag. IRQs stay masked at EL1.
+pub fn expect_vtimer(tval: u64) -> &'static AtomicU32 {
+    PHYSICAL.store(false, Ordering::Relaxed);
+    PROBE.store(VTIMER, Ordering::Relaxed);
+    PROBE_TAKEN.store(0, Ordering::Relaxed);
+    gic::enable(VTIMER, 0);
+    arm_timer(tval);
+    &PROBE_TAKEN
+}
+
+/// After `expect_vtimer`: the timer's interrupt disabled again.
+pub fn end_probe() {
+    PROBE.store(u32::MAX, Ordering::Relaxed);
+    gic::disable(VTIMER, 0);
+}
+
 /// `suspend`: PSCI CPU_SUSPEND to standby with IRQs masked returns once
 /// the armed virtual timer's interrupt is pending, and bad requests are
 /// refused.

@@ -21,6 +21,8 @@
 //! - `suspend`: PSCI CPU_SUSPEND waits for the timer's interrupt;
 //! - `pmu`, `setway=ID`, `impdef`: the PMU, set/way cache maintenance and
 //!   implementation-defined registers (see cpu.rs);
+//! - `registers`: x1-x30 kept across calls, an emulated load, interrupts
+//!   and CPU_SUSPEND (see registers.rs);
 //! - `ipi=N`: N SGIs from vCPU 0 to vCPU 1, one after the other;
 //! - `rtc`: two alarms of its passed-through PL031 (or two intervals of
 //!   its Cadence TTC);
@@ -53,6 +55,7 @@ mod cpu;
 mod hostile;
 mod irqs;
 mod races;
+mod registers;
 mod rpmsg;
 
 use core::arch::{asm, global_asm};
@@ -181,6 +184,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "suspend" => irqs::suspend(),
             "pmu" => cpu::pmu(),
             "impdef" => cpu::impdef(),
+            "registers" => registers::registers(),
             w if w.starts_with("setway=") => cpu::setway(w[7..].parse().unwrap_or(1)),
             "many-sgis" => irqs::many_sgis(),
             w if w.starts_with("busy=") => busy(w[5..].parse().unwrap_or(1000)),

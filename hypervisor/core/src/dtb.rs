@@ -230,12 +230,48 @@ pub fn total_size(header: &[u8]) -> Result<usize, DtbError> {
     Ok(be32(header, 4) as usize)
 }
 
+/// The bytes of `extra` and every ASCII letter and digit, as a table:
+/// names are most of what the check reads, a lookup per byte.
+const fn name_chars(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+const NODE_NAME_CHARS: [bool; 256] = name_chars(b",._+-@");
+const PROPERTY_NAME_CHARS: [bool; 256] = name_chars(b",._+?#-");
+
 fn node_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b",._+-@".contains(&c)
+    NODE_NAME_CHARS[usize::from(c)]
 }
 
 fn property_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b",._+?#-".contains(&c)
+    PROPERTY_NAME_CHARS[usize::from(c)]
+}
+
+/// Property name offsets already found good, so that the names every node
+/// shares (`compatible`, `reg`, `phandle`) are read once: direct-mapped,
+/// on the stack (the check allocates nothing). An entry holds its offset
+/// plus one, so an empty one (0) holds none.
+struct GoodNames([u64; 64]);
+
+impl GoodNames {
+    fn contains(&self, nameoff: u32) -> bool {
+        self.0[nameoff as usize % 64] == u64::from(nameoff) + 1
+    }
+
+    fn insert(&mut self, nameoff: u32) {
+        self.0[nameoff as usize % 64] = u64::from(nameoff) + 1;
+    }
 }
 
 /// The name at `from` in `b`: its length without the NUL, if a NUL ends
@@ -328,6 +364,7 @@ fn tokens(s: &[u8], base: usize, strings: &[u8]) -> Result<(), DtbError> {
         })
     };
     let (mut pos, mut depth, mut seen_root) = (0usize, 0usize, false);
+    let mut good = GoodNames([0; 64]);
     // Whether the open node already had a subnode (its properties are over).
     let mut after_subnode = false;
     loop {
@@ -383,12 +420,15 @@ fn tokens(s: &[u8], base: usize, strings: &[u8]) -> Result<(), DtbError> {
                 if nameoff as usize >= strings.len() {
                     return fail(pos, TokenFault::NameOffset { nameoff });
                 }
-                let Some(n) = name_len(strings, nameoff as usize) else {
-                    return fail(pos, TokenFault::PropertyNameUnterminated { nameoff });
-                };
-                let name = &strings[nameoff as usize..nameoff as usize + n];
-                if n == 0 || !name.iter().all(|&c| property_name_char(c)) {
-                    return fail(pos, TokenFault::BadPropertyName { nameoff });
+                if !good.contains(nameoff) {
+                    let Some(n) = name_len(strings, nameoff as usize) else {
+                        return fail(pos, TokenFault::PropertyNameUnterminated { nameoff });
+                    };
+                    let name = &strings[nameoff as usize..nameoff as usize + n];
+                    if n == 0 || !name.iter().all(|&c| property_name_char(c)) {
+                        return fail(pos, TokenFault::BadPropertyName { nameoff });
+                    }
+                    good.insert(nameoff);
                 }
                 pos = (value_end as usize).next_multiple_of(4);
             }
@@ -490,6 +530,30 @@ mod tests {
 
     fn set(b: &mut [u8], at: usize, w: u32) {
         b[at..at + 4].copy_from_slice(&w.to_be_bytes());
+    }
+
+    /// Names found good are remembered by offset: a bad name at an offset
+    /// sharing the cache slot of a good one is still found bad.
+    #[test]
+    fn a_remembered_good_name_vouches_only_for_its_own_offset() {
+        let mut strings = b"compatible\0".to_vec();
+        strings.resize(64, b'a');
+        strings.extend_from_slice(b"b/d\0");
+        let mut s = Vec::new();
+        begin(&mut s, "");
+        prop(&mut s, 0, b"a\0");
+        prop(&mut s, 0, b"b\0");
+        prop(&mut s, 64, &[]);
+        word(&mut s, FDT_END_NODE);
+        word(&mut s, FDT_END);
+        assert_eq!(
+            token_fault(&blob(&s, &strings)),
+            TokenFault::BadPropertyName { nameoff: 64 }
+        );
+        s.truncate(s.len() - 8 - 12);
+        word(&mut s, FDT_END_NODE);
+        word(&mut s, FDT_END);
+        assert_eq!(check(&blob(&s, &strings)), Ok(()));
     }
 
     fn token_fault(b: &[u8]) -> TokenFault {

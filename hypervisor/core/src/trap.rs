@@ -238,6 +238,16 @@ pub fn ec_of(esr: u64) -> u8 {
     ((esr >> 26) & 0x3f) as u8
 }
 
+pub const EC_HVC64: u8 = 0x16;
+pub const EC_SMC64: u8 = 0x17;
+
+/// Whether `esr` is an HVC or an SMC: the two exception classes differ
+/// only in bit 0, which is how the exception vectors (`entry.S`) pick
+/// the traps that need no more than the caller-saved registers.
+pub fn is_call(esr: u64) -> bool {
+    ec_of(esr) >> 1 == EC_HVC64 >> 1
+}
+
 /// Where a synchronous exception injected into the guest's EL1 lands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbortEntry {
@@ -308,6 +318,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Trap::decode(&s), Trap::Smc { imm: 0 });
+    }
+
+    #[test]
+    fn calls_are_the_two_classes_the_vectors_test() {
+        for ec in 0..64u64 {
+            let s = Syndrome {
+                esr: esr(ec, 0),
+                ..Default::default()
+            };
+            let call = matches!(Trap::decode(&s), Trap::Hvc { .. } | Trap::Smc { .. });
+            assert_eq!(is_call(s.esr), call, "EC {ec:#x}");
+            assert_eq!(is_call(s.esr | 0xff << 32), call, "EC {ec:#x} with ISS2");
+        }
     }
 
     #[test]

@@ -276,19 +276,25 @@ impl Vgic {
     /// that it could overtake. The caller still checks the list registers
     /// for an earlier copy of it.
     pub fn direct_sgi(&mut self, vcpu: usize, intid: u32) -> Option<LrEntry> {
-        if intid >= 16 || *self.summary.get(vcpu)? != 0 {
+        self.direct_sgi_from(vcpu, vcpu, intid)
+    }
+
+    /// The same for SGI `intid` from `from` to `to`, which may be another
+    /// vCPU: the entry that vCPU's CPU can load without the pending set.
+    pub fn direct_sgi_from(&mut self, from: usize, to: usize, intid: u32) -> Option<LrEntry> {
+        if intid >= 16 || from >= self.vcpus || *self.summary.get(to)? != 0 {
             return None;
         }
-        let i = self.irq(vcpu, intid)?;
+        let i = self.irq(to, intid)?;
         let e = i.enabled.then_some(LrEntry {
             intid,
             priority: i.priority,
             hw: false,
             group1: i.group1,
             eoi_maintenance: false,
-            source: vcpu as u8,
+            source: from as u8,
         })?;
-        self.sgi_source[vcpu][intid as usize] = vcpu as u8;
+        self.sgi_source[to][intid as usize] = from as u8;
         Some(e)
     }
 
@@ -327,29 +333,23 @@ impl Vgic {
     /// The highest-priority interrupt ready for `vcpu`, taken off the
     /// pending set to go into a list register.
     pub fn next_for_lr(&mut self, vcpu: usize) -> Option<LrEntry> {
-        let dist_on = self.enabled();
-        let mut best: Option<(u32, &Irq)> = None;
-        let mut words = *self.summary.get(vcpu)?;
+        let words = *self.summary.get(vcpu)?;
         let queued = self.queued.get(vcpu)?;
-        while words != 0 {
-            let w = words.trailing_zeros() as usize;
-            words &= words - 1;
-            let mut bits = queued[w];
-            while bits != 0 {
-                let intid = (w * 64) as u32 + bits.trailing_zeros();
-                bits &= bits - 1;
-                let Some(i) = self.irq(vcpu, intid) else {
-                    continue;
-                };
-                if i.enabled
-                    && (dist_on || intid < SPI_BASE)
-                    && best.is_none_or(|(_, b)| i.priority < b.priority)
-                {
-                    best = Some((intid, i));
-                }
-            }
+        let first = words.trailing_zeros() as usize;
+        let bits = *queued.get(first)?;
+        // Only one interrupt queued (an SGI, a device's: the common case):
+        // nothing to compare its priority with.
+        let intid = if words.is_power_of_two() && bits.is_power_of_two() {
+            (first * 64) as u32 + bits.trailing_zeros()
+        } else {
+            self.highest_queued(vcpu)?
+        };
+        let i = self.irq(vcpu, intid)?;
+        // Queued means deliverable; the test only guards that invariant.
+        if !i.enabled || !(intid < SPI_BASE || self.enabled()) {
+            self.queue(vcpu, intid, false);
+            return None;
         }
-        let (intid, i) = best?;
         let e = LrEntry {
             intid,
             priority: i.priority,
@@ -367,6 +367,34 @@ impl Vgic {
             i.pending = false;
         }
         Some(e)
+    }
+
+    /// Of the interrupts queued for `vcpu`, the one of highest priority
+    /// (the lowest value; the lowest INTID among equals).
+    fn highest_queued(&self, vcpu: usize) -> Option<u32> {
+        let dist_on = self.enabled();
+        let mut best: Option<(u32, u8)> = None;
+        let mut words = *self.summary.get(vcpu)?;
+        let queued = self.queued.get(vcpu)?;
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let mut bits = queued[w];
+            while bits != 0 {
+                let intid = (w * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                let Some(i) = self.irq(vcpu, intid) else {
+                    continue;
+                };
+                if i.enabled
+                    && (dist_on || intid < SPI_BASE)
+                    && best.is_none_or(|(_, p)| i.priority < p)
+                {
+                    best = Some((intid, i.priority));
+                }
+            }
+        }
+        best.map(|(intid, _)| intid)
     }
 
     /// Whether `vcpu` still has interrupts waiting for a list register:
@@ -860,6 +888,18 @@ mod tests {
         assert_eq!(g.direct_sgi(0, 3), None, "SGI 0 waits: no overtaking");
         assert_eq!(g.next_for_lr(0).map(|e| e.intid), Some(0));
         assert!(g.direct_sgi(0, 3).is_some());
+    }
+
+    #[test]
+    fn direct_sgis_to_another_vcpu_carry_their_source() {
+        let (mut g, mut be) = v3();
+        g.redist_access(1, 0x10100, 4, Some(0b1000), &mut be)
+            .unwrap();
+        assert_eq!(g.direct_sgi_from(0, 1, 2), None, "SGI 2 is disabled");
+        let e = g.direct_sgi_from(0, 1, 3).unwrap();
+        assert!(e.intid == 3 && e.source == 0 && !g.has_pending(1));
+        assert_eq!(g.direct_sgi_from(0, 9, 3), None, "no vCPU 9");
+        assert_eq!(g.direct_sgi_from(9, 1, 3), None, "no vCPU 9");
     }
 
     #[test]

@@ -140,7 +140,14 @@ park_on:
 6:  wfe
     b       6b
 
-.macro save_frame
+// Every vector saves the registers a Rust handler may change (AAPCS64's
+// caller-saved x0-x18, and x30, which its calls overwrite) and the return
+// state: a handler that only reads and writes x0-x7 (a call) or no guest
+// register at all (an interrupt) needs no more, since the compiler keeps
+// x19-x29 for whoever it returns to. A trap whose handler may name any
+// register (an emulated access, a fatal report) saves x20-x29 as well.
+// x19 is saved with x18 in every frame, which costs nothing.
+.macro save_caller
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #16 * 0]
     stp     x2, x3, [sp, #16 * 1]
@@ -152,24 +159,27 @@ park_on:
     stp     x14, x15, [sp, #16 * 7]
     stp     x16, x17, [sp, #16 * 8]
     stp     x18, x19, [sp, #16 * 9]
-    stp     x20, x21, [sp, #16 * 10]
-    stp     x22, x23, [sp, #16 * 11]
-    stp     x24, x25, [sp, #16 * 12]
-    stp     x26, x27, [sp, #16 * 13]
-    stp     x28, x29, [sp, #16 * 14]
     mrs     x0, elr_el2
     mrs     x1, spsr_el2
     stp     x30, x0, [sp, #16 * 15]
     str     x1, [sp, #16 * 16]
 .endm
 
+.macro save_callee
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+.endm
+
+// Calls the handler with x0 = the frame (x1 as the vector left it) and
+// returns to where the exception came from, restoring what was saved.
 // With the el2-time feature, the counter is read after the save and
 // handed to el2_time_account after the handler (x19 is callee-saved, and
 // the guest's is in the frame), with the kind of exception: 0 a guest's
 // trap, 1 an interrupt taken from a guest, 2 anything else.
-.macro vector handler, kind=2
-    .balign 0x80
-    save_frame
+.macro call_handler handler, kind, frame
 .ifdef PARTITA_EL2_TIME
     mrs     x19, cntpct_el0
 .endif
@@ -180,7 +190,20 @@ park_on:
     mov     x1, #\kind
     bl      el2_time_account
 .endif
-    b       restore_and_eret
+.ifc \frame, caller
+    b       restore_caller_and_eret
+.else
+    b       restore_all_and_eret
+.endif
+.endm
+
+.macro vector handler, kind=2, frame=all
+    .balign 0x80
+    save_caller
+.ifc \frame, all
+    save_callee
+.endif
+    call_handler \handler, \kind, \frame
 .endm
 
 .balign 0x800
@@ -192,12 +215,21 @@ el2_vectors:
     vector  el2_fatal
     // Current EL with SP_EL2.
     vector  el2_fatal
-    vector  el2_irq
+    vector  el2_irq, 2, caller
     vector  el2_fatal
     vector  el2_fatal
-    // Lower EL, AArch64: the guests.
-    vector  guest_sync, 0
-    vector  guest_irq, 1
+    // Lower EL, AArch64: the guests. A call (HVC or SMC, EC 0x16 or 0x17,
+    // `trap::is_call`) reads x0-x3 and writes x0-x7: it goes to
+    // guest_call, with x1 = ESR, on the caller-saved registers alone.
+    // Every other trap may name any register.
+    .balign 0x80
+    save_caller
+    mrs     x1, esr_el2
+    ubfx    x0, x1, #27, #5
+    cmp     x0, #(0x16 >> 1)
+    b.ne    guest_sync_all
+    call_handler guest_call, 0, caller
+    vector  guest_irq, 1, caller
     vector  guest_fatal
     vector  guest_serror
     // Lower EL, AArch32: guests are AArch64 only (HCR_EL2.RW).
@@ -205,8 +237,21 @@ el2_vectors:
     vector  guest_fatal
     vector  guest_fatal
     vector  guest_fatal
+// A vector that outgrew its 0x80 bytes would move every later one and
+// this past the table's end: the assembler refuses to move back.
+.org el2_vectors + 0x800
 
-restore_and_eret:
+guest_sync_all:
+    save_callee
+    call_handler guest_sync, 0, all
+
+restore_all_and_eret:
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+restore_caller_and_eret:
     ldp     x30, x0, [sp, #16 * 15]
     ldr     x1, [sp, #16 * 16]
     msr     elr_el2, x0
@@ -221,10 +266,5 @@ restore_and_eret:
     ldp     x14, x15, [sp, #16 * 7]
     ldp     x16, x17, [sp, #16 * 8]
     ldp     x18, x19, [sp, #16 * 9]
-    ldp     x20, x21, [sp, #16 * 10]
-    ldp     x22, x23, [sp, #16 * 11]
-    ldp     x24, x25, [sp, #16 * 12]
-    ldp     x26, x27, [sp, #16 * 13]
-    ldp     x28, x29, [sp, #16 * 14]
     add     sp, sp, #FRAME_SIZE
     eret
