@@ -158,7 +158,7 @@ impl GuestMemory for PartitionMemory<'_> {
         // backwards when the destination lies above).
         unsafe {
             if from.abs_diff(to) >= len as u64 {
-                core::ptr::copy_nonoverlapping(s, d, len)
+                crate::arch::copy_bulk(d, s, len)
             } else {
                 core::ptr::copy(s, d, len)
             }
