@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use partita_core::sdt::{GicVersion, Range, SystemConfig};
-use std::process::Command;
 
 fn two_guests() -> String {
     shipped("two-guests")
@@ -193,15 +192,7 @@ fn guest_device_tree_holds_only_its_domain() {
         initrd: None,
     };
     let dtb = partita_core::guest_fdt::build(&blob, &sys, beta, &layout).unwrap();
-    let dir = std::env::temp_dir().join(format!("partita-fdt-{}", std::process::id()));
-    std::fs::write(&dir, &dtb).unwrap();
-    let out = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&dir).ok();
-    let dts = String::from_utf8(out.stdout).unwrap();
+    let dts = decompile(&dtb);
     for want in [
         "model = \"Partita domain beta on QEMU virt\"",
         "bootargs = \"hello count=5\"",
@@ -309,22 +300,6 @@ fn rpmsg_link_reaches_a_controller_through_its_remoteproc() {
     }
 }
 
-fn decompile(blob: &[u8]) -> String {
-    let path = std::env::temp_dir().join(format!(
-        "partita-vdev-{}-{}",
-        std::process::id(),
-        blob.len()
-    ));
-    std::fs::write(&path, blob).unwrap();
-    let out = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).ok();
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn rpmsg_link_gives_each_side_a_virtio_device() {
     let blob = compile(&linux_rtos());
@@ -346,15 +321,7 @@ fn rpmsg_link_gives_each_side_a_virtio_device() {
         initrd: None,
     };
     let dtb = partita_core::guest_fdt::build(&blob, &sys, rtos, &layout).unwrap();
-    let path = std::env::temp_dir().join(format!("partita-rpmsg-{}", std::process::id()));
-    std::fs::write(&path, &dtb).unwrap();
-    let out = Command::new("dtc")
-        .args(["-q", "-I", "dtb", "-O", "dts"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).ok();
-    let dts = String::from_utf8(out.stdout).unwrap();
+    let dts = decompile(&dtb);
     assert!(
         dts.contains("virtio_mmio@a000200 {") && dts.contains("compatible = \"virtio,mmio\""),
         "{dts}"

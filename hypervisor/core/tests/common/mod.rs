@@ -28,6 +28,23 @@ pub fn compile(dts: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// A device tree blob as DTS text, for assertions on what it holds.
+pub fn decompile(blob: &[u8]) -> String {
+    let out = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(blob)?;
+            c.wait_with_output()
+        })
+        .expect("dtc runs (scripts/setup installs device-tree-compiler)");
+    assert!(out.status.success(), "dtc could not decompile a blob");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A shipped configuration's source, by file name without `.dts`.
 pub fn shipped(name: &str) -> String {
     std::fs::read_to_string(platform().join(format!("{name}.dts"))).unwrap()
