@@ -15,6 +15,7 @@
 //! `partita_core::console` for the escape keys), into its emulated UART's
 //! receive buffer.
 
+use crate::arch::Mutex;
 use crate::partition::Partition;
 use crate::uart::Uart;
 use core::fmt::Write;
@@ -23,7 +24,6 @@ use partita_core::console::{self as keys, Input, InputRouter, OutputRing};
 use partita_core::ratelimit::{self, RateLimit, Verdict};
 use partita_core::sdt::UartKind;
 use partita_core::vuart::RX_BUFFER;
-use spin::Mutex;
 
 /// Bytes of output waiting for the UART: about 1.4 s of a 115200-baud line.
 const RING: usize = 16 << 10;

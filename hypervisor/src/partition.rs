@@ -1,6 +1,7 @@
 //! Partitions: a domain of the SDT brought to life with its own stage-2
 //! tables, its images in its memory and its emulated devices.
 
+use crate::arch::Mutex;
 use crate::arch::{self, mmu::HeapTables};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -14,7 +15,6 @@ use partita_core::sdt::GicVersion;
 use partita_core::sdt::{Domain, Range, SystemConfig};
 use partita_core::vgic::{self, Vgic};
 use partita_core::vuart::{LineBuffer, VirtualPl011};
-use spin::Mutex;
 
 /// The emulated console UART of one partition.
 pub struct VirtualConsole {

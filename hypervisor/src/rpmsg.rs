@@ -11,6 +11,7 @@
 //! dropped or reordered, and none waits for its sender to notify again.
 
 use crate::arch::TrapFrame;
+use crate::arch::Yield;
 use crate::console::guest_warn;
 use crate::cpu;
 use crate::irq::Hw;
@@ -24,8 +25,9 @@ use partita_core::sdt::Range;
 use partita_core::trap::MmioAccess;
 use partita_core::virtio::{Effect, Fault, GuestMemory, QUEUE_MAX};
 use spin::mutex::{SpinMutex, SpinMutexGuard};
+use spin::RelaxStrategy;
 
-type Guard = SpinMutexGuard<'static, Link>;
+type Guard = SpinMutexGuard<'static, Link, Yield>;
 
 /// Messages one trap moves at most; the rest continue after the CPU has
 /// returned to its guest.
@@ -44,7 +46,7 @@ const YIELD_SPINS: u32 = 256;
 /// its instructions; letting waiters in only between two messages of a
 /// pump gives them their turn where it matters.
 pub struct LinkLock {
-    state: SpinMutex<Link>,
+    state: SpinMutex<Link, Yield>,
     waiting: AtomicU32,
 }
 
@@ -75,7 +77,7 @@ impl LinkLock {
                 if self.state.is_locked() || self.waiting.load(Ordering::Relaxed) == 0 {
                     break;
                 }
-                core::hint::spin_loop();
+                Yield::relax();
             }
         }
         self.lock()
