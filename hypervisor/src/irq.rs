@@ -69,9 +69,11 @@ impl Backend for Hw<'_> {
 
     fn notify(&mut self, vcpu: usize) {
         let pcpu = self.p.pcpus[vcpu];
-        if pcpu == arch::cpu_index() {
-            cpu::get(pcpu).request_flush();
-        } else {
+        // Asked before the kick (which orders it before the SGI), so that
+        // a kick that carries no such request (a posted SGI, a stop) costs
+        // its CPU no flush.
+        cpu::get(pcpu).request_flush();
+        if pcpu != arch::cpu_index() {
             let sys = system();
             sys.gic
                 .send_sgi(sys.config.cpus[pcpu].mpidr, pcpu, SGI_KICK);
@@ -200,7 +202,8 @@ pub fn handle_physical() {
                 if requests & cpu::RESUME != 0 {
                     crate::rpmsg::resume();
                 }
-                here.request_flush();
+                // Whoever made something pending for the vCPU here asked
+                // for the flush before kicking (`Hw::notify`).
             }
             // Level-sensitive: its condition (list registers run low, or
             // an EOI to act on) is dealt with before it is deactivated.
@@ -443,9 +446,9 @@ fn load_posted(here: &cpu::PerCpu, v: u64) {
         }
     }
     count_injected();
-    // The flush that follows the kick sets the virtual interface's
-    // underflow interrupt as whatever else waits requires.
-    gic.set_virtual_interface(false);
+    // Its underflow interrupt is left as it was: whatever else waits was
+    // made pending with a flush request, and that flush sets it.
+    gic.refresh_virtual_interface();
 }
 
 /// Puts `e` into a list register of this CPU (the vGIC's lock held), or
