@@ -177,11 +177,14 @@ pub fn flush_if_needed(here: &cpu::PerCpu) {
     }
 }
 
-/// Every physical interrupt pending at EL2, guest running or not.
+/// The highest-priority physical interrupt pending at EL2, guest running
+/// or not. One per exception: another still pending is taken again as
+/// soon as the return unmasks interrupts, and the common single one
+/// (the timer, a kick) then costs no second acknowledge that finds none.
 pub fn handle_physical() {
     let sys = system();
     let here = cpu::this();
-    while let Some(id) = sys.gic.ack() {
+    if let Some(id) = sys.gic.ack() {
         match id {
             SGI_KICK => {
                 sys.gic.deactivate(id);
