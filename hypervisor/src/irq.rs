@@ -9,6 +9,7 @@ use crate::system;
 use log::debug;
 use partita_core::trap::MmioAccess;
 use partita_core::vgic::{self, Backend, Vgic};
+use spin::MutexGuard;
 
 /// The EL1 timers' PPIs (virtual, non-secure physical): the guest owns
 /// both timers, and both interrupts are forwarded to the vCPU of the CPU
@@ -386,6 +387,13 @@ fn send_sgi(p: &Partition, vcpu: usize, targets: u32, intid: u32) {
     if targets.is_power_of_two() && post_sgi(p, &mut g, vcpu, targets.trailing_zeros(), intid) {
         return;
     }
+    send_sgi_queued(p, g, vcpu, targets, intid);
+}
+
+/// The rest of `send_sgi`: through the pending sets. Out of line, so that
+/// the direct paths do not pay for the registers this part needs.
+#[inline(never)]
+fn send_sgi_queued(p: &Partition, mut g: MutexGuard<Vgic>, vcpu: usize, targets: u32, intid: u32) {
     g.send_sgi(vcpu, targets, intid, &mut Hw { p });
     if targets & (1 << vcpu) != 0 && cpu::this().take_flush() {
         flush_locked(&mut g, vcpu);
