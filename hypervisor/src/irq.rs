@@ -163,7 +163,12 @@ pub fn suspend(p: &Partition, vcpu: usize) {
 
 /// One more virtual interrupt injected on this CPU, for the status.
 fn count_injected() {
-    cpu::PerCpu::count(&cpu::this().injected);
+    count_injected_on(cpu::this());
+}
+
+/// `count_injected` where this CPU's state is at hand already.
+fn count_injected_on(here: &cpu::PerCpu) {
+    cpu::PerCpu::count(&here.injected);
 }
 
 /// Loads list registers if something became pending for the vCPU of
@@ -231,7 +236,7 @@ pub fn handle_physical() {
                         Some(e) => {
                             sys.gic
                                 .write_lr(free.trailing_zeros() as usize, sys.gic.lr_encode(&e));
-                            count_injected();
+                            count_injected_on(here);
                             sys.gic.set_virtual_interface(g.has_pending(v));
                         }
                         None => {
@@ -456,7 +461,7 @@ fn load_posted(here: &cpu::PerCpu, v: u64) {
             return;
         }
     }
-    count_injected();
+    count_injected_on(here);
     // Its underflow interrupt is left as it was: whatever else waits was
     // made pending with a flush request, and that flush sets it.
     gic.refresh_virtual_interface();
