@@ -9,6 +9,7 @@ use crate::system;
 use log::debug;
 use partita_core::trap::MmioAccess;
 use partita_core::vgic::{self, Backend, Vgic};
+use spin::MutexGuard;
 
 /// The EL1 timers' PPIs (virtual, non-secure physical): the guest owns
 /// both timers, and both interrupts are forwarded to the vCPU of the CPU
@@ -69,9 +70,11 @@ impl Backend for Hw<'_> {
 
     fn notify(&mut self, vcpu: usize) {
         let pcpu = self.p.pcpus[vcpu];
-        if pcpu == arch::cpu_index() {
-            cpu::get(pcpu).request_flush();
-        } else {
+        // Asked before the kick (which orders it before the SGI), so that
+        // a kick that carries no such request (a posted SGI, a stop) costs
+        // its CPU no flush.
+        cpu::get(pcpu).request_flush();
+        if pcpu != arch::cpu_index() {
             let sys = system();
             sys.gic
                 .send_sgi(sys.config.cpus[pcpu].mpidr, pcpu, SGI_KICK);
@@ -160,7 +163,12 @@ pub fn suspend(p: &Partition, vcpu: usize) {
 
 /// One more virtual interrupt injected on this CPU, for the status.
 fn count_injected() {
-    cpu::PerCpu::count(&cpu::this().injected);
+    count_injected_on(cpu::this());
+}
+
+/// `count_injected` where this CPU's state is at hand already.
+fn count_injected_on(here: &cpu::PerCpu) {
+    cpu::PerCpu::count(&here.injected);
 }
 
 /// Loads list registers if something became pending for the vCPU of
@@ -175,11 +183,14 @@ pub fn flush_if_needed(here: &cpu::PerCpu) {
     }
 }
 
-/// Every physical interrupt pending at EL2, guest running or not.
+/// The highest-priority physical interrupt pending at EL2, guest running
+/// or not. One per exception: another still pending is taken again as
+/// soon as the return unmasks interrupts, and the common single one
+/// (the timer, a kick) then costs no second acknowledge that finds none.
 pub fn handle_physical() {
     let sys = system();
     let here = cpu::this();
-    while let Some(id) = sys.gic.ack() {
+    if let Some(id) = sys.gic.ack() {
         match id {
             SGI_KICK => {
                 sys.gic.deactivate(id);
@@ -200,7 +211,8 @@ pub fn handle_physical() {
                 if requests & cpu::RESUME != 0 {
                     crate::rpmsg::resume();
                 }
-                here.request_flush();
+                // Whoever made something pending for the vCPU here asked
+                // for the flush before kicking (`Hw::notify`).
             }
             // Level-sensitive: its condition (list registers run low, or
             // an EOI to act on) is dealt with before it is deactivated.
@@ -224,7 +236,7 @@ pub fn handle_physical() {
                         Some(e) => {
                             sys.gic
                                 .write_lr(free.trailing_zeros() as usize, sys.gic.lr_encode(&e));
-                            count_injected();
+                            count_injected_on(here);
                             sys.gic.set_virtual_interface(g.has_pending(v));
                         }
                         None => {
@@ -380,6 +392,13 @@ fn send_sgi(p: &Partition, vcpu: usize, targets: u32, intid: u32) {
     if targets.is_power_of_two() && post_sgi(p, &mut g, vcpu, targets.trailing_zeros(), intid) {
         return;
     }
+    send_sgi_queued(p, g, vcpu, targets, intid);
+}
+
+/// The rest of `send_sgi`: through the pending sets. Out of line, so that
+/// the direct paths do not pay for the registers this part needs.
+#[inline(never)]
+fn send_sgi_queued(p: &Partition, mut g: MutexGuard<Vgic>, vcpu: usize, targets: u32, intid: u32) {
     g.send_sgi(vcpu, targets, intid, &mut Hw { p });
     if targets & (1 << vcpu) != 0 && cpu::this().take_flush() {
         flush_locked(&mut g, vcpu);
@@ -442,10 +461,10 @@ fn load_posted(here: &cpu::PerCpu, v: u64) {
             return;
         }
     }
-    count_injected();
-    // The flush that follows the kick sets the virtual interface's
-    // underflow interrupt as whatever else waits requires.
-    gic.set_virtual_interface(false);
+    count_injected_on(here);
+    // Its underflow interrupt is left as it was: whatever else waits was
+    // made pending with a flush request, and that flush sets it.
+    gic.refresh_virtual_interface();
 }
 
 /// Puts `e` into a list register of this CPU (the vGIC's lock held), or

@@ -63,6 +63,12 @@ extern "C" fn guest_call(frame: &mut CallFrame, esr: u64) {
     // would pay).
     if frame.x[0] == u64::from(control::NULL) {
         frame.x[0] = 0;
+        return irq::flush_if_needed(here);
+    }
+    if let Some(v) = psci::stateless(frame.x[0], frame.x[1]) {
+        // Queries answered from their arguments alone need no partition
+        // and no lock.
+        frame.x[0] = v;
     } else {
         let (p, vcpu) = here
             .running()
@@ -215,6 +221,10 @@ fn service(frame: &mut CallFrame, p: &'static Partition, vcpu: usize) {
     let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
     if x[0] == u64::from(control::NULL) {
         frame.x[0] = 0;
+        return;
+    }
+    if let Some(v) = psci::stateless(x[0], x[1]) {
+        frame.x[0] = v;
         return;
     }
     if x[0] == u64::from(control::CRASH) {

@@ -117,6 +117,39 @@ impl Call {
     }
 }
 
+/// SMCCC_VERSION (SMCCC 1.1 and later; DEN0028).
+pub const SMCCC_VERSION: u32 = 0x8000_0000;
+
+/// The answer to a call whose answer depends on nothing but its
+/// arguments: VERSION, FEATURES, MIGRATE_INFO_TYPE, and SMCCC_VERSION,
+/// which we leave NOT_SUPPORTED (SMCCC 1.0, which has no SMCCC_VERSION:
+/// 1.1 would have guests ask for firmware workarounds we do not offer).
+/// These are the queries a guest may make often (Linux asks FEATURES of
+/// each call it might use), and answered here they take no lock and
+/// read no partition; `None` for every other call, which goes the whole
+/// way (`PowerStates::handle` gives these the same answers).
+pub fn stateless(x0: u64, x1: u64) -> Option<u64> {
+    if x0 >> 32 != 0 {
+        return None;
+    }
+    match x0 as u32 {
+        fid::VERSION => Some(VERSION),
+        fid::FEATURES => Some(features(x1 as u32)),
+        // 2: no Trusted OS that would need migrating.
+        fid::MIGRATE_INFO_TYPE => Some(2),
+        SMCCC_VERSION => Some(PsciError::NotSupported.code()),
+        _ => None,
+    }
+}
+
+fn features(id: u32) -> u64 {
+    if implemented(id) {
+        0
+    } else {
+        PsciError::NotSupported.code()
+    }
+}
+
 /// Whether PSCI_FEATURES reports `id` as implemented.
 pub fn implemented(id: u32) -> bool {
     matches!(
@@ -214,12 +247,7 @@ impl PowerStates {
     pub fn handle(&mut self, call: Call, entry_ok: impl Fn(u64) -> bool) -> Action {
         match call {
             Call::Version => Action::Return(VERSION),
-            Call::Features(id) => Action::Return(if implemented(id) {
-                0
-            } else {
-                PsciError::NotSupported.code()
-            }),
-            // 2: no Trusted OS that would need migrating.
+            Call::Features(id) => Action::Return(features(id)),
             Call::MigrateInfoType => Action::Return(2),
             Call::CpuSuspend {
                 power_state, entry, ..
@@ -302,6 +330,52 @@ mod tests {
         // SYSTEM_RESET2 and MEM_PROTECT, optional in 1.1, are not offered.
         assert_eq!(f(0xc400_0012), Action::Return(u64::MAX));
         assert_eq!(f(0x8400_0013), Action::Return(u64::MAX));
+    }
+
+    #[test]
+    fn stateless_queries_answer_as_the_power_states_do() {
+        let mut p = PowerStates::new(2);
+        for (x0, x1) in [
+            (u64::from(fid::VERSION), 0),
+            (u64::from(fid::MIGRATE_INFO_TYPE), 0),
+            (
+                u64::from(fid::FEATURES),
+                u64::from(fid::CPU_ON | fid::SMC64),
+            ),
+            (u64::from(fid::FEATURES), u64::from(fid::CPU_SUSPEND)),
+            (u64::from(fid::FEATURES), u64::from(SMCCC_VERSION)),
+            (u64::from(fid::FEATURES), 0xc400_0012),
+            // FEATURES reads only the low 32 bits of its argument.
+            (u64::from(fid::FEATURES), 0xffff_ffff_8400_0000),
+        ] {
+            let Action::Return(v) = p.handle(call(x0 as u32, x1, 0, 0), |_| true) else {
+                panic!("{x0:#x} is a query");
+            };
+            assert_eq!(stateless(x0, x1), Some(v), "{x0:#x}({x1:#x})");
+        }
+        assert_eq!(
+            stateless(u64::from(SMCCC_VERSION), 0),
+            Some(PsciError::NotSupported.code())
+        );
+        // Calls that change or read power states, and function IDs with
+        // upper bits set, are not answered here.
+        for x0 in [
+            fid::CPU_ON,
+            fid::CPU_ON | fid::SMC64,
+            fid::CPU_OFF,
+            fid::CPU_SUSPEND,
+            fid::AFFINITY_INFO,
+            fid::SYSTEM_OFF,
+            fid::SYSTEM_RESET,
+            0xc600_0000,
+        ] {
+            assert_eq!(stateless(u64::from(x0), 0), None, "{x0:#x}");
+        }
+        assert_eq!(stateless(1 << 32 | u64::from(fid::VERSION), 0), None);
+        assert_eq!(
+            Call::decode([1 << 32 | u64::from(fid::VERSION), 0, 0, 0]),
+            None
+        );
     }
 
     #[test]

@@ -428,6 +428,21 @@ impl Gic {
         }
     }
 
+    /// Writes the virtual CPU interface's control register again, on, with
+    /// its underflow interrupt as it was: after a list register was loaded
+    /// outside a flush, which alone knows whether others still wait (QEMU
+    /// did not always signal a list register's interrupt without a write
+    /// here after it).
+    pub fn refresh_virtual_interface(&self) {
+        match *self {
+            Gic::V3 { .. } => {
+                let hcr = sysreg!(read "S3_4_C12_C11_0");
+                sysreg!(write "S3_4_C12_C11_0", hcr | 1);
+            }
+            Gic::V2 { gich, .. } => wr(gich + GICH_HCR, rd(gich + GICH_HCR) | 1),
+        }
+    }
+
     /// A clean, disabled virtual CPU interface: nothing of a vCPU that
     /// left this CPU carries over to the next one.
     pub fn reset_virtual_interface(&self) {
