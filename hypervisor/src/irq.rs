@@ -2,6 +2,7 @@
 //! virtual GICs, and loading list registers.
 
 use crate::arch::gic::{MAINTENANCE, SGI_KICK};
+use crate::arch::MutexGuard;
 use crate::arch::{self, TrapFrame};
 use crate::cpu;
 use crate::partition::Partition;
@@ -9,7 +10,6 @@ use crate::system;
 use log::debug;
 use partita_core::trap::MmioAccess;
 use partita_core::vgic::{self, Backend, Vgic};
-use spin::MutexGuard;
 
 /// The EL1 timers' PPIs (virtual, non-secure physical): the guest owns
 /// both timers, and both interrupts are forwarded to the vCPU of the CPU

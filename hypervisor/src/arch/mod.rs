@@ -191,6 +191,7 @@ impl spin::RelaxStrategy for Yield {
 
 /// The hypervisor's locks.
 pub type Mutex<T> = spin::mutex::Mutex<T, Yield>;
+pub type MutexGuard<'a, T> = spin::mutex::MutexGuard<'a, T, Yield>;
 
 pub fn wait_for_event() {
     aarch64_cpu::asm::wfe();
