@@ -12,10 +12,21 @@ pub const STOP: u32 = 1;
 pub const RESUME: u32 = 2;
 const STACK_SIZE: usize = 64 << 10;
 
-/// A cache line each: no CPU's stores to its own state disturb another's,
-/// and finding this CPU's is a shift.
-#[repr(align(64))]
+/// Whole cache lines each: no CPU's stores to its own state disturb
+/// another's, and finding this CPU's is a shift. The first fields are read
+/// by the interrupt vector's direct path (`entry.S`), at the offsets
+/// checked below.
+#[repr(C, align(64))]
 pub struct PerCpu {
+    /// List-register values for PPIs 27 to 30 (`irq::VTIMER` and
+    /// `irq::PTIMER` only; 28 and 29 stay 0) of the vCPU running here, as
+    /// its vGIC configures them (`irq::publish_direct`); 0 sends that
+    /// interrupt through the whole handler.
+    direct: [AtomicU64; 4],
+    /// Virtual interrupts injected and guest traps handled here since the
+    /// partition's last start; only this CPU writes them.
+    pub injected: AtomicU64,
+    pub traps: AtomicU64,
     /// What the kick SGI asks of this CPU, one bit each (one load on
     /// every kick when there is nothing): `STOP`, another CPU asked it to
     /// leave its vCPU (the partition is stopping; a hint: the lifecycle,
@@ -32,14 +43,20 @@ pub struct PerCpu {
     /// (an SGI to it with nothing else waiting, `irq::post_sgi`), loaded
     /// by the kick that follows; 0 when empty.
     posted: AtomicU64,
-    /// Guest traps handled and virtual interrupts injected here since the
-    /// partition's last start; only this CPU writes them.
-    pub traps: AtomicU64,
-    pub injected: AtomicU64,
 }
 
-static CPUS: [PerCpu; MAX_CPUS] = [const {
+/// The layout `entry.S` relies on (its `.equ`s come from these).
+pub const DIRECT_FIRST_PPI: u32 = 27;
+pub const OFFSET_INJECTED: usize = core::mem::offset_of!(PerCpu, injected);
+pub const SIZE_SHIFT: u32 = core::mem::size_of::<PerCpu>().trailing_zeros();
+const _: () = assert!(core::mem::offset_of!(PerCpu, direct) == 0);
+const _: () = assert!(core::mem::size_of::<PerCpu>() == 1 << SIZE_SHIFT);
+const _: () = assert!(MAX_CPUS.is_power_of_two());
+
+#[no_mangle]
+static PER_CPU: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
+        direct: [const { AtomicU64::new(0) }; 4],
         requests: AtomicU32::new(0),
         running: AtomicUsize::new(0),
         flush: AtomicBool::new(false),
@@ -54,7 +71,7 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
 static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 pub fn get(cpu: usize) -> &'static PerCpu {
-    &CPUS[cpu]
+    &PER_CPU[cpu]
 }
 
 /// Allocates CPU `cpu`'s stack (the boot CPU's is in BSS and given here).
@@ -125,16 +142,32 @@ impl PerCpu {
         }
     }
 
+    /// Records the vCPU this CPU runs. Its direct list-register values are
+    /// published after an entry (`irq::publish_direct`) and forgotten here
+    /// at a leave (a publisher that saw the vCPU still running may store
+    /// them again, harmlessly: nothing reads them before the next entry
+    /// publishes its own).
     pub fn set_running(&self, r: Option<(usize, usize)>) {
         self.running
             .store(r.map_or(0, |(p, v)| ((p + 1) << 8) | v), Ordering::Release);
+        if r.is_none() {
+            for d in &self.direct {
+                d.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The list-register value the direct path injects for `ppi` (27..=30)
+    /// of the vCPU running here; 0 for the whole handler.
+    pub fn set_direct(&self, ppi: u32, lr: u64) {
+        self.direct[(ppi - DIRECT_FIRST_PPI) as usize].store(lr, Ordering::Relaxed);
     }
 }
 
 /// This CPU's state. The index is below MAX_CPUS (checked at boot); the
 /// mask lets the compiler drop the bounds check on the trap path.
 pub fn this() -> &'static PerCpu {
-    &CPUS[arch::cpu_index() % MAX_CPUS]
+    &PER_CPU[arch::cpu_index() % MAX_CPUS]
 }
 
 /// The partition and vCPU this CPU runs.

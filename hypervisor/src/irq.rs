@@ -183,17 +183,18 @@ pub fn flush_if_needed(here: &cpu::PerCpu) {
     }
 }
 
-/// The highest-priority physical interrupt pending at EL2, guest running
-/// or not. One per exception: another still pending is taken again as
-/// soon as the return unmasks interrupts, and the common single one
-/// (the timer, a kick) then costs no second acknowledge that finds none.
-pub fn handle_physical() {
+/// The physical interrupt acknowledged with value `iar` at EL2, guest
+/// running or not. One per exception: another still pending is taken
+/// again as soon as the return unmasks interrupts, and the common single
+/// one (the timer, a kick) then costs no second acknowledge that finds
+/// none.
+pub fn handle_physical(iar: u32) {
     let sys = system();
     let here = cpu::this();
-    if let Some(id) = sys.gic.ack() {
+    if let Some(id) = sys.gic.priority_drop(iar) {
         match id {
             SGI_KICK => {
-                sys.gic.deactivate(id);
+                sys.gic.deactivate(iar);
                 match here.take_posted() {
                     0 => {}
                     v => load_posted(here, v),
@@ -269,7 +270,7 @@ pub fn handle_physical() {
             },
             other => {
                 debug!("unexpected physical interrupt {other}");
-                sys.gic.deactivate(other);
+                sys.gic.deactivate(if other < 16 { iar } else { other });
             }
         }
     }
@@ -319,22 +320,25 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess
         sgir(p, vcpu, v);
         return true;
     }
-    let r = if (gicd..gicd + 0x10000).contains(&a.ipa) {
-        p.vgic
-            .lock()
-            .dist_access(vcpu, a.ipa - gicd, a.width, write, &mut Hw { p })
-    } else if gicr != 0 && (gicr..gicr + 0x20000 * p.pcpus.len() as u64).contains(&a.ipa) {
-        let off = a.ipa - gicr;
-        p.vgic.lock().redist_access(
-            (off / 0x20000) as usize,
-            off % 0x20000,
-            a.width,
-            write,
-            &mut Hw { p },
-        )
-    } else {
+    let dist = (gicd..gicd + 0x10000).contains(&a.ipa);
+    if !dist && (gicr == 0 || !(gicr..gicr + 0x20000 * p.pcpus.len() as u64).contains(&a.ipa)) {
         return false;
+    }
+    let mut g = p.vgic.lock();
+    let r = if dist {
+        g.dist_access(vcpu, a.ipa - gicd, a.width, write, &mut Hw { p })
+    } else {
+        let off = a.ipa - gicr;
+        let frame = (off / 0x20000) as usize;
+        g.redist_access(frame, off % 0x20000, a.width, write, &mut Hw { p })
     };
+    if a.write {
+        // A timer's enable, priority or group may have changed.
+        for v in 0..p.pcpus.len() {
+            publish_direct(p, &g, v);
+        }
+    }
+    drop(g);
     let v = r.unwrap_or_else(|vgic::Unhandled| {
         crate::console::guest_note!(
             p,
@@ -486,6 +490,27 @@ fn load_direct(e: &vgic::LrEntry) -> bool {
     // did not always signal the virtual interrupt (a regression test hung).
     gic.set_virtual_interface(false);
     true
+}
+
+/// Publishes, for the interrupt vector's direct path (`entry.S`), the
+/// list-register values of vCPU `vcpu`'s timers as `g` (the partition's
+/// vGIC, locked) now configures them, if it runs on its CPU. Every change
+/// to their configuration is a guest's write to the vGIC's registers,
+/// which publishes after it; a vCPU's entry publishes before it runs.
+/// Under the lock, a vCPU entering after a write sees its result, and one
+/// that entered before is published by it.
+pub fn publish_direct(p: &Partition, g: &Vgic, vcpu: usize) {
+    let c = cpu::get(p.pcpus[vcpu]);
+    if c.running() != Some((p.index, vcpu)) {
+        return;
+    }
+    let gic = &system().gic;
+    for ppi in [VTIMER, PTIMER] {
+        c.set_direct(
+            ppi,
+            g.direct_entry(vcpu, ppi).map_or(0, |e| gic.lr_encode(&e)),
+        );
+    }
 }
 
 pub fn new_vgic(p_vcpus: usize, version: vgic::Version, lines: u32) -> Vgic {

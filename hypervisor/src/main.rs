@@ -213,6 +213,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         },
     };
     gic.init_distributor();
+    gic.publish_for_vectors();
     arch::take_interrupts_at_el2();
     if let Err(e) = gic.init_cpu(mpidr) {
         refuse(format_args!("{e}"));

@@ -34,6 +34,7 @@ pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
     // (its senders have left: a partition restarts only once all have).
     cpu::get(me).take_posted();
     cpu::get(me).set_running(Some((p.index, vcpu)));
+    irq::publish_direct(p, &p.vgic.lock(), vcpu);
     guest_info!(
         p,
         "{}: vcpu {vcpu} starts at {entry:#x} (counter {})",
@@ -183,9 +184,11 @@ fn system_register(frame: &mut TrapFrame, p: &Partition, vcpu: usize, r: &SysReg
     frame.elr += 4;
 }
 
+/// An interrupt from a guest that the vector's direct path left (see
+/// `entry.S`), with the acknowledge value the vector read.
 #[no_mangle]
-extern "C" fn guest_irq() {
-    irq::handle_physical();
+extern "C" fn guest_irq(_frame: &mut CallFrame, iar: u64) {
+    irq::handle_physical(iar as u32);
 }
 
 #[no_mangle]
@@ -210,7 +213,7 @@ extern "C" fn el2_fatal(frame: &mut TrapFrame) -> ! {
 
 #[no_mangle]
 extern "C" fn el2_irq() {
-    irq::handle_physical();
+    irq::handle_physical(system().gic.read_iar());
 }
 
 /// An HVC or SMC: PSCI, Partita's own calls, or NOT_SUPPORTED. Out of

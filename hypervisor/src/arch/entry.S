@@ -197,6 +197,15 @@ park_on:
 .endif
 .endm
 
+// \reg = this CPU's PerCpu (`cpu.rs`), with \tmp as scratch.
+.macro this_cpu reg, tmp
+    mrs     \reg, tpidr_el2
+    and     \reg, \reg, #(MAX_CPUS - 1)
+    adrp    \tmp, PER_CPU
+    add     \tmp, \tmp, :lo12:PER_CPU
+    add     \reg, \tmp, \reg, lsl #PERCPU_SHIFT
+.endm
+
 .macro vector handler, kind=2, frame=all
     .balign 0x80
     save_caller
@@ -229,7 +238,37 @@ el2_vectors:
     cmp     x0, #(0x16 >> 1)
     b.ne    guest_sync_all
     call_handler guest_call, 0, caller
-    vector  guest_irq, 1, caller
+    // An interrupt: the vCPU's own timer, as its vGIC configures it, goes
+    // straight into a free list register on four saved registers (the
+    // "direct path"); anything else, or a timer the vGIC must see
+    // (disabled, no list register free), goes to guest_irq with the
+    // acknowledge value in x1. The list-register values are published per
+    // CPU by `irq::publish_direct` under the vGIC's lock.
+    .balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    adrp    x2, GICV2_FRAMES
+    add     x2, x2, :lo12:GICV2_FRAMES
+    ldr     x3, [x2]
+    cbnz    x3, irq_gicv2
+    mrs     x0, icc_iar1_el1
+.ifdef PARTITA_EL2_TIME
+    // Every interrupt is timed, so every one takes the handler.
+    b       irq_handler
+.endif
+    sub     w1, w0, #DIRECT_FIRST_PPI
+    cmp     w1, #3
+    b.hi    irq_handler
+    this_cpu x2, x3
+    ldr     x1, [x2, x1, lsl #3]
+    cbz     x1, irq_handler
+    // List register 0 only: a free one elsewhere needs an indexed write.
+    mrs     x3, ich_elrsr_el2
+    tbz     w3, #0, irq_handler
+    msr     ich_lr0_el2, x1
+    msr     icc_eoir1_el1, x0
+    b       irq_injected
     vector  guest_fatal
     vector  guest_serror
     // Lower EL, AArch32: guests are AArch64 only (HCR_EL2.RW).
@@ -244,6 +283,62 @@ el2_vectors:
 guest_sync_all:
     save_callee
     call_handler guest_sync, 0, all
+
+// The direct path on GICv2 (x2 GICV2_FRAMES, x3 the GICC): the same as
+// GICv3's above, with the interfaces in memory and any free list register,
+// on two more saved registers.
+irq_gicv2:
+    stp     x4, x5, [sp, #16 * 2]
+    ldr     w0, [x3, #0xc]          // GICC_IAR
+.ifdef PARTITA_EL2_TIME
+    b       irq_handler_v2
+.endif
+    sub     w1, w0, #DIRECT_FIRST_PPI
+    cmp     w1, #3
+    b.hi    irq_handler_v2
+    ldr     x4, [x2, #8]            // the GICH
+    this_cpu x2, x5
+    ldr     x1, [x2, x1, lsl #3]
+    cbz     x1, irq_handler_v2
+    ldr     w5, [x4, #0x30]         // GICH_ELRSR0
+    cbz     w5, irq_handler_v2
+    rbit    w5, w5
+    clz     w5, w5
+    add     x4, x4, x5, lsl #2
+    str     w1, [x4, #0x100]        // GICH_LRn
+    str     w0, [x3, #0x10]         // GICC_EOIR
+    ldp     x4, x5, [sp, #16 * 2]
+    b       irq_injected
+irq_handler_v2:
+    ldp     x4, x5, [sp, #16 * 2]
+    b       irq_handler
+
+// Counted as `irq::count_injected` counts (x2 this CPU's PerCpu).
+irq_injected:
+    ldr     x3, [x2, #PERCPU_INJECTED]
+    add     x3, x3, #1
+    str     x3, [x2, #PERCPU_INJECTED]
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x0, x1, [sp, #16 * 0]
+    add     sp, sp, #FRAME_SIZE
+    eret
+
+// The rest of an interrupt's frame, x0 its acknowledge value.
+irq_handler:
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #16 * 9]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x30, x2, [sp, #16 * 15]
+    str     x3, [sp, #16 * 16]
+    mov     x1, x0
+    call_handler guest_irq, 1, caller
 
 restore_all_and_eret:
     ldp     x20, x21, [sp, #16 * 10]

@@ -8,7 +8,7 @@
 //! register's hardware bit.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use partita_core::vgic::lr;
 
 /// The hypervisor's "look at your mailbox" SGI.
@@ -112,7 +112,22 @@ pub enum Gic {
     },
 }
 
+/// GICv2's CPU interface and virtual interface control, where the guests'
+/// interrupt vector (`entry.S`) finds them; zero on GICv3, whose
+/// interfaces are system registers. Written once at boot, before any
+/// guest runs.
+#[no_mangle]
+static GICV2_FRAMES: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
 impl Gic {
+    /// Tells the guests' interrupt vector which GIC this is.
+    pub fn publish_for_vectors(&self) {
+        if let Gic::V2 { gicc, gich, .. } = *self {
+            GICV2_FRAMES[0].store(gicc, Ordering::Relaxed);
+            GICV2_FRAMES[1].store(gich, Ordering::Relaxed);
+        }
+    }
+
     /// Once, on the boot CPU: the distributor on, every SPI off.
     pub fn init_distributor(&self) {
         match *self {
@@ -238,24 +253,37 @@ impl Gic {
         }
     }
 
-    /// Acknowledges the highest-priority pending interrupt, if any, and
-    /// drops the running priority.
-    pub fn ack(&self) -> Option<u32> {
-        let id = match *self {
-            Gic::V3 { .. } => sysreg!(read "S3_0_C12_C12_0") as u32 & 0xff_ffff,
-            Gic::V2 { gicc, .. } => rd(gicc + GICC_IAR) & 0x3ff,
+    /// Acknowledges the highest-priority pending interrupt: the
+    /// acknowledge register's value, which `priority_drop` takes (the
+    /// guests' interrupt vector reads it in `entry.S` itself).
+    pub fn read_iar(&self) -> u32 {
+        match *self {
+            Gic::V3 { .. } => sysreg!(read "S3_0_C12_C12_0") as u32,
+            Gic::V2 { gicc, .. } => rd(gicc + GICC_IAR),
+        }
+    }
+
+    /// Drops the running priority of acknowledged `iar` and returns its
+    /// INTID; None for a spurious one. `iar` is what the hypervisor hands
+    /// back to `deactivate`: on GICv2 an SGI's EOI and deactivation must
+    /// name its source CPU as the acknowledge did.
+    pub fn priority_drop(&self, iar: u32) -> Option<u32> {
+        let (id, iar) = match *self {
+            Gic::V3 { .. } => (iar & 0xff_ffff, iar & 0xff_ffff),
+            Gic::V2 { .. } => (iar & 0x3ff, iar & 0x1fff),
         };
         if id >= 1020 {
             return None;
         }
         match *self {
-            Gic::V3 { .. } => sysreg!(write "S3_0_C12_C12_1", u64::from(id)),
-            Gic::V2 { gicc, .. } => wr(gicc + GICC_EOIR, id),
+            Gic::V3 { .. } => sysreg!(write "S3_0_C12_C12_1", u64::from(iar)),
+            Gic::V2 { gicc, .. } => wr(gicc + GICC_EOIR, iar),
         }
         Some(id)
     }
 
-    /// Deactivates an interrupt the hypervisor handled itself.
+    /// Deactivates an interrupt the hypervisor handled itself (by INTID,
+    /// or for an SGI by its acknowledge value).
     pub fn deactivate(&self, id: u32) {
         match *self {
             Gic::V3 { .. } => sysreg!(write "S3_0_C12_C11_1", u64::from(id)), // ICC_DIR_EL1

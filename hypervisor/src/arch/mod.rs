@@ -9,10 +9,27 @@ use aarch64_cpu::registers::*;
 use core::arch::{asm, global_asm};
 use partita_core::trap::Syndrome;
 
+/// `entry.S`, with the per-CPU layout its interrupt vector reads.
+macro_rules! entry_asm {
+    ($($prefix:literal)?) => {
+        global_asm!(
+            $($prefix,)?
+            ".equ PERCPU_SHIFT, {shift}",
+            ".equ PERCPU_INJECTED, {injected}",
+            ".equ DIRECT_FIRST_PPI, {first}",
+            ".equ MAX_CPUS, {cpus}",
+            include_str!("entry.S"),
+            shift = const crate::cpu::SIZE_SHIFT,
+            injected = const crate::cpu::OFFSET_INJECTED,
+            first = const crate::cpu::DIRECT_FIRST_PPI,
+            cpus = const crate::cpu::MAX_CPUS,
+        );
+    };
+}
 #[cfg(not(feature = "el2-time"))]
-global_asm!(include_str!("entry.S"));
+entry_asm!();
 #[cfg(feature = "el2-time")]
-global_asm!(".set PARTITA_EL2_TIME, 1", include_str!("entry.S"));
+entry_asm!(".set PARTITA_EL2_TIME, 1");
 
 /// What every exception vector saves (`entry.S`): the registers a Rust
 /// handler may change, x0-x18 and x30 (AAPCS64 makes the compiler keep
