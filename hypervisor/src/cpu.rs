@@ -48,6 +48,7 @@ pub struct PerCpu {
 /// The layout `entry.S` relies on (its `.equ`s come from these).
 pub const DIRECT_FIRST_PPI: u32 = 27;
 pub const OFFSET_INJECTED: usize = core::mem::offset_of!(PerCpu, injected);
+pub const OFFSET_TRAPS: usize = core::mem::offset_of!(PerCpu, traps);
 pub const SIZE_SHIFT: u32 = core::mem::size_of::<PerCpu>().trailing_zeros();
 const _: () = assert!(core::mem::offset_of!(PerCpu, direct) == 0);
 const _: () = assert!(core::mem::size_of::<PerCpu>() == 1 << SIZE_SHIFT);

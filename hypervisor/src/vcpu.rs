@@ -59,13 +59,7 @@ extern "C" fn guest_call(frame: &mut CallFrame, esr: u64) {
         // A trapped SMC returns to the SMC itself (ELR points at it).
         frame.elr += 4;
     }
-    // The null call is answered before anything is looked up: it needs
-    // nothing else (and stays out of `service`, whose saved registers it
-    // would pay).
-    if frame.x[0] == u64::from(control::NULL) {
-        frame.x[0] = 0;
-        return irq::flush_if_needed(here);
-    }
+    // The null call by HVC never comes here: the vector answers it.
     if let Some(v) = psci::stateless(frame.x[0], frame.x[1]) {
         // Queries answered from their arguments alone need no partition
         // and no lock.
@@ -76,6 +70,21 @@ extern "C" fn guest_call(frame: &mut CallFrame, esr: u64) {
             .expect("a guest exception comes from a running vCPU");
         service(frame, &system().partitions[p], vcpu);
     }
+    irq::flush_if_needed(here);
+}
+
+/// A write of ICC_SGI1R_EL1 (value `v`) from x0..x19: the vectors send
+/// it here on the registers every vector saves, as they do calls. From
+/// any other register it comes through `guest_sync`.
+#[no_mangle]
+extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64) {
+    let here = cpu::this();
+    PerCpu::count(&here.traps);
+    let (p, vcpu) = here
+        .running()
+        .expect("a guest exception comes from a running vCPU");
+    irq::sgi1r(&system().partitions[p], vcpu, v);
+    frame.elr += 4;
     irq::flush_if_needed(here);
 }
 

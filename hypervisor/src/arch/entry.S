@@ -151,6 +151,12 @@ park_on:
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #16 * 0]
     stp     x2, x3, [sp, #16 * 1]
+    save_caller_from_x4 x0, x1
+.endm
+
+// The rest of `save_caller` once x0-x3 are saved, with \t1 and \t2 (two
+// of those) as scratch.
+.macro save_caller_from_x4 t1, t2
     stp     x4, x5, [sp, #16 * 2]
     stp     x6, x7, [sp, #16 * 3]
     stp     x8, x9, [sp, #16 * 4]
@@ -159,10 +165,10 @@ park_on:
     stp     x14, x15, [sp, #16 * 7]
     stp     x16, x17, [sp, #16 * 8]
     stp     x18, x19, [sp, #16 * 9]
-    mrs     x0, elr_el2
-    mrs     x1, spsr_el2
-    stp     x30, x0, [sp, #16 * 15]
-    str     x1, [sp, #16 * 16]
+    mrs     \t1, elr_el2
+    mrs     \t2, spsr_el2
+    stp     x30, \t1, [sp, #16 * 15]
+    str     \t2, [sp, #16 * 16]
 .endm
 
 .macro save_callee
@@ -229,14 +235,23 @@ el2_vectors:
     vector  el2_fatal
     // Lower EL, AArch64: the guests. A call (HVC or SMC, EC 0x16 or 0x17,
     // `trap::is_call`) reads x0-x3 and writes x0-x7: it goes to
-    // guest_call, with x1 = ESR, on the caller-saved registers alone.
-    // Every other trap may name any register.
+    // guest_call, with x1 = ESR, on the caller-saved registers alone; the
+    // null call is answered on four (`null_call`). A write of
+    // ICC_SGI1R_EL1 from x0-x19 goes to guest_sgi1r on those as well
+    // (`sync_not_call`). Every other trap may name any register.
     .balign 0x80
-    save_caller
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
     mrs     x1, esr_el2
-    ubfx    x0, x1, #27, #5
-    cmp     x0, #(0x16 >> 1)
-    b.ne    guest_sync_all
+    ubfx    x2, x1, #27, #5
+    cmp     x2, #(0x16 >> 1)
+    b.ne    sync_not_call
+    mov     x3, #CONTROL_NULL
+    cmp     x0, x3
+    b.eq    null_call
+call_lower:
+    save_caller_from_x4 x2, x3
     call_handler guest_call, 0, caller
     // An interrupt: the vCPU's own timer, as its vGIC configures it, goes
     // straight into a free list register on four saved registers (the
@@ -279,6 +294,44 @@ el2_vectors:
 // A vector that outgrew its 0x80 bytes would move every later one and
 // this past the table's end: the assembler refuses to move back.
 .org el2_vectors + 0x800
+
+// Partita's null call (HVC, x0 = control::NULL) returns 0 and does
+// nothing else, so it is answered here: it measures the trap itself. It
+// is counted as `guest_call` counts. No flush can be waiting: a trap's
+// handler does its own before returning, and another CPU's request comes
+// with a kick. An SMC with that ID, which must also step past itself,
+// takes the handler.
+null_call:
+    tbnz    w1, #26, call_lower     // EC 0x17, an SMC
+    this_cpu x2, x3
+    ldr     x3, [x2, #PERCPU_TRAPS]
+    add     x3, x3, #1
+    str     x3, [x2, #PERCPU_TRAPS]
+    mov     x0, xzr
+    ldr     x1, [sp, #8]
+    ldp     x2, x3, [sp, #16 * 1]
+    add     sp, sp, #FRAME_SIZE
+    eret
+
+// ESR_EL2 of `msr ICC_SGI1R_EL1, xN` (EC 0x18, IL, Op0 3, Op2 5, Op1 0,
+// CRn 12, CRm 11, a write) with its Rt field (bits 9:5) cleared.
+.equ ESR_SGI1R_WRITE, 0x623a3016
+
+// Every trap but a call (x1 its ESR, x2 its EC >> 1; x0-x3 saved).
+sync_not_call:
+    save_caller_from_x4 x0, x3
+    cmp     x2, #(0x18 >> 1)
+    b.ne    guest_sync_all
+    and     w0, w1, #0xfffffc1f
+    mov     w2, #(ESR_SGI1R_WRITE & 0xffff)
+    movk    w2, #(ESR_SGI1R_WRITE >> 16), lsl #16
+    cmp     w0, w2
+    b.ne    guest_sync_all
+    ubfx    x0, x1, #5, #5
+    cmp     x0, #19
+    b.hi    guest_sync_all
+    ldr     x1, [sp, x0, lsl #3]
+    call_handler guest_sgi1r, 0, caller
 
 guest_sync_all:
     save_callee

@@ -16,11 +16,15 @@ macro_rules! entry_asm {
             $($prefix,)?
             ".equ PERCPU_SHIFT, {shift}",
             ".equ PERCPU_INJECTED, {injected}",
+            ".equ PERCPU_TRAPS, {traps}",
+            ".equ CONTROL_NULL, {null}",
             ".equ DIRECT_FIRST_PPI, {first}",
             ".equ MAX_CPUS, {cpus}",
             include_str!("entry.S"),
             shift = const crate::cpu::SIZE_SHIFT,
             injected = const crate::cpu::OFFSET_INJECTED,
+            traps = const crate::cpu::OFFSET_TRAPS,
+            null = const partita_core::control::NULL,
             first = const crate::cpu::DIRECT_FIRST_PPI,
             cpus = const crate::cpu::MAX_CPUS,
         );
