@@ -122,7 +122,12 @@ fn registers_survive_every_kind_of_trap() {
             run.expect_in_order(&[
                 "[regs] registers: null hvc: x1-x30 kept",
                 "[regs] registers: psci hvc: x1-x30 kept",
+                "[regs] registers: null hvc returned 0",
+                "[regs] registers: null smc returned 0",
+                "[regs] registers: null smc: x1-x30 kept",
                 "[regs] registers: psci smc: x1-x30 kept",
+                "[regs] registers: sgi from x5: x1-x30 kept",
+                "[regs] registers: sgi from x25: x1-x30 kept",
                 "[regs] registers: mmio load into w25: x1-x30 kept",
                 "[regs] registers: timer interrupt: x1-x30 kept",
                 "[regs] registers: cpu suspend returned 0",

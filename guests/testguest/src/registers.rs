@@ -91,10 +91,53 @@ pub fn registers() {
         with_registers!(&mut regs, "hvc #0");
         report(case, &regs, &patterns);
     }
+    // The vector answers the null call by HVC itself; by SMC it goes to
+    // the handler, which must also step past the SMC.
+    for (case, trap) in [("null hvc", 0), ("null smc", 1)] {
+        let mut regs = patterns;
+        regs[0] = NULL_CALL;
+        match trap {
+            0 => with_registers!(&mut regs, "hvc #0"),
+            _ => with_registers!(&mut regs, "smc #0"),
+        }
+        println!("registers: {case} returned {}", regs[0]);
+        if trap == 1 {
+            report(case, &regs, &patterns);
+        }
+    }
     let mut regs = patterns;
     regs[0] = PSCI_VERSION;
     with_registers!(&mut regs, "smc #0");
     report("psci smc", &regs, &patterns);
+
+    // An SGI sent to no vCPU, from a caller-saved register (GICv3: the
+    // vector's short path for ICC_SGI1R_EL1) and from a callee-saved one
+    // (the whole trap path); on GICv2 by GICD_SGIR, an emulated store.
+    // SGI 1 with an empty target list, in each GIC's form.
+    let sgi_value = if gic::version() == 3 { 1 << 24 } else { 1 };
+    for (case, from_x25) in [("sgi from x5", false), ("sgi from x25", true)] {
+        let mut regs = patterns;
+        if gic::version() == 3 {
+            regs[5] = sgi_value;
+            regs[25] = sgi_value;
+            match from_x25 {
+                false => with_registers!(&mut regs, "msr S3_0_C12_C11_5, x5"),
+                true => with_registers!(&mut regs, "msr S3_0_C12_C11_5, x25"),
+            }
+        } else {
+            regs[0] = gic::gicd() + 0xf00;
+            regs[5] = sgi_value;
+            regs[25] = sgi_value;
+            match from_x25 {
+                false => with_registers!(&mut regs, "str w5, [x0]"),
+                true => with_registers!(&mut regs, "str w25, [x0]"),
+            }
+        }
+        let mut want = patterns;
+        want[5] = sgi_value;
+        want[25] = sgi_value;
+        report(case, &regs, &want);
+    }
 
     // An emulated load into a callee-saved register: the distributor's
     // GICD_TYPER into w25.
