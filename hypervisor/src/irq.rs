@@ -386,7 +386,7 @@ fn send_sgi(p: &Partition, vcpu: usize, targets: u32, intid: u32) {
     // register, as the timer does.
     if targets == 1 << vcpu {
         if let Some(e) = g.direct_sgi(vcpu, intid) {
-            if load_direct(&e) {
+            if load_direct(&system().gic, cpu::this(), &e) {
                 return;
             }
         }
@@ -477,15 +477,14 @@ fn load_posted(here: &cpu::PerCpu, v: u64) {
 /// callers that found nothing else waiting come here. Inlined: a call
 /// here cost the GICv3 self-SGI 31 instructions.
 #[inline(always)]
-fn load_direct(e: &vgic::LrEntry) -> bool {
-    let gic = &system().gic;
+fn load_direct(gic: &arch::gic::Gic, here: &cpu::PerCpu, e: &vgic::LrEntry) -> bool {
     let free = gic.empty_lrs() & gic.lr_mask();
     match held(gic, !free & gic.lr_mask(), e.intid) {
         Some((i, v)) => gic.write_lr(i, gic.lr_with_state(v, gic.lr_state(v) | vgic::lr::PENDING)),
         None if free != 0 => gic.write_lr(free.trailing_zeros() as usize, gic.lr_encode(e)),
         None => return false,
     }
-    count_injected();
+    count_injected_on(here);
     // Written after the list register, as `flush` does: without it QEMU
     // did not always signal the virtual interrupt (a regression test hung).
     gic.set_virtual_interface(false);

@@ -8,7 +8,7 @@
 //! register's hardware bit.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use partita_core::vgic::lr;
 
 /// The hypervisor's "look at your mailbox" SGI.
@@ -392,27 +392,28 @@ impl Gic {
 
     // The virtual CPU interface of this CPU.
 
-    /// List registers of this CPU's virtual interface (read once; the
-    /// same on every CPU of the cluster).
+    /// List registers of this CPU's virtual interface.
     pub fn lr_count(&self) -> usize {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        match COUNT.load(Ordering::Relaxed) {
-            0 => {
-                let n = match *self {
-                    Gic::V3 { .. } => (sysreg!(read "S3_4_C12_C11_1") & 0x1f) as usize + 1,
-                    Gic::V2 { gich, .. } => (rd(gich + GICH_VTR) & 0x3f) as usize + 1,
-                }
-                .min(8);
-                COUNT.store(n, Ordering::Relaxed);
-                n
-            }
-            n => n,
-        }
+        self.lr_mask().count_ones() as usize
     }
 
-    /// A bit per list register.
+    /// A bit per list register: read from the hardware once (the same on
+    /// every CPU of the cluster), then one load on every path that loads
+    /// list registers.
     pub fn lr_mask(&self) -> u32 {
-        (1 << self.lr_count()) - 1
+        static MASK: AtomicU32 = AtomicU32::new(0);
+        match MASK.load(Ordering::Relaxed) {
+            0 => {
+                let n = match *self {
+                    Gic::V3 { .. } => (sysreg!(read "S3_4_C12_C11_1") & 0x1f) as u32 + 1,
+                    Gic::V2 { gich, .. } => (rd(gich + GICH_VTR) & 0x3f) as u32 + 1,
+                }
+                .min(8);
+                MASK.store((1 << n) - 1, Ordering::Relaxed);
+                (1 << n) - 1
+            }
+            m => m,
+        }
     }
 
     pub fn read_lr(&self, i: usize) -> u64 {
