@@ -212,8 +212,14 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
 /// wait, `port` (the side this CPU's partition trapped on) notes them and
 /// the CPU kicks itself to go on after it has been back in its guest.
 /// Raises whichever interrupts the drivers asked for.
-fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort) {
-    let mut mem = memories(link);
+/// `mem` is `memories(link)`, which a write to the device has at hand.
+fn pump(
+    link: usize,
+    mut l: Guard,
+    from: usize,
+    port: &VirtioPort,
+    mut mem: [PartitionMemory<'static>; 2],
+) {
     // One message, or none, is the common case: the loop for more is
     // kept out of line, where what it keeps across messages costs nothing
     // here.
@@ -288,7 +294,13 @@ pub fn resume() {
             if port.resume[from].load(Ordering::Relaxed)
                 && port.resume[from].swap(false, Ordering::Relaxed)
             {
-                pump(port.link, system().links[port.link].lock(), from, port);
+                pump(
+                    port.link,
+                    system().links[port.link].lock(),
+                    from,
+                    port,
+                    memories(port.link),
+                );
             }
         }
     }
@@ -350,8 +362,8 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
         return true;
     }
     let v = a.store_value(frame.reg(a.reg)) as u32;
-    let mem = &memories(port.link)[port.side];
-    let effect = l.dev[port.side].write(off, v, mem);
+    let mem = memories(port.link);
+    let effect = l.dev[port.side].write(off, v, &mem[port.side]);
     match effect {
         // Transmit: this side's messages move. Receive buffers posted: the
         // other side's waiting messages can move.
@@ -361,7 +373,7 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
             } else {
                 1 - port.side
             };
-            pump(port.link, l, from, port);
+            pump(port.link, l, from, port, mem);
         }
         // Messages that waited for this side's driver move now, without
         // waiting for its first notify: the buffers it posted before
@@ -369,11 +381,11 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
         // it has received).
         Effect::DriverOk => {
             changed(port.link, &mut l, port.side, false);
-            pump(port.link, l, 1 - port.side, port);
+            pump(port.link, l, 1 - port.side, port, mem);
         }
         // The same when its receive queue becomes ready after DRIVER_OK.
         Effect::QueueReady(q) if usize::from(q) == RX && l.dev[port.side].driver_ok() => {
-            pump(port.link, l, 1 - port.side, port);
+            pump(port.link, l, 1 - port.side, port, mem);
         }
         Effect::QueueReady(_) | Effect::None => {}
         Effect::Reset => changed(port.link, &mut l, port.side, false),
@@ -409,8 +421,8 @@ pub fn vdev_ready(
     let align = u32::try_from(align).map_err(|_| ControlError::BadLink)?;
     let mut l = system().links[port.link].lock();
     let was_live = l.dev[port.side].driver_ok();
-    let mem = &memories(port.link)[port.side];
-    if let Err(f) = l.dev[port.side].attach(rings, size, align, mem) {
+    let mem = memories(port.link);
+    if let Err(f) = l.dev[port.side].attach(rings, size, align, &mem[port.side]) {
         // Its old rings are gone with the reset: the peer sees it down.
         if was_live {
             changed(port.link, &mut l, port.side, false);
@@ -421,7 +433,7 @@ pub fn vdev_ready(
         });
     }
     changed(port.link, &mut l, port.side, false);
-    pump(port.link, l, 1 - port.side, port);
+    pump(port.link, l, 1 - port.side, port, mem);
     Ok(())
 }
 
@@ -447,6 +459,7 @@ pub fn kick(p: &Partition, target: usize, vring: u64) -> Result<(), ControlError
         v if v == RX as u64 => 1 - port.side,
         _ => return Err(ControlError::BadLink),
     };
-    pump(port.link, system().links[port.link].lock(), from, port);
+    let l = system().links[port.link].lock();
+    pump(port.link, l, from, port, memories(port.link));
     Ok(())
 }

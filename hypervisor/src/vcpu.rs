@@ -278,7 +278,9 @@ fn service(frame: &mut CallFrame, p: &'static Partition, vcpu: usize) {
 
 /// A trapped load or store: the partition's emulated devices, or an abort.
 fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
-    if irq::emulate(frame, p, vcpu, &a) || crate::rpmsg::emulate(frame, p, &a) {
+    // The virtio windows first: their accesses carry every rpmsg message
+    // at run time, the GIC's are mostly set-up.
+    if crate::rpmsg::emulate(frame, p, &a) || irq::emulate(frame, p, vcpu, &a) {
         frame.elr += 4;
         return;
     }
