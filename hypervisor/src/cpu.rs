@@ -27,6 +27,9 @@ pub struct PerCpu {
     /// partition's last start; only this CPU writes them.
     pub injected: AtomicU64,
     pub traps: AtomicU64,
+    /// What the GIC's SGI register takes to reach this CPU
+    /// (`Gic::sgi_target`), set at boot.
+    sgi_target: AtomicU64,
     /// What the kick SGI asks of this CPU, one bit each (one load on
     /// every kick when there is nothing): `STOP`, another CPU asked it to
     /// leave its vCPU (the partition is stopping; a hint: the lifecycle,
@@ -63,6 +66,7 @@ static PER_CPU: [PerCpu; MAX_CPUS] = [const {
         flush: AtomicBool::new(false),
         posted: AtomicU64::new(0),
         traps: AtomicU64::new(0),
+        sgi_target: AtomicU64::new(0),
         injected: AtomicU64::new(0),
     }
 }; MAX_CPUS];
@@ -179,8 +183,17 @@ pub fn current() -> Option<(usize, usize)> {
 /// Interrupts CPU `cpu`, wherever it is: it looks at its lifecycle work
 /// (when parked) or loads list registers (when running).
 pub fn kick(cpu: usize) {
-    let sys = crate::system();
-    sys.gic.send_sgi(sys.config.cpus[cpu].mpidr, cpu, SGI_KICK);
+    let target = get(cpu).sgi_target.load(Ordering::Relaxed);
+    crate::system().gic.send_sgi(target, SGI_KICK);
+}
+
+/// Records, at boot, how the GIC reaches each CPU.
+pub fn set_sgi_targets(gic: &arch::gic::Gic, mpidrs: impl Iterator<Item = u64>) {
+    for (i, mpidr) in mpidrs.enumerate().take(MAX_CPUS) {
+        get(i)
+            .sgi_target
+            .store(gic.sgi_target(mpidr, i), Ordering::Relaxed);
+    }
 }
 
 /// Asks CPU `cpu` to leave its vCPU.

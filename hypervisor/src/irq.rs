@@ -75,9 +75,7 @@ impl Backend for Hw<'_> {
         // its CPU no flush.
         cpu::get(pcpu).request_flush();
         if pcpu != arch::cpu_index() {
-            let sys = system();
-            sys.gic
-                .send_sgi(sys.config.cpus[pcpu].mpidr, pcpu, SGI_KICK);
+            cpu::kick(pcpu);
         }
     }
 }
@@ -314,12 +312,6 @@ fn maintenance() {
 pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess) -> bool {
     let (gicd, gicr) = (p.gic_dist, p.gic_redist);
     let write = a.write.then(|| a.store_value(frame.reg(a.reg)));
-    // GICv2 (no redistributors): GICD_SGIR takes the same path as GICv3's
-    // ICC_SGI1R_EL1, with its direct one for an SGI to itself.
-    if let Some(v) = write.filter(|_| gicr == 0 && a.ipa == gicd + vgic::GICD_SGIR) {
-        sgir(p, vcpu, v);
-        return true;
-    }
     let dist = (gicd..gicd + 0x10000).contains(&a.ipa);
     if !dist && (gicr == 0 || !(gicr..gicr + 0x20000 * p.pcpus.len() as u64).contains(&a.ipa)) {
         return false;
@@ -355,6 +347,18 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess
     true
 }
 
+/// GICv2 (no redistributors): a write of GICD_SGIR, which takes the same
+/// path as GICv3's ICC_SGI1R_EL1, with its direct one for an SGI to
+/// itself. Looked for before any other device: it is the one distributor
+/// register written at run time. False for any other access.
+pub fn sgir_write(frame: &TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess) -> bool {
+    if !a.write || p.gic_redist != 0 || a.ipa != p.gic_dist + vgic::GICD_SGIR {
+        return false;
+    }
+    sgir(p, vcpu, a.store_value(frame.reg(a.reg)));
+    true
+}
+
 /// ICC_SGI1R_EL1 written by a GICv3 guest: SGIs to its own vCPUs only.
 pub fn sgi1r(p: &Partition, vcpu: usize, v: u64) {
     let intid = ((v >> 24) & 0xf) as u32;
@@ -369,8 +373,8 @@ pub fn sgi1r(p: &Partition, vcpu: usize, v: u64) {
 }
 
 /// GICD_SGIR written by a GICv2 guest. Kept out of `guest_sync` (into
-/// which `emulate` is inlined), whose size decides whether the GICv3 SGI
-/// path is inlined into it.
+/// which `sgir_write` is inlined), whose size decides whether the GICv3
+/// SGI path is inlined into it.
 #[inline(never)]
 fn sgir(p: &Partition, vcpu: usize, v: u64) {
     let (targets, intid) = vgic::sgir_targets(v, vcpu, p.pcpus.len());
@@ -430,12 +434,10 @@ fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bo
     let Some(e) = g.direct_sgi_from(from, to, intid) else {
         return false;
     };
-    let sys = system();
-    if !target.post(sys.gic.lr_encode(&e)) {
+    if !target.post(system().gic.lr_encode(&e)) {
         return false;
     }
-    sys.gic
-        .send_sgi(sys.config.cpus[pcpu].mpidr, pcpu, SGI_KICK);
+    cpu::kick(pcpu);
     true
 }
 

@@ -265,6 +265,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         cpu_owner,
     });
     let sys = system();
+    cpu::set_sgi_targets(&sys.gic, sys.config.cpus.iter().map(|c| c.mpidr));
     if let Some(spi) = sys.console_spi {
         sys.gic.route(spi, mpidr, boot_cpu);
         sys.gic.set_enabled(spi, mpidr, true);

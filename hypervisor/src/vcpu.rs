@@ -278,9 +278,12 @@ fn service(frame: &mut CallFrame, p: &'static Partition, vcpu: usize) {
 
 /// A trapped load or store: the partition's emulated devices, or an abort.
 fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
-    // The virtio windows first: their accesses carry every rpmsg message
-    // at run time, the GIC's are mostly set-up.
-    if crate::rpmsg::emulate(frame, p, &a) || irq::emulate(frame, p, vcpu, &a) {
+    // The virtio windows before the vGIC: their accesses carry every rpmsg
+    // message at run time, the vGIC's are mostly set-up.
+    if irq::sgir_write(frame, p, vcpu, &a)
+        || crate::rpmsg::emulate(frame, p, &a)
+        || irq::emulate(frame, p, vcpu, &a)
+    {
         frame.elr += 4;
         return;
     }

@@ -341,14 +341,14 @@ guest_sync_all:
 // GICv3's above, with the interfaces in memory and any free list register,
 // on two more saved registers.
 irq_gicv2:
-    stp     x4, x5, [sp, #16 * 2]
     ldr     w0, [x3, #0xc]          // GICC_IAR
 .ifdef PARTITA_EL2_TIME
-    b       irq_handler_v2
+    b       irq_handler
 .endif
     sub     w1, w0, #DIRECT_FIRST_PPI
     cmp     w1, #3
-    b.hi    irq_handler_v2
+    b.hi    irq_handler
+    stp     x4, x5, [sp, #16 * 2]
     ldr     x4, [x2, #8]            // the GICH
     this_cpu x2, x5
     ldr     x1, [x2, x1, lsl #3]

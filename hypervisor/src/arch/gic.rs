@@ -233,23 +233,27 @@ impl Gic {
 
     /// Sends SGI `intid` to the CPU with affinity `mpidr` (GICv3) or CPU
     /// interface number `index` (GICv2).
-    pub fn send_sgi(&self, mpidr: u64, index: usize, intid: u32) {
+    pub fn send_sgi(&self, target: u64, intid: u32) {
+        // SAFETY: orders the mailbox stores before the SGI.
+        unsafe { asm!("dsb ishst", options(nostack)) };
+        match *self {
+            Gic::V3 { .. } => sysreg!(write "S3_0_C12_C11_5", target | u64::from(intid) << 24), // ICC_SGI1R_EL1
+            Gic::V2 { gicd, .. } => wr(gicd + GICD_SGIR, target as u32 | intid),
+        }
+    }
+
+    /// What `send_sgi` writes to reach the CPU with affinity `mpidr` and
+    /// interface number `index` (GICv2), the SGI's number aside; worked
+    /// out once per CPU (`cpu::PerCpu`), not on every kick.
+    pub fn sgi_target(&self, mpidr: u64, index: usize) -> u64 {
         match *self {
             Gic::V3 { .. } => {
-                let v = (((mpidr >> 32) & 0xff) << 48)
+                (((mpidr >> 32) & 0xff) << 48)
                     | (((mpidr >> 16) & 0xff) << 32)
-                    | (u64::from(intid) << 24)
                     | (((mpidr >> 8) & 0xff) << 16)
-                    | (1 << (mpidr & 0xf));
-                // SAFETY: orders the mailbox stores before the SGI.
-                unsafe { asm!("dsb ishst", options(nostack)) };
-                sysreg!(write "S3_0_C12_C11_5", v); // ICC_SGI1R_EL1
+                    | (1 << (mpidr & 0xf))
             }
-            Gic::V2 { gicd, .. } => {
-                // SAFETY: as above.
-                unsafe { asm!("dsb ishst", options(nostack)) };
-                wr(gicd + GICD_SGIR, (1 << (16 + index)) | intid);
-            }
+            Gic::V2 { .. } => 1 << (16 + index),
         }
     }
 
