@@ -23,6 +23,10 @@ pub struct PerCpu {
     /// its vGIC configures them (`irq::publish_direct`); 0 sends that
     /// interrupt through the whole handler.
     direct: [AtomicU64; 4],
+    /// GICv2: the page of the running partition's GICD_SGIR in
+    /// HPFAR_EL2's form (IPA >> 12 << 4), whose stores the synchronous
+    /// vector sends to `vcpu::guest_sgir`; `NO_PAGE` otherwise.
+    sgir_hpfar: AtomicU64,
     /// Virtual interrupts injected and guest traps handled here since the
     /// partition's last start; only this CPU writes them.
     pub injected: AtomicU64,
@@ -52,6 +56,9 @@ pub struct PerCpu {
 pub const DIRECT_FIRST_PPI: u32 = 27;
 pub const OFFSET_INJECTED: usize = core::mem::offset_of!(PerCpu, injected);
 pub const OFFSET_TRAPS: usize = core::mem::offset_of!(PerCpu, traps);
+pub const OFFSET_SGIR_HPFAR: usize = core::mem::offset_of!(PerCpu, sgir_hpfar);
+/// No trap's page: bits HPFAR_EL2 never sets.
+pub const NO_PAGE: u64 = u64::MAX;
 pub const SIZE_SHIFT: u32 = core::mem::size_of::<PerCpu>().trailing_zeros();
 const _: () = assert!(core::mem::offset_of!(PerCpu, direct) == 0);
 const _: () = assert!(core::mem::size_of::<PerCpu>() == 1 << SIZE_SHIFT);
@@ -61,6 +68,7 @@ const _: () = assert!(MAX_CPUS.is_power_of_two());
 static PER_CPU: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         direct: [const { AtomicU64::new(0) }; 4],
+        sgir_hpfar: AtomicU64::new(NO_PAGE),
         requests: AtomicU32::new(0),
         running: AtomicUsize::new(0),
         flush: AtomicBool::new(false),
@@ -159,7 +167,15 @@ impl PerCpu {
             for d in &self.direct {
                 d.store(0, Ordering::Relaxed);
             }
+            self.sgir_hpfar.store(NO_PAGE, Ordering::Relaxed);
         }
+    }
+
+    /// GICv2: where the running partition's GICD_SGIR is (None on
+    /// GICv3), for the synchronous vector.
+    pub fn set_sgir(&self, ipa: Option<u64>) {
+        let page = ipa.map_or(NO_PAGE, |a| a >> 12 << 4);
+        self.sgir_hpfar.store(page, Ordering::Relaxed);
     }
 
     /// The list-register value the direct path injects for `ppi` (27..=30)

@@ -376,7 +376,7 @@ pub fn sgi1r(p: &Partition, vcpu: usize, v: u64) {
 /// which `sgir_write` is inlined), whose size decides whether the GICv3
 /// SGI path is inlined into it.
 #[inline(never)]
-fn sgir(p: &Partition, vcpu: usize, v: u64) {
+pub fn sgir(p: &Partition, vcpu: usize, v: u64) {
     let (targets, intid) = vgic::sgir_targets(v, vcpu, p.pcpus.len());
     send_sgi(p, vcpu, targets, intid);
 }
@@ -512,6 +512,7 @@ pub fn publish_direct(p: &Partition, g: &Vgic, vcpu: usize) {
             g.direct_entry(vcpu, ppi).map_or(0, |e| gic.lr_encode(&e)),
         );
     }
+    c.set_sgir((p.gic_redist == 0).then_some(p.gic_dist + vgic::GICD_SGIR));
 }
 
 pub fn new_vgic(p_vcpus: usize, version: vgic::Version, lines: u32) -> Vgic {

@@ -88,6 +88,22 @@ extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64) {
     irq::flush_if_needed(here);
 }
 
+/// GICv2: a word stored (value `v`, in its low half) from x0..x19 to
+/// the partition's GICD_SGIR, which the vectors send here as they send
+/// ICC_SGI1R_EL1 to `guest_sgi1r`. From any other register it comes
+/// through `guest_sync`.
+#[no_mangle]
+extern "C" fn guest_sgir(frame: &mut CallFrame, v: u64) {
+    let here = cpu::this();
+    PerCpu::count(&here.traps);
+    let (p, vcpu) = here
+        .running()
+        .expect("a guest exception comes from a running vCPU");
+    irq::sgir(&system().partitions[p], vcpu, v & 0xffff_ffff);
+    frame.elr += 4;
+    irq::flush_if_needed(here);
+}
+
 /// Every other trap from a guest, on all its registers, with the
 /// syndrome the vectors read.
 #[no_mangle]

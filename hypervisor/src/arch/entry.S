@@ -238,7 +238,8 @@ el2_vectors:
     // guest_call, with x1 = ESR, on the caller-saved registers alone; the
     // null call is answered on four (`null_call`). A write of
     // ICC_SGI1R_EL1 from x0-x19 goes to guest_sgi1r on those as well
-    // (`sync_not_call`). Every other trap may name any register.
+    // (`sync_not_call`), and so does GICv2's GICD_SGIR to guest_sgir
+    // (`sync_data_abort`). Every other trap may name any register.
     .balign 0x80
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #16 * 0]
@@ -320,6 +321,8 @@ null_call:
 // Every trap but a call (x1 its ESR, x2 its EC >> 1; x0-x3 saved).
 sync_not_call:
     save_caller_from_x4 x0, x3
+    cmp     x2, #(0x24 >> 1)
+    b.eq    sync_data_abort
     cmp     x2, #(0x18 >> 1)
     b.ne    guest_sync_all
     and     w0, w1, #0xfffffc1f
@@ -332,6 +335,40 @@ sync_not_call:
     b.hi    guest_sync_all
     ldr     x1, [sp, x0, lsl #3]
     call_handler guest_sgi1r, 0, caller
+
+// A data abort (x1 its ESR; x0-x19 saved, so x0 and x2-x5 are scratch).
+// On GICv2, a word store from x0-x19 that the vGIC would emulate
+// (`Trap::decode`: ISV, a translation, access-flag or permission fault)
+// at the GICD_SGIR of the partition running here (its page published by
+// `irq::publish_direct` in HPFAR_EL2's form) goes to guest_sgir with the value stored, on
+// the caller-saved registers, as GICv3's ICC_SGI1R_EL1 does.
+sync_data_abort:
+    tbz     w1, #6, guest_sync_all  // a load
+    adrp    x0, GICV2_FRAMES
+    ldr     x0, [x0, :lo12:GICV2_FRAMES]
+    cbz     x0, guest_sync_all      // GICv3
+    mrs     x3, hpfar_el2
+    this_cpu x4, x5
+    ldr     x4, [x4, #PERCPU_SGIR_HPFAR]
+    cmp     x3, x4
+    b.ne    guest_sync_all          // not the GICD_SGIR's page
+    mrs     x3, far_el2
+    and     x3, x3, #0xfff
+    cmp     x3, #GICD_SGIR
+    b.ne    guest_sync_all
+    and     w0, w1, #0x1c00000      // ISV, SAS
+    mov     w2, #0x1800000          // ISV, a word
+    cmp     w0, w2
+    b.ne    guest_sync_all
+    ubfx    x0, x1, #2, #4          // DFSC >> 2: 1 to 3
+    sub     x0, x0, #1
+    cmp     x0, #2
+    b.hi    guest_sync_all
+    ubfx    x2, x1, #16, #5         // SRT
+    cmp     x2, #19
+    b.hi    guest_sync_all
+    ldr     x1, [sp, x2, lsl #3]
+    call_handler guest_sgir, 0, caller
 
 guest_sync_all:
     save_callee
