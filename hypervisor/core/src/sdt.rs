@@ -159,7 +159,15 @@ impl Domain {
 /// Whether `[addr, addr + len)` lies wholly inside one of `ranges` (and does
 /// not wrap): the check on every address a guest hands over.
 pub fn within(ranges: &[Range], addr: u64, len: u64) -> bool {
-    addr.checked_add(len).is_some() && ranges.iter().any(|m| m.contains(&Range::new(addr, len)))
+    // Every ring access and buffer of every message is checked here: one
+    // subtraction and two comparisons per range (`end - base` cannot
+    // wrap once `addr >= base`), with no saturating `end()` for each.
+    match addr.checked_add(len) {
+        Some(end) => ranges
+            .iter()
+            .any(|m| addr >= m.base && end - m.base <= m.size),
+        None => false,
+    }
 }
 
 /// An rpmsg link between two domains (lopper's `openamp,rpmsg-v1`

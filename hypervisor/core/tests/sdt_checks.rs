@@ -419,3 +419,27 @@ fn memreserve_entries_are_kept_too() {
     );
     assert_eq!(refused(&s), "/domains/alpha: memory 0x48000000..0x4a000000 overlaps 0x48100000..0x48101000 of /memreserve/, which firmware keeps");
 }
+
+/// `within`, the check on every address a guest hands over: inside one
+/// range, never across two, never wrapping, up to a range at the top of
+/// the address space.
+#[test]
+fn within_accepts_only_whole_ranges_inside_one_memory_range() {
+    use partita_core::sdt::{within, Range};
+    let m = [Range::new(0x1000, 0x1000), Range::new(0x2000, 0x1000)];
+    assert!(within(&m, 0x1000, 0x1000));
+    assert!(within(&m, 0x1ff0, 0x10));
+    assert!(within(&m, 0x2fff, 1));
+    assert!(within(&m, 0x1800, 0));
+    assert!(!within(&m, 0x1ff0, 0x20), "across two ranges, even adjacent");
+    assert!(!within(&m, 0xfff, 2));
+    assert!(!within(&m, 0x2fff, 2));
+    assert!(!within(&m, 0x3000, 1));
+    assert!(!within(&m, u64::MAX, 2), "wraps");
+    let top = [Range::new(u64::MAX - 0xfff, 0x1000)];
+    assert!(within(&top, u64::MAX - 0x1f, 0x10));
+    assert!(!within(&top, u64::MAX - 0x1f, 0x21));
+    // Ending at 2^64 is beyond what an end address can say: refused.
+    assert!(!within(&top, u64::MAX - 0xf, 0x10));
+    assert!(!within(&[], 0x1000, 1));
+}
