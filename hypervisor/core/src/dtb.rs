@@ -258,21 +258,40 @@ fn property_name_char(c: u8) -> bool {
     PROPERTY_NAME_CHARS[usize::from(c)]
 }
 
-/// Property name offsets already found good, so that the names every node
-/// shares (`compatible`, `reg`, `phandle`) are read once: direct-mapped,
-/// on the stack (the check allocates nothing). An entry holds its offset
-/// plus one, so an empty one (0) holds none.
-struct GoodNames([u64; 64]);
+/// Property names already found good, by offset, so that the names every
+/// node shares (`compatible`, `reg`, `phandle`) are read once:
+/// direct-mapped, on the stack (the check allocates nothing).
+struct GoodNames<'a>([(u32, &'a str); 64]);
 
-impl GoodNames {
-    fn contains(&self, nameoff: u32) -> bool {
-        self.0[nameoff as usize % 64] == u64::from(nameoff) + 1
+impl<'a> GoodNames<'a> {
+    /// An empty entry holds `u32::MAX`, which no name in a block
+    /// `totalsize` (a `u32`) bounds can start at.
+    fn new() -> Self {
+        GoodNames([(u32::MAX, ""); 64])
     }
 
-    fn insert(&mut self, nameoff: u32) {
-        self.0[nameoff as usize % 64] = u64::from(nameoff) + 1;
+    fn get(&self, nameoff: u32) -> Option<&'a str> {
+        let (off, name) = self.0[nameoff as usize % 64];
+        (off == nameoff).then_some(name)
+    }
+
+    fn insert(&mut self, nameoff: u32, name: &'a str) {
+        self.0[nameoff as usize % 64] = (nameoff, name);
     }
 }
+
+/// What a [`walk`] reports, in the blob's order, each item only after it
+/// passed the check. Names are the blob's own bytes, known to be ASCII.
+pub trait Visit<'a> {
+    fn reservation(&mut self, _base: u64, _size: u64) {}
+    fn begin_node(&mut self, _name: &'a str) {}
+    fn property(&mut self, _name: &'a str, _value: &'a [u8]) {}
+    fn end_node(&mut self) {}
+}
+
+/// The check alone.
+struct Nothing;
+impl Visit<'_> for Nothing {}
 
 /// The name at `from` in `b`: its length without the NUL, if a NUL ends
 /// it within [`MAX_NAME`] bytes and inside `b`.
@@ -284,6 +303,13 @@ fn name_len(b: &[u8], from: usize) -> Option<usize> {
 /// Checks the whole blob: header, block placement, memory reservations
 /// and the token stream. See the module's text for what it accepts.
 pub fn check(blob: &[u8]) -> Result<(), DtbError> {
+    walk(blob, &mut Nothing)
+}
+
+/// [`check`], telling `v` of each reservation, node and property as the
+/// check passes it: one pass both checks a blob and reads it. On an error
+/// `v` has seen a prefix of the blob.
+pub fn walk<'a>(blob: &'a [u8], v: &mut impl Visit<'a>) -> Result<(), DtbError> {
     let totalsize = total_size(blob)?;
     let h = |i: usize| be32(blob, 4 * i);
     let (version, last_comp) = (h(5), h(6));
@@ -348,15 +374,27 @@ pub fn check(blob: &[u8]) -> Result<(), DtbError> {
         }
     }
 
+    // Told only now that the blocks are known apart; an empty entry says
+    // nothing and the reader skips it.
+    for e in blob[rsv.0..rsv.1 - 16].chunks_exact(16) {
+        let word = |i: usize| (u64::from(be32(e, i)) << 32) | u64::from(be32(e, i + 4));
+        v.reservation(word(0), word(8));
+    }
     tokens(
         &blob[structure.0..structure.1],
         structure.0,
         &blob[strings.0..strings.1],
+        v,
     )
 }
 
 /// Walks the structure block `s` (at `base` in the blob) once.
-fn tokens(s: &[u8], base: usize, strings: &[u8]) -> Result<(), DtbError> {
+fn tokens<'a>(
+    s: &'a [u8],
+    base: usize,
+    strings: &'a [u8],
+    v: &mut impl Visit<'a>,
+) -> Result<(), DtbError> {
     let fail = |pos: usize, fault| {
         Err(DtbError::Token {
             offset: (base + pos) as u32,
@@ -364,7 +402,7 @@ fn tokens(s: &[u8], base: usize, strings: &[u8]) -> Result<(), DtbError> {
         })
     };
     let (mut pos, mut depth, mut seen_root) = (0usize, 0usize, false);
-    let mut good = GoodNames([0; 64]);
+    let mut good = GoodNames::new();
     // Whether the open node already had a subnode (its properties are over).
     let mut after_subnode = false;
     loop {
@@ -386,12 +424,17 @@ fn tokens(s: &[u8], base: usize, strings: &[u8]) -> Result<(), DtbError> {
                 if depth > 0 && (len == 0 || !name.iter().all(|&c| node_name_char(c))) {
                     return fail(pos, TokenFault::BadNodeName);
                 }
+                // Cannot fail: every character is ASCII.
+                let Ok(name) = core::str::from_utf8(name) else {
+                    return fail(pos, TokenFault::BadNodeName);
+                };
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return fail(pos, TokenFault::TooDeep);
                 }
                 seen_root = true;
                 after_subnode = false;
+                v.begin_node(name);
                 pos = (pos + 4 + len + 1).next_multiple_of(4);
             }
             FDT_END_NODE => {
@@ -400,6 +443,7 @@ fn tokens(s: &[u8], base: usize, strings: &[u8]) -> Result<(), DtbError> {
                 }
                 depth -= 1;
                 after_subnode = true;
+                v.end_node();
                 pos += 4;
             }
             FDT_PROP => {
@@ -420,16 +464,25 @@ fn tokens(s: &[u8], base: usize, strings: &[u8]) -> Result<(), DtbError> {
                 if nameoff as usize >= strings.len() {
                     return fail(pos, TokenFault::NameOffset { nameoff });
                 }
-                if !good.contains(nameoff) {
-                    let Some(n) = name_len(strings, nameoff as usize) else {
-                        return fail(pos, TokenFault::PropertyNameUnterminated { nameoff });
-                    };
-                    let name = &strings[nameoff as usize..nameoff as usize + n];
-                    if n == 0 || !name.iter().all(|&c| property_name_char(c)) {
-                        return fail(pos, TokenFault::BadPropertyName { nameoff });
+                let name = match good.get(nameoff) {
+                    Some(name) => name,
+                    None => {
+                        let Some(n) = name_len(strings, nameoff as usize) else {
+                            return fail(pos, TokenFault::PropertyNameUnterminated { nameoff });
+                        };
+                        let name = &strings[nameoff as usize..nameoff as usize + n];
+                        if n == 0 || !name.iter().all(|&c| property_name_char(c)) {
+                            return fail(pos, TokenFault::BadPropertyName { nameoff });
+                        }
+                        // Cannot fail: every character is ASCII.
+                        let Ok(name) = core::str::from_utf8(name) else {
+                            return fail(pos, TokenFault::BadPropertyName { nameoff });
+                        };
+                        good.insert(nameoff, name);
+                        name
                     }
-                    good.insert(nameoff);
-                }
+                };
+                v.property(name, &s[pos + 12..value_end as usize]);
                 pos = (value_end as usize).next_multiple_of(4);
             }
             FDT_NOP => return fail(pos, TokenFault::Nop),
