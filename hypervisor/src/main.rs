@@ -174,8 +174,10 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
         )
     };
 
-    let config = SystemConfig::from_dtb(sdt_blob)
-        .unwrap_or_else(|e| refuse(format_args!("bad System Device Tree: {e}")));
+    // Read once, for the configuration and every partition's device tree.
+    let sdt = sdt::read_tree(sdt_blob).and_then(|t| SystemConfig::from_tree(&t).map(|c| (t, c)));
+    let (sdt_tree, config) =
+        sdt.unwrap_or_else(|e| refuse(format_args!("bad System Device Tree: {e}")));
     info!(
         "board: {}, {} CPUs, {}",
         config.model,
@@ -230,7 +232,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     let lines = gic.lines();
     let mut spi_owners = alloc::vec![None; lines as usize];
     for i in 0..config.domains.len() {
-        match Partition::build(i, &config, sdt_blob, &package, lines) {
+        match Partition::build(i, &config, &sdt_tree, &package, lines) {
             Ok(p) => {
                 for &spi in &p.hw_spis {
                     if let Some(o) = spi_owners.get_mut(spi as usize) {
@@ -242,6 +244,9 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
             Err(e) => refuse(format_args!("{}: {}", e.path, e.reason)),
         }
     }
+    // Its heap goes back before the guests start (this function never
+    // returns, so nothing else would free it).
+    drop(sdt_tree);
     let console_spi = config.devices[config.console].spis.first().copied();
     let links = config
         .links

@@ -4,10 +4,10 @@
 
 use crate::layout::GuestLayout;
 use crate::sdt::{Domain, GicVersion, SystemConfig};
+use crate::tree::{Node, Tree};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use fdt::Fdt;
 use vm_fdt::FdtWriter;
 
 /// Space reserved for a guest's device tree.
@@ -70,20 +70,17 @@ fn leaf(path: &str) -> &str {
 /// console's `reg` and first interrupt, and its first clock (a fixed
 /// clock, checked by the caller) as both of the PL011's clocks. Returns
 /// that clock's phandle.
-fn emulated_console(
-    w: &mut FdtWriter,
-    dn: fdt::node::FdtNode<'_, '_>,
-) -> Result<Option<u32>, GuestFdtError> {
+fn emulated_console(w: &mut FdtWriter, dn: &Node<'_>) -> Result<Option<u32>, GuestFdtError> {
     w.property("compatible", b"arm,pl011\0arm,primecell\0")?;
     if let Some(r) = dn.property("reg") {
-        w.property("reg", r.value)?;
+        w.property("reg", r)?;
     }
     if let Some(i) = dn.property("interrupts") {
-        w.property("interrupts", &i.value[..i.value.len().min(12)])?;
+        w.property("interrupts", &i[..i.len().min(12)])?;
     }
     let clock = dn
         .property("clocks")
-        .and_then(|c| c.value.get(..4))
+        .and_then(|c| c.get(..4))
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     if let Some(c) = clock {
         w.property("clocks", &be32(&[c, c]))?;
@@ -99,27 +96,24 @@ pub fn build(
     domain: &Domain,
     layout: &GuestLayout,
 ) -> Result<Vec<u8>, GuestFdtError> {
-    crate::dtb::check(sdt).map_err(|e| GuestFdtError(format!("SDT: {e}")))?;
-    build_checked(sdt, sys, domain, layout)
+    let tree = Tree::new(sdt).map_err(|e| GuestFdtError(format!("SDT: {e}")))?;
+    build_from_tree(&tree, sys, domain, layout)
 }
 
-/// `build` for the blob `sys` was read from, which `SystemConfig::from_dtb`
-/// has already checked (`dtb::check`): the hypervisor builds every
-/// partition's tree from it, and each check of it cost about 31,000
-/// instructions at boot. `sdt` must have passed the check: the `fdt`
-/// crate trusts what it is given.
-pub fn build_checked(
-    sdt: &[u8],
+/// `build` from the SDT as read for `sys` ([`SystemConfig::from_tree`]):
+/// the hypervisor reads the SDT once and builds every partition's tree
+/// from that.
+pub fn build_from_tree(
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     domain: &Domain,
     layout: &GuestLayout,
 ) -> Result<Vec<u8>, GuestFdtError> {
-    let tree = Fdt::new(sdt).map_err(|e| GuestFdtError(format!("SDT: {e:?}")))?;
     let node = |path: &str| {
-        tree.find_node(path)
+        tree.get(path)
             .ok_or_else(|| GuestFdtError(format!("SDT node {path} vanished")))
     };
-    let root = node("/")?;
+    let root = tree.root();
     let mut w = FdtWriter::new()?;
     let r = w.begin_node("")?;
     w.property_string(
@@ -127,7 +121,7 @@ pub fn build_checked(
         &format!("Partita domain {} on {}", domain.name, sys.model),
     )?;
     if let Some(c) = root.property("compatible") {
-        w.property("compatible", c.value)?;
+        w.property("compatible", c)?;
     }
     w.property_u32("#address-cells", 2)?;
     w.property_u32("#size-cells", 2)?;
@@ -164,7 +158,7 @@ pub fn build_checked(
         let c = w.begin_node(&format!("cpu@{v:x}"))?;
         w.property_string("device_type", "cpu")?;
         if let Some(compat) = node(&sys.cpus[p].path)?.property("compatible") {
-            w.property("compatible", compat.value)?;
+            w.property("compatible", compat)?;
         }
         w.property_u32("reg", v as u32)?;
         w.property_string("enable-method", "psci")?;
@@ -190,9 +184,7 @@ pub fn build_checked(
     let n = w.begin_node(leaf(&gic.path))?;
     w.property(
         "compatible",
-        node(&gic.path)?
-            .property("compatible")
-            .map_or(&b""[..], |p| p.value),
+        node(&gic.path)?.property("compatible").unwrap_or_default(),
     )?;
     w.property_u32("#interrupt-cells", 3)?;
     w.property_null("interrupt-controller")?;
@@ -228,7 +220,7 @@ pub fn build_checked(
             w.end_node(n)?;
             continue;
         }
-        for p in dn.properties().filter(|p| !dropped(p.name)) {
+        for p in dn.properties.iter().filter(|p| !dropped(p.name)) {
             if p.name == "clocks" {
                 clocks.extend(
                     p.value
@@ -304,20 +296,17 @@ pub fn build_checked(
     clocks.sort_unstable();
     clocks.dedup();
     for ph in clocks {
-        let Some(cn) = tree.find_phandle(ph) else {
+        let Some(cn) = tree.by_phandle(ph) else {
             continue;
         };
-        let fixed = cn
-            .compatible()
-            .is_some_and(|c| c.all().any(|c| c == "fixed-clock"));
-        if !fixed {
+        if !cn.is_compatible("fixed-clock") {
             return Err(GuestFdtError(format!(
                 "clock {} is not a fixed-clock; only fixed clocks are given to guests",
                 cn.name
             )));
         }
         let n = w.begin_node(cn.name)?;
-        for p in cn.properties().filter(|p| p.name != "phandle") {
+        for p in cn.properties.iter().filter(|p| p.name != "phandle") {
             w.property(p.name, p.value)?;
         }
         w.property_phandle(ph)?;

@@ -6,6 +6,7 @@
 //! reason. Nothing here touches hardware, so the host command
 //! `partita-tool check` runs the very same code.
 
+use crate::tree::{Node, Tree};
 use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::String;
@@ -279,21 +280,16 @@ fn read_cells(it: &mut impl Iterator<Item = u32>, n: usize) -> Option<u64> {
     (0..n).try_fold(0u64, |acc, _| Some((acc << 32) | u64::from(it.next()?)))
 }
 
-fn prop<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a [u8]> {
-    n.property(name).map(|p| p.value)
-}
-
-fn prop_u32(n: FdtNode<'_, '_>, name: &str) -> Option<u32> {
-    prop(n, name).and_then(|v| cells(v).next())
-}
-
-fn prop_str<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
-    let v = prop(n, name)?;
+fn as_str(v: &[u8]) -> Option<&str> {
     core::str::from_utf8(v.strip_suffix(&[0]).unwrap_or(v)).ok()
 }
 
-fn strings(n: FdtNode<'_, '_>, name: &str) -> Vec<String> {
-    prop(n, name)
+fn prop_str<'a>(n: &Node<'a>, name: &str) -> Option<&'a str> {
+    as_str(n.property(name)?)
+}
+
+fn strings(n: &Node<'_>, name: &str) -> Vec<String> {
+    n.property(name)
         .map(|v| {
             v.split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
@@ -303,104 +299,20 @@ fn strings(n: FdtNode<'_, '_>, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Compared in place: asked of every node for every kind of node the
-/// reader looks for, a `strings` vector each time was most of the boot's
-/// heap traffic.
-fn has_compatible(n: FdtNode<'_, '_>, c: &str) -> bool {
-    prop(n, "compatible").is_some_and(|v| v.split(|b| *b == 0).any(|s| s == c.as_bytes()))
-}
-
-fn is_enabled(n: FdtNode<'_, '_>) -> bool {
+fn is_enabled(n: &Node<'_>) -> bool {
     prop_str(n, "status").is_none_or(|s| s == "okay" || s == "ok")
 }
 
-/// One node, with the cell sizes its parent gives it and its phandle.
-#[derive(Clone, Copy)]
-struct Node<'b, 'a> {
-    node: FdtNode<'b, 'a>,
-    addr_cells: usize,
-    size_cells: usize,
-    /// `phandle`, else `linux,phandle`.
-    phandle: Option<u32>,
+/// A tree's nodes with their paths, which every error names.
+fn paths<'s, 'a: 's>(
+    nodes: impl Iterator<Item = &'s Node<'a>> + 's,
+) -> impl Iterator<Item = (&'s str, &'s Node<'a>)> + 's {
+    nodes.map(|n| (n.path.as_str(), n))
 }
 
-/// Every node of the tree with its full path: the `fdt` crate has no parent
-/// links, and error messages need paths.
-struct Tree<'b, 'a> {
-    nodes: Vec<(String, Node<'b, 'a>)>,
-}
-
-impl<'b, 'a> Tree<'b, 'a> {
-    fn new(fdt: &'b Fdt<'a>) -> Option<Self> {
-        fn walk<'b, 'a>(
-            n: FdtNode<'b, 'a>,
-            path: String,
-            ac: usize,
-            sc: usize,
-            out: &mut Vec<(String, Node<'b, 'a>)>,
-        ) {
-            // One pass over the properties for all four: each lookup by
-            // name parses every property of the node, and phandle
-            // searches looked each node's up again (115,000 instructions
-            // of QEMU's boot).
-            let [mut own_ac, mut own_sc, mut ph, mut linux_ph] = [None; 4];
-            for p in n.properties() {
-                let slot = match p.name {
-                    "#address-cells" => &mut own_ac,
-                    "#size-cells" => &mut own_sc,
-                    "phandle" => &mut ph,
-                    "linux,phandle" => &mut linux_ph,
-                    _ => continue,
-                };
-                // The first of a name, as a lookup by name finds it.
-                slot.get_or_insert(cells(p.value).next());
-            }
-            let own_ac = own_ac.flatten().map_or(2, |v| v as usize);
-            let own_sc = own_sc.flatten().map_or(1, |v| v as usize);
-            out.push((
-                path.clone(),
-                Node {
-                    node: n,
-                    addr_cells: ac,
-                    size_cells: sc,
-                    phandle: ph.flatten().or(linux_ph.flatten()),
-                },
-            ));
-            for c in n.children() {
-                let p = if path == "/" {
-                    format!("/{}", c.name)
-                } else {
-                    format!("{path}/{}", c.name)
-                };
-                walk(c, p, own_ac, own_sc, out);
-            }
-        }
-        let mut nodes = Vec::new();
-        walk(fdt.find_node("/")?, "/".into(), 2, 1, &mut nodes);
-        Some(Tree { nodes })
-    }
-
-    fn get(&self, path: &str) -> Option<&Node<'b, 'a>> {
-        self.nodes.iter().find(|(p, _)| p == path).map(|(_, n)| n)
-    }
-
-    fn by_phandle(&self, ph: u32) -> Option<(&str, &Node<'b, 'a>)> {
-        self.nodes
-            .iter()
-            .find(|(_, n)| n.phandle == Some(ph))
-            .map(|(p, n)| (p.as_str(), n))
-    }
-
-    fn children_of<'s>(
-        &'s self,
-        parent: &'s str,
-    ) -> impl Iterator<Item = (&'s str, &'s Node<'b, 'a>)> + 's {
-        self.nodes.iter().filter_map(move |(p, n)| {
-            let (dir, _) = p.rsplit_once('/')?;
-            let dir = if dir.is_empty() { "/" } else { dir };
-            (dir == parent && p != "/").then_some((p.as_str(), n))
-        })
-    }
+/// The SDT `blob`, checked and read ([`Tree::new`]).
+pub fn read_tree(blob: &[u8]) -> Result<Tree<'_>, SdtError> {
+    Tree::new(blob).map_err(|e| fault("/", format!("not a device tree: {e}")))
 }
 
 /// Reads `name` as <address size> pairs with the given cell counts.
@@ -429,16 +341,16 @@ fn ranges(path: &str, v: &[u8], name: &str, ac: usize, sc: usize) -> Result<Vec<
     Ok(out)
 }
 
-fn reg(path: &str, n: &Node<'_, '_>) -> Result<Vec<Range>, SdtError> {
-    match prop(n.node, "reg") {
+fn reg(path: &str, n: &Node<'_>) -> Result<Vec<Range>, SdtError> {
+    match n.property("reg") {
         Some(v) => ranges(path, v, "reg", n.addr_cells, n.size_cells),
         None => err(path, "missing property `reg`"),
     }
 }
 
 /// The SPIs among a node's GIC interrupt specifiers, as INTIDs.
-fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
-    let Some(v) = prop(n, "interrupts") else {
+fn spis(path: &str, n: &Node<'_>) -> Result<Vec<u32>, SdtError> {
+    let Some(v) = n.property("interrupts") else {
         return Ok(Vec::new());
     };
     if v.len() % 12 != 0 {
@@ -466,24 +378,27 @@ fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
 impl SystemConfig {
     /// Reads and validates an SDT blob.
     pub fn from_dtb(blob: &[u8]) -> Result<SystemConfig, SdtError> {
-        crate::dtb::check(blob).map_err(|e| fault("/", format!("not a device tree: {e}")))?;
-        let fdt = Fdt::new(blob).map_err(|e| fault("/", format!("not a device tree: {e:?}")))?;
-        let tree = Tree::new(&fdt).ok_or_else(|| fault("/", "no root node"))?;
-        let root = tree.get("/").ok_or_else(|| fault("/", "no root node"))?;
-        let model = prop_str(root.node, "model")
+        Self::from_tree(&read_tree(blob)?)
+    }
+
+    /// Reads and validates the SDT `tree` holds, which stays for building
+    /// each partition's device tree from it ([`crate::guest_fdt`]).
+    pub fn from_tree(tree: &Tree<'_>) -> Result<SystemConfig, SdtError> {
+        let root = tree.root();
+        let model = prop_str(root, "model")
             .unwrap_or("unnamed board")
             .to_owned();
 
-        let ram = read_ram(&tree)?;
-        let hypervisor = read_hypervisor(&tree, &ram)?;
-        let reserved = read_reserved(&fdt, &tree, hypervisor)?;
-        let gic = read_gic(&tree)?;
-        let timer_interrupts = read_timer(&tree)?;
-        let console = read_console(&tree)?;
+        let ram = read_ram(tree)?;
+        let hypervisor = read_hypervisor(tree, &ram)?;
+        let reserved = read_reserved(tree, hypervisor)?;
+        let gic = read_gic(tree)?;
+        let timer_interrupts = read_timer(tree)?;
+        let console = read_console(tree)?;
 
         let mut sys = SystemConfig {
             model,
-            cpus: read_cpus(&tree)?,
+            cpus: read_cpus(tree)?,
             ram,
             hypervisor,
             reserved,
@@ -495,10 +410,10 @@ impl SystemConfig {
             links: Vec::new(),
             controls: Vec::new(),
         };
-        read_domains(&tree, &mut sys)?;
+        read_domains(tree, &mut sys)?;
         // Controls first: a link may be reached through one.
-        read_controls(&tree, &mut sys)?;
-        read_links(&tree, &mut sys)?;
+        read_controls(tree, &mut sys)?;
+        read_links(tree, &mut sys)?;
         sys.validate()?;
         Ok(sys)
     }
@@ -837,10 +752,10 @@ impl SystemConfig {
     }
 }
 
-fn read_ram(tree: &Tree<'_, '_>) -> Result<Vec<Range>, SdtError> {
+fn read_ram(tree: &Tree<'_>) -> Result<Vec<Range>, SdtError> {
     let mut ram = Vec::new();
-    for (path, n) in tree.children_of("/") {
-        if prop_str(n.node, "device_type") == Some("memory") && is_enabled(n.node) {
+    for (path, n) in paths(tree.children_of("/")) {
+        if prop_str(n, "device_type") == Some("memory") && is_enabled(n) {
             ram.extend(reg(path, n)?);
         }
     }
@@ -850,10 +765,9 @@ fn read_ram(tree: &Tree<'_, '_>) -> Result<Vec<Range>, SdtError> {
     Ok(ram)
 }
 
-fn read_hypervisor(tree: &Tree<'_, '_>, ram: &[Range]) -> Result<Range, SdtError> {
-    let Some((path, n)) = tree
-        .children_of("/reserved-memory")
-        .find(|(_, n)| has_compatible(n.node, "partita,hypervisor"))
+fn read_hypervisor(tree: &Tree<'_>, ram: &[Range]) -> Result<Range, SdtError> {
+    let Some((path, n)) = paths(tree.children_of("/reserved-memory"))
+        .find(|(_, n)| n.is_compatible("partita,hypervisor"))
     else {
         return err(
             "/reserved-memory",
@@ -874,17 +788,10 @@ fn read_hypervisor(tree: &Tree<'_, '_>, ram: &[Range]) -> Result<Range, SdtError
 /// allocate, which no partition does), and `/memreserve/` entries. The
 /// hypervisor's own region may not overlap one: its heap would be
 /// firmware's memory.
-fn read_reserved(
-    fdt: &Fdt<'_>,
-    tree: &Tree<'_, '_>,
-    hypervisor: Range,
-) -> Result<Vec<Reserved>, SdtError> {
+fn read_reserved(tree: &Tree<'_>, hypervisor: Range) -> Result<Vec<Reserved>, SdtError> {
     let mut out = Vec::new();
-    for (path, n) in tree.children_of("/reserved-memory") {
-        if has_compatible(n.node, "partita,hypervisor")
-            || !is_enabled(n.node)
-            || prop(n.node, "reg").is_none()
-        {
+    for (path, n) in paths(tree.children_of("/reserved-memory")) {
+        if n.is_compatible("partita,hypervisor") || !is_enabled(n) || n.property("reg").is_none() {
             continue;
         }
         for range in reg(path, n)? {
@@ -894,8 +801,8 @@ fn read_reserved(
             });
         }
     }
-    for m in fdt.memory_reservations() {
-        let range = Range::new(m.address() as u64, m.size() as u64);
+    for &(base, size) in &tree.reservations {
+        let range = Range::new(base, size);
         if range.size == 0 {
             continue;
         }
@@ -918,13 +825,11 @@ fn read_reserved(
     Ok(out)
 }
 
-fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
-    for (path, n) in &tree.nodes {
-        let version = if has_compatible(n.node, "arm,gic-v3") {
+fn read_gic(tree: &Tree<'_>) -> Result<Gic, SdtError> {
+    for (path, n) in paths(tree.nodes.iter()) {
+        let version = if n.is_compatible("arm,gic-v3") {
             GicVersion::V3
-        } else if has_compatible(n.node, "arm,gic-400")
-            || has_compatible(n.node, "arm,cortex-a15-gic")
-        {
+        } else if n.is_compatible("arm,gic-400") || n.is_compatible("arm,cortex-a15-gic") {
             GicVersion::V2
         } else {
             continue;
@@ -937,18 +842,18 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
                 format!("`reg` has {} ranges; this GIC needs {need}", regs.len()),
             );
         }
-        let phandle = prop_u32(n.node, "phandle").ok_or_else(|| {
+        let phandle = n.u32("phandle").ok_or_else(|| {
             fault(
                 path,
                 "no phandle, so no device can name it as interrupt-parent",
             )
         })?;
-        let maintenance = prop(n.node, "interrupts").and_then(|v| {
+        let maintenance = n.property("interrupts").and_then(|v| {
             let c: Vec<u32> = cells(v).collect();
             (c.len() >= 2 && c[0] == 1 && c[1] < 16).then_some(c[1] + 16)
         });
         return Ok(Gic {
-            path: path.clone(),
+            path: path.to_owned(),
             version,
             phandle,
             regs,
@@ -961,15 +866,13 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
     )
 }
 
-fn read_timer(tree: &Tree<'_, '_>) -> Result<Vec<[u32; 3]>, SdtError> {
-    let Some((path, n)) = tree
-        .nodes
-        .iter()
-        .find(|(_, n)| has_compatible(n.node, "arm,armv8-timer"))
+fn read_timer(tree: &Tree<'_>) -> Result<Vec<[u32; 3]>, SdtError> {
+    let Some((path, n)) =
+        paths(tree.nodes.iter()).find(|(_, n)| n.is_compatible("arm,armv8-timer"))
     else {
         return err("/", "no architected timer (compatible \"arm,armv8-timer\")");
     };
-    let v = prop(n.node, "interrupts").unwrap_or(&[]);
+    let v = n.property("interrupts").unwrap_or(&[]);
     if v.is_empty() || !v.len().is_multiple_of(12) {
         return err(
             path,
@@ -980,11 +883,11 @@ fn read_timer(tree: &Tree<'_, '_>) -> Result<Vec<[u32; 3]>, SdtError> {
     Ok(c.chunks_exact(3).map(|s| [s[0], s[1], s[2]]).collect())
 }
 
-fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
+fn read_console(tree: &Tree<'_>) -> Result<Device, SdtError> {
     let chosen = tree
         .get("/chosen")
         .ok_or_else(|| fault("/chosen", "missing node"))?;
-    let stdout = prop_str(chosen.node, "stdout-path").ok_or_else(|| {
+    let stdout = prop_str(chosen, "stdout-path").ok_or_else(|| {
         fault(
             "/chosen",
             "missing property `stdout-path` (the hypervisor's console)",
@@ -995,7 +898,7 @@ fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
         stdout
     } else {
         tree.get("/aliases")
-            .and_then(|a| prop_str(a.node, stdout))
+            .and_then(|a| prop_str(a, stdout))
             .unwrap_or(stdout)
     };
     let n = tree
@@ -1003,28 +906,29 @@ fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
         .ok_or_else(|| fault("/chosen", format!("stdout-path `{stdout}` names no node")))?;
     Ok(Device {
         path: path.to_owned(),
-        compatible: strings(n.node, "compatible"),
+        compatible: strings(n, "compatible"),
         regs: reg(path, n)?,
-        spis: spis(path, n.node)?,
+        spis: spis(path, n)?,
         is_console: true,
     })
 }
 
 /// Physical CPUs: every `device_type = "cpu"` node, in tree order.
-fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
+fn read_cpus(tree: &Tree<'_>) -> Result<Vec<Cpu>, SdtError> {
     let mut cpus = Vec::new();
-    for (path, n) in &tree.nodes {
-        if prop_str(n.node, "device_type") != Some("cpu") || path.starts_with("/domains") {
+    for (path, n) in paths(tree.nodes.iter()) {
+        if prop_str(n, "device_type") != Some("cpu") || path.starts_with("/domains") {
             continue;
         }
-        let v = prop(n.node, "reg")
+        let v = n
+            .property("reg")
             .ok_or_else(|| fault(path, "missing property `reg` (the CPU's MPIDR)"))?;
         let mpidr = read_cells(&mut cells(v), n.addr_cells.clamp(1, 2))
             .ok_or_else(|| fault(path, "`reg` is too short"))?;
         check_mpidr(path, mpidr, &cpus)?;
         cpus.push(Cpu {
             mpidr,
-            path: path.clone(),
+            path: path.to_owned(),
         });
     }
     if cpus.is_empty() {
@@ -1055,9 +959,9 @@ fn check_mpidr(path: &str, mpidr: u64, earlier: &[Cpu]) -> Result<(), SdtError> 
 
 /// Every `openamp,domain-v1` node must be a child of `/domains`: one
 /// anywhere else would be read by lopper and silently ignored here.
-fn check_domain_nodes(tree: &Tree<'_, '_>) -> Result<(), SdtError> {
-    for (path, n) in &tree.nodes {
-        if !has_compatible(n.node, "openamp,domain-v1") {
+fn check_domain_nodes(tree: &Tree<'_>) -> Result<(), SdtError> {
+    for (path, n) in paths(tree.nodes.iter()) {
+        if !n.is_compatible("openamp,domain-v1") {
             continue;
         }
         match path.rsplit_once('/') {
@@ -1079,17 +983,17 @@ fn check_domain_nodes(tree: &Tree<'_, '_>) -> Result<(), SdtError> {
     Ok(())
 }
 
-fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+fn read_domains(tree: &Tree<'_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
     check_domain_nodes(tree)?;
     let domains = tree
         .get("/domains")
         .ok_or_else(|| fault("/domains", "missing node"))?;
     // `memory` is read with the cell sizes of /domains, which lopper's checks
     // expect to equal the root's; memory flag cells are not supported.
-    let ac = prop_u32(domains.node, "#address-cells").map_or(2, |v| v as usize);
-    let sc = prop_u32(domains.node, "#size-cells").map_or(1, |v| v as usize);
-    for (path, n) in tree.children_of("/domains") {
-        if !has_compatible(n.node, "openamp,domain-v1") || !is_enabled(n.node) {
+    let ac = domains.u32("#address-cells").map_or(2, |v| v as usize);
+    let sc = domains.u32("#size-cells").map_or(1, |v| v as usize);
+    for (path, n) in paths(tree.children_of("/domains")) {
+        if !n.is_compatible("openamp,domain-v1") || !is_enabled(n) {
             continue;
         }
         let domain = read_domain(tree, sys, path, n, ac, sc)?;
@@ -1099,20 +1003,22 @@ fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtEr
 }
 
 fn read_domain(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &mut SystemConfig,
     path: &str,
-    n: &Node<'_, '_>,
+    n: &Node<'_>,
     ac: usize,
     sc: usize,
 ) -> Result<Domain, SdtError> {
     let need = |name: &str| {
-        prop(n.node, name).ok_or_else(|| fault(path, format!("missing property `{name}`")))
+        n.property(name)
+            .ok_or_else(|| fault(path, format!("missing property `{name}`")))
     };
-    let id = prop_u32(n.node, "id").ok_or_else(|| fault(path, "missing property `id`"))?;
-    let name = prop_str(n.node, "name")
-        .unwrap_or_else(|| n.node.name.split('@').next().unwrap_or(n.node.name));
-    let os_type = prop_str(n.node, "os,type").unwrap_or("baremetal");
+    let id = n
+        .u32("id")
+        .ok_or_else(|| fault(path, "missing property `id`"))?;
+    let name = prop_str(n, "name").unwrap_or_else(|| n.name.split('@').next().unwrap_or(n.name));
+    let os_type = prop_str(n, "os,type").unwrap_or("baremetal");
     if !OS_TYPES.contains(&os_type) {
         return err(
             path,
@@ -1127,16 +1033,16 @@ fn read_domain(
     let devices = read_access(tree, sys, path, n)?;
     let bootargs = tree
         .get(&format!("{path}/chosen"))
-        .and_then(|c| prop_str(c.node, "bootargs"))
+        .and_then(|c| prop_str(c, "bootargs"))
         .map(String::from);
     // Named after `xen,kernel` and `xen,initrd` in lopper's Xen flow.
-    let kernel = prop_str(n.node, "partita,kernel").ok_or_else(|| {
+    let kernel = prop_str(n, "partita,kernel").ok_or_else(|| {
         fault(
             path,
             "missing property `partita,kernel` (the boot-package entry with its kernel)",
         )
     })?;
-    let initrd = prop_str(n.node, "partita,initrd").map(String::from);
+    let initrd = prop_str(n, "partita,initrd").map(String::from);
     Ok(Domain {
         name: name.to_owned(),
         path: path.to_owned(),
@@ -1154,7 +1060,7 @@ fn read_domain(
 /// `cpus = <&cluster cpu-mask execution-level>`, one triplet per cluster;
 /// bit i of the mask is the cluster's i-th CPU.
 fn read_domain_cpus(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     path: &str,
     v: &[u8],
@@ -1169,13 +1075,16 @@ fn read_domain_cpus(
     let mut cpus = Vec::new();
     for t in c.chunks_exact(3) {
         let (cluster, mask, level) = (t[0], t[1], t[2]);
-        let (cluster_path, cn) = tree.by_phandle(cluster).ok_or_else(|| {
-            fault(
-                path,
-                format!("`cpus` names phandle {cluster:#x}, which no node has"),
-            )
-        })?;
-        if !has_compatible(cn.node, "cpus,cluster") {
+        let (cluster_path, cn) = tree
+            .by_phandle(cluster)
+            .map(|n| (n.path.as_str(), n))
+            .ok_or_else(|| {
+                fault(
+                    path,
+                    format!("`cpus` names phandle {cluster:#x}, which no node has"),
+                )
+            })?;
+        if !cn.is_compatible("cpus,cluster") {
             return err(
                 path,
                 format!("`cpus` names {cluster_path}, which is not a \"cpus,cluster\""),
@@ -1241,13 +1150,14 @@ fn read_domain_cpus(
 /// bit 0 marks a device shared, which only the console may be: each domain
 /// that shares it gets an emulated one.
 fn read_access(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &mut SystemConfig,
     path: &str,
-    n: &Node<'_, '_>,
+    n: &Node<'_>,
 ) -> Result<Vec<usize>, SdtError> {
-    let flag_cells = prop_u32(n.node, "#access-flags-cells").unwrap_or(0) as usize;
-    let access: Vec<u32> = prop(n.node, "access")
+    let flag_cells = n.u32("#access-flags-cells").unwrap_or(0) as usize;
+    let access: Vec<u32> = n
+        .property("access")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
     if !access.len().is_multiple_of(1 + flag_cells) {
@@ -1259,12 +1169,15 @@ fn read_access(
     let mut devices = Vec::new();
     for entry in access.chunks_exact(1 + flag_cells) {
         let (ph, shared) = (entry[0], entry.get(1).is_some_and(|f| f & 1 != 0));
-        let (dpath, dn) = tree.by_phandle(ph).ok_or_else(|| {
-            fault(
-                path,
-                format!("`access` names phandle {ph:#x}, which no node has"),
-            )
-        })?;
+        let (dpath, dn) = tree
+            .by_phandle(ph)
+            .map(|n| (n.path.as_str(), n))
+            .ok_or_else(|| {
+                fault(
+                    path,
+                    format!("`access` names phandle {ph:#x}, which no node has"),
+                )
+            })?;
         let idx = match sys.devices.iter().position(|d| d.path == dpath) {
             Some(i) => i,
             None => {
@@ -1276,9 +1189,9 @@ fn read_access(
                 }
                 let dev = Device {
                     path: dpath.to_owned(),
-                    compatible: strings(dn.node, "compatible"),
+                    compatible: strings(dn, "compatible"),
                     regs: reg(dpath, dn)?,
-                    spis: spis(dpath, dn.node)?,
+                    spis: spis(dpath, dn)?,
                     is_console: false,
                 };
                 if let Some(r) = dev
@@ -1365,14 +1278,21 @@ impl fmt::Display for EarlyError {
     }
 }
 
+/// Property `name` of a node read with the `fdt` crate, which reads the
+/// trees that [`early`] and [`stdout_uart`] look into without a heap.
+fn fdt_prop<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a [u8]> {
+    n.property(name).map(|p| p.value)
+}
+
 /// The first `reg` entry of `n`, read with the cell sizes of `parent`.
 fn first_reg(parent: FdtNode<'_, '_>, n: FdtNode<'_, '_>) -> Option<Range> {
-    let ac = prop_u32(parent, "#address-cells").map_or(2, |v| v as usize);
-    let sc = prop_u32(parent, "#size-cells").map_or(1, |v| v as usize);
+    let ac = fdt_prop(parent, "#address-cells").and_then(|v| cells(v).next());
+    let sc = fdt_prop(parent, "#size-cells").and_then(|v| cells(v).next());
+    let (ac, sc) = (ac.map_or(2, |v| v as usize), sc.map_or(1, |v| v as usize));
     if !(1..=2).contains(&ac) || sc > 2 {
         return None;
     }
-    let mut it = cells(prop(n, "reg")?);
+    let mut it = cells(fdt_prop(n, "reg")?);
     Some(Range::new(
         read_cells(&mut it, ac)?,
         read_cells(&mut it, sc)?,
@@ -1389,12 +1309,12 @@ pub fn stdout_uart(blob: &[u8]) -> Result<(u64, UartKind), EarlyError> {
 }
 
 fn uart_of(fdt: &Fdt<'_>) -> Option<(u64, UartKind)> {
-    let stdout = prop_str(fdt.find_node("/chosen")?, "stdout-path")?;
+    let stdout = as_str(fdt_prop(fdt.find_node("/chosen")?, "stdout-path")?)?;
     let stdout = stdout.split(':').next()?;
     let path = if stdout.starts_with('/') {
         stdout
     } else {
-        prop_str(fdt.find_node("/aliases")?, stdout)?
+        as_str(fdt_prop(fdt.find_node("/aliases")?, stdout)?)?
     };
     // Absolute paths only: the `fdt` crate would try them as aliases again.
     let parent = match path.strip_prefix('/')?.rfind('/') {
@@ -1407,11 +1327,38 @@ fn uart_of(fdt: &Fdt<'_>) -> Option<(u64, UartKind)> {
     Some((first_reg(parent, node)?.base, kind))
 }
 
-/// `/chosen/bootargs` of any device tree, after the structural check.
+/// `/chosen/bootargs` of any device tree, read as the structural check
+/// passes it: QEMU's tree is large, and a lookup after the check cost
+/// about 30,000 instructions at boot.
 pub fn bootargs(blob: &[u8]) -> Option<&str> {
-    crate::dtb::check(blob).ok()?;
-    let fdt = Fdt::new(blob).ok()?;
-    prop_str(fdt.find_node("/chosen")?, "bootargs")
+    /// The first `bootargs` of the first `chosen` child of the root.
+    #[derive(Default)]
+    struct Find<'a> {
+        depth: usize,
+        in_chosen: bool,
+        chosen_seen: bool,
+        found: Option<&'a [u8]>,
+    }
+    impl<'a> crate::dtb::Visit<'a> for Find<'a> {
+        fn begin_node(&mut self, name: &'a str) {
+            self.depth += 1;
+            let chosen = name.split('@').next() == Some("chosen");
+            self.in_chosen = self.depth == 2 && chosen && !self.chosen_seen;
+            self.chosen_seen |= self.in_chosen;
+        }
+        fn property(&mut self, name: &'a str, value: &'a [u8]) {
+            if self.in_chosen && name == "bootargs" && self.found.is_none() {
+                self.found = Some(value);
+            }
+        }
+        fn end_node(&mut self) {
+            self.depth -= 1;
+            self.in_chosen = false;
+        }
+    }
+    let mut find = Find::default();
+    crate::dtb::walk(blob, &mut find).ok()?;
+    as_str(find.found?)
 }
 
 /// Reads [`Early`] without allocating, after the structural check of
@@ -1448,22 +1395,22 @@ pub fn early(blob: &[u8]) -> Result<Early, EarlyError> {
 /// With `partita,remoteproc-vdev` (the host controls the remote, with a
 /// control interrupt) the host's side is its remoteproc's virtio device,
 /// and those two properties give the remote's window and interrupt alone.
-fn read_links(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+fn read_links(tree: &Tree<'_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
     for host in 0..sys.domains.len() {
         let dpath = sys.domains[host].path.clone();
-        for (d2d, n) in tree.children_of(&dpath) {
-            if !has_compatible(n.node, "openamp,domain-to-domain-v1") {
+        for (d2d, n) in paths(tree.children_of(&dpath)) {
+            if !n.is_compatible("openamp,domain-to-domain-v1") {
                 continue;
             }
-            for (rel, rn) in tree.children_of(d2d) {
-                if !has_compatible(rn.node, "openamp,rpmsg-v1") {
+            for (rel, rn) in paths(tree.children_of(d2d)) {
+                if !rn.is_compatible("openamp,rpmsg-v1") {
                     continue;
                 }
-                for (path, l) in tree.children_of(rel) {
-                    let Some(remote) = prop_u32(l.node, "remote") else {
+                for (path, l) in paths(tree.children_of(rel)) {
+                    let Some(remote) = l.u32("remote") else {
                         continue;
                     };
-                    let link = read_link(tree, sys, host, path, l.node, remote)?;
+                    let link = read_link(tree, sys, host, path, l, remote)?;
                     sys.links.push(link);
                 }
             }
@@ -1477,27 +1424,29 @@ fn read_links(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtErro
 /// optional `partita,control-interrupt = <spi ...>`, one per target. A
 /// domain controls nobody unless such a relation says so, and each domain
 /// has at most one controller.
-fn read_controls(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+fn read_controls(tree: &Tree<'_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
     for controller in 0..sys.domains.len() {
         let dpath = sys.domains[controller].path.clone();
-        for (d2d, n) in tree.children_of(&dpath) {
-            if !has_compatible(n.node, "openamp,domain-to-domain-v1") {
+        for (d2d, n) in paths(tree.children_of(&dpath)) {
+            if !n.is_compatible("openamp,domain-to-domain-v1") {
                 continue;
             }
-            for (path, rn) in tree.children_of(d2d) {
-                if !has_compatible(rn.node, "openamp,remoteproc-v1")
-                    && !has_compatible(rn.node, "openamp,remoteproc-v2")
+            for (path, rn) in paths(tree.children_of(d2d)) {
+                if !rn.is_compatible("openamp,remoteproc-v1")
+                    && !rn.is_compatible("openamp,remoteproc-v2")
                 {
                     continue;
                 }
-                let remotes: Vec<u32> = prop(rn.node, "remote")
+                let remotes: Vec<u32> = rn
+                    .property("remote")
                     .map(|v| cells(v).collect())
                     .unwrap_or_default();
                 if remotes.is_empty() {
                     return err(path, "`remote` must name the domains it controls");
                 }
-                let irqs: Option<Vec<u32>> =
-                    prop(rn.node, "partita,control-interrupt").map(|v| cells(v).collect());
+                let irqs: Option<Vec<u32>> = rn
+                    .property("partita,control-interrupt")
+                    .map(|v| cells(v).collect());
                 if irqs.as_ref().is_some_and(|i| i.len() != remotes.len()) {
                     return err(
                         path,
@@ -1542,17 +1491,20 @@ fn read_controls(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtE
 
 /// The domain a `remote` phandle of the relation at `path` names.
 fn domain_by_phandle(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     path: &str,
     ph: u32,
 ) -> Result<usize, SdtError> {
-    let (rpath, _) = tree.by_phandle(ph).ok_or_else(|| {
-        fault(
-            path,
-            format!("`remote` names phandle {ph:#x}, which no node has"),
-        )
-    })?;
+    let (rpath, _) = tree
+        .by_phandle(ph)
+        .map(|n| (n.path.as_str(), n))
+        .ok_or_else(|| {
+            fault(
+                path,
+                format!("`remote` names phandle {ph:#x}, which no node has"),
+            )
+        })?;
     sys.domains
         .iter()
         .position(|d| d.path == rpath)
@@ -1565,11 +1517,11 @@ fn domain_by_phandle(
 }
 
 fn read_link(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     host: usize,
     path: &str,
-    n: FdtNode<'_, '_>,
+    n: &Node<'_>,
     remote: u32,
 ) -> Result<RpmsgLink, SdtError> {
     let other = domain_by_phandle(tree, sys, path, remote)?;
@@ -1579,7 +1531,7 @@ fn read_link(
     // With `partita,remoteproc-vdev` the host's side is its remoteproc's
     // virtio device, and the per-side properties below that belong to a
     // virtio-mmio device name the remote's alone.
-    let remoteproc = prop(n, "partita,remoteproc-vdev").is_some();
+    let remoteproc = n.property("partita,remoteproc-vdev").is_some();
     let control_spi = if remoteproc {
         match sys.control(host, other) {
             Some(Control { spi: Some(spi), .. }) => *spi,
@@ -1600,7 +1552,8 @@ fn read_link(
         true => (1, "remote"),
         false => (2, "host remote"),
     };
-    let w: Vec<u32> = prop(n, "partita,virtio-mmio")
+    let w: Vec<u32> = n
+        .property("partita,virtio-mmio")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
     if w.len() != 2 * mmio_sides {
@@ -1614,7 +1567,8 @@ fn read_link(
         true => [0, window(0)],
         false => [window(0), window(1)],
     };
-    let i: Vec<u32> = prop(n, "partita,virtio-interrupts")
+    let i: Vec<u32> = n
+        .property("partita,virtio-interrupts")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
     let (hs, rs) = match (remoteproc, &i[..]) {
@@ -1641,7 +1595,8 @@ fn read_link(
     // Optional `partita,name-service = <host remote>`: 0 keeps the name
     // service from a side (Linux handles announcements in hard-IRQ context
     // over virtio-mmio, where creating a channel device cannot sleep).
-    let ns: Vec<u32> = prop(n, "partita,name-service")
+    let ns: Vec<u32> = n
+        .property("partita,name-service")
         .map(|v| cells(v).collect())
         .unwrap_or_else(|| alloc::vec![1, 1]);
     let [nh, nr] = ns[..] else {
@@ -1653,7 +1608,8 @@ fn read_link(
     // Optional `partita,virtio-version = <host remote>`: 1 gives that side
     // the legacy interface (OpenAMP's own virtio-mmio driver speaks no
     // other), 2 (the default) the current one.
-    let v: Vec<u32> = prop(n, "partita,virtio-version")
+    let v: Vec<u32> = n
+        .property("partita,virtio-version")
         .map(|v| cells(v).collect())
         .unwrap_or_else(|| alloc::vec![2; mmio_sides]);
     let versions = match (remoteproc, &v[..]) {
@@ -1668,7 +1624,8 @@ fn read_link(
     };
     // Optional `partita,buffer-size = <bytes>`: the longest message, header
     // included, and the smallest receive buffer, on both sides.
-    let b: Vec<u32> = prop(n, "partita,buffer-size")
+    let b: Vec<u32> = n
+        .property("partita,buffer-size")
         .map(|v| cells(v).collect())
         .unwrap_or_else(|| alloc::vec![crate::rpmsg::BUFFER_SIZE]);
     let buffer_size = match b[..] {
