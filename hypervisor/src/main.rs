@@ -145,12 +145,38 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
             format_args!("the boot package has no `{}` entry", package::SDT),
         );
     };
-    let early = sdt::early(sdt_blob)
+    // The SDT is read once the heap is up; before that, only where the
+    // heap goes, in the structural check's own pass.
+    let hypervisor = sdt::hypervisor_memory(sdt_blob)
         .unwrap_or_else(|e| cannot_start(boot_tree, format_args!("bad System Device Tree: {e}")));
     let (image_start, _) = arch::image_range();
     let heap_start = (arch::image_range().1 + package.len() as u64).next_multiple_of(4096);
+    if image_start < hypervisor.base || heap_start + (4 << 20) > hypervisor.end() {
+        cannot_start(
+            boot_tree,
+            format_args!(
+                "the hypervisor and its boot package ({:#x}..{:#x}) do not fit its reserved memory {} with a 4 MiB heap",
+                image_start, heap_start, hypervisor
+            ),
+        );
+    }
+    // SAFETY: from the end of the boot package to the end of the
+    // hypervisor's reserved memory, which nothing else uses.
+    unsafe {
+        HEAP.lock().init(
+            heap_start as usize,
+            (hypervisor.end() - heap_start) as usize,
+        )
+    };
+
+    // Read once, for the console, the configuration and every
+    // partition's device tree.
+    let sdt_tree = sdt::read_tree(sdt_blob)
+        .unwrap_or_else(|e| cannot_start(boot_tree, format_args!("bad System Device Tree: {e}")));
+    let (console_base, console_kind) = sdt::console(&sdt_tree)
+        .unwrap_or_else(|e| cannot_start(boot_tree, format_args!("bad System Device Tree: {e}")));
     // SAFETY: the console UART named by the SDT; MMU off, so it is device memory.
-    unsafe { console::init(early.console_kind, early.console) };
+    unsafe { console::init(console_kind, console_base) };
     // The hypervisor's command line: the bootloader's `/chosen/bootargs`
     // (QEMU's `-append`, U-Boot's `bootargs`).
     console::set_colour(
@@ -159,25 +185,8 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
             .is_some_and(|a| a.split_whitespace().any(|w| w == "colour")),
     );
     info!("Partita {} starting at EL2", env!("CARGO_PKG_VERSION"));
-    if image_start < early.hypervisor.base || heap_start + (4 << 20) > early.hypervisor.end() {
-        refuse(format_args!(
-            "the hypervisor and its boot package ({:#x}..{:#x}) do not fit its reserved memory {} with a 4 MiB heap",
-            image_start, heap_start, early.hypervisor
-        ));
-    }
-    // SAFETY: from the end of the boot package to the end of the
-    // hypervisor's reserved memory, which nothing else uses.
-    unsafe {
-        HEAP.lock().init(
-            heap_start as usize,
-            (early.hypervisor.end() - heap_start) as usize,
-        )
-    };
-
-    // Read once, for the configuration and every partition's device tree.
-    let sdt = sdt::read_tree(sdt_blob).and_then(|t| SystemConfig::from_tree(&t).map(|c| (t, c)));
-    let (sdt_tree, config) =
-        sdt.unwrap_or_else(|e| refuse(format_args!("bad System Device Tree: {e}")));
+    let config = SystemConfig::from_tree(&sdt_tree)
+        .unwrap_or_else(|e| refuse(format_args!("bad System Device Tree: {e}")));
     info!(
         "board: {}, {} CPUs, {}",
         config.model,

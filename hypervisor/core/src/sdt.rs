@@ -12,7 +12,6 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use fdt::node::FdtNode;
 use fdt::Fdt;
 
 /// A physical (and, for guests, identical intermediate physical) range.
@@ -1243,16 +1242,9 @@ impl UartKind {
     }
 }
 
-/// What the hypervisor needs from the SDT before it has a heap: where it
-/// may put the heap, and where its console is to report anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Early {
-    pub hypervisor: Range,
-    pub console: u64,
-    pub console_kind: UartKind,
-}
-
-/// Why [`early`] (or [`stdout_uart`]) found nothing to start with.
+/// Why the SDT gave the hypervisor nothing to start with: no memory for
+/// its heap ([`hypervisor_memory`]) or no console ([`console`],
+/// [`stdout_uart`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EarlyError {
     /// The blob is not a well-formed device tree.
@@ -1278,53 +1270,133 @@ impl fmt::Display for EarlyError {
     }
 }
 
-/// Property `name` of a node read with the `fdt` crate, which reads the
-/// trees that [`early`] and [`stdout_uart`] look into without a heap.
-fn fdt_prop<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a [u8]> {
-    n.property(name).map(|p| p.value)
-}
-
-/// The first `reg` entry of `n`, read with the cell sizes of `parent`.
-fn first_reg(parent: FdtNode<'_, '_>, n: FdtNode<'_, '_>) -> Option<Range> {
-    let ac = fdt_prop(parent, "#address-cells").and_then(|v| cells(v).next());
-    let sc = fdt_prop(parent, "#size-cells").and_then(|v| cells(v).next());
-    let (ac, sc) = (ac.map_or(2, |v| v as usize), sc.map_or(1, |v| v as usize));
+/// The first entry of `reg`, read with a parent's `#address-cells` and
+/// `#size-cells` (absent: 2 and 1).
+fn first_reg(address_cells: Option<&[u8]>, size_cells: Option<&[u8]>, reg: &[u8]) -> Option<Range> {
+    let ac = address_cells
+        .and_then(|v| cells(v).next())
+        .map_or(2, |v| v as usize);
+    let sc = size_cells
+        .and_then(|v| cells(v).next())
+        .map_or(1, |v| v as usize);
     if !(1..=2).contains(&ac) || sc > 2 {
         return None;
     }
-    let mut it = cells(fdt_prop(n, "reg")?);
+    let mut it = cells(reg);
     Some(Range::new(
         read_cells(&mut it, ac)?,
         read_cells(&mut it, sc)?,
     ))
 }
 
-/// The UART `/chosen/stdout-path` names, aliases resolved, in any
-/// device tree: the SDT's, or the bootloader's when the SDT cannot be read.
-/// Reads without allocating, after the structural check.
+/// Where the hypervisor's heap may go: the `reg` of the first child of
+/// `/reserved-memory` compatible with "partita,hypervisor". Read without
+/// allocating (there is no heap yet), in the structural check's own pass
+/// over the whole blob.
+pub fn hypervisor_memory(blob: &[u8]) -> Result<Range, EarlyError> {
+    #[derive(Default)]
+    struct Find<'a> {
+        depth: usize,
+        /// In the first `/reserved-memory` (not in a child of it).
+        in_reserved: bool,
+        reserved_seen: bool,
+        /// Its `#address-cells` and `#size-cells`.
+        cells: [Option<&'a [u8]>; 2],
+        /// The child being read: its `compatible` and `reg`.
+        child: [Option<&'a [u8]>; 2],
+        /// The first child compatible with "partita,hypervisor": its `reg`.
+        found: Option<Option<&'a [u8]>>,
+    }
+    impl<'a> crate::dtb::Visit<'a> for Find<'a> {
+        fn begin_node(&mut self, name: &'a str) {
+            self.depth += 1;
+            if self.depth == 2 && !self.reserved_seen {
+                self.in_reserved =
+                    name == "reserved-memory" || name.starts_with("reserved-memory@");
+                self.reserved_seen = self.in_reserved;
+            }
+            if self.depth == 3 {
+                self.child = [None; 2];
+            }
+        }
+        fn property(&mut self, name: &'a str, value: &'a [u8]) {
+            // The first property of a name, as a lookup by name finds it.
+            let slot = match (self.in_reserved, self.depth, name) {
+                (true, 2, "#address-cells") => &mut self.cells[0],
+                (true, 2, "#size-cells") => &mut self.cells[1],
+                (true, 3, "compatible") => &mut self.child[0],
+                (true, 3, "reg") => &mut self.child[1],
+                _ => return,
+            };
+            slot.get_or_insert(value);
+        }
+        fn end_node(&mut self) {
+            let [compatible, reg] = self.child;
+            let hypervisor = || {
+                compatible?
+                    .split(|b| *b == 0)
+                    .find(|c| *c == b"partita,hypervisor")
+            };
+            if self.in_reserved && self.depth == 3 && self.found.is_none() && hypervisor().is_some()
+            {
+                self.found = Some(reg);
+            }
+            if self.depth == 2 {
+                self.in_reserved = false;
+            }
+            self.depth -= 1;
+        }
+    }
+    let mut find = Find::default();
+    crate::dtb::walk(blob, &mut find).map_err(EarlyError::Blob)?;
+    let [ac, sc] = find.cells;
+    find.found
+        .flatten()
+        .and_then(|reg| first_reg(ac, sc, reg))
+        .filter(|r| r.size != 0 && r.base.checked_add(r.size).is_some())
+        .ok_or(EarlyError::NoHypervisorMemory)
+}
+
+/// The console the SDT names (`/chosen/stdout-path`).
+pub fn console(tree: &Tree<'_>) -> Result<(u64, UartKind), EarlyError> {
+    uart_of(|path, name| tree.get(path)?.property(name)).ok_or(EarlyError::NoConsole)
+}
+
+/// The UART `/chosen/stdout-path` names in any device tree: the
+/// bootloader's, when the SDT cannot be read. Reads without allocating,
+/// after the structural check.
 pub fn stdout_uart(blob: &[u8]) -> Result<(u64, UartKind), EarlyError> {
     crate::dtb::check(blob).map_err(EarlyError::Blob)?;
     let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoConsole)?;
-    uart_of(&fdt).ok_or(EarlyError::NoConsole)
+    uart_of(|path, name| Some(fdt.find_node(path)?.property(name)?.value))
+        .ok_or(EarlyError::NoConsole)
 }
 
-fn uart_of(fdt: &Fdt<'_>) -> Option<(u64, UartKind)> {
-    let stdout = as_str(fdt_prop(fdt.find_node("/chosen")?, "stdout-path")?)?;
+/// The UART `/chosen/stdout-path` names, aliases resolved, in a tree read
+/// through `prop(node path, property name)`.
+fn uart_of<'a>(prop: impl Fn(&str, &str) -> Option<&'a [u8]>) -> Option<(u64, UartKind)> {
+    let stdout = as_str(prop("/chosen", "stdout-path")?)?;
     let stdout = stdout.split(':').next()?;
     let path = if stdout.starts_with('/') {
         stdout
     } else {
-        as_str(fdt_prop(fdt.find_node("/aliases")?, stdout)?)?
+        as_str(prop("/aliases", stdout)?)?
     };
     // Absolute paths only: the `fdt` crate would try them as aliases again.
     let parent = match path.strip_prefix('/')?.rfind('/') {
         Some(i) => &path[..i + 1],
         None => "/",
     };
-    let parent = fdt.find_node(parent)?;
-    let node = fdt.find_node(path)?;
-    let kind = UartKind::from_compatible(node.compatible()?.all())?;
-    Some((first_reg(parent, node)?.base, kind))
+    let compatible = prop(path, "compatible")?
+        .split(|b| *b == 0)
+        .map_while(|c| core::str::from_utf8(c).ok());
+    let kind = UartKind::from_compatible(compatible)?;
+    let reg = first_reg(
+        prop(parent, "#address-cells"),
+        prop(parent, "#size-cells"),
+        prop(path, "reg")?,
+    )?;
+    Some((reg.base, kind))
 }
 
 /// `/chosen/bootargs` of any device tree, read as the structural check
@@ -1342,7 +1414,7 @@ pub fn bootargs(blob: &[u8]) -> Option<&str> {
     impl<'a> crate::dtb::Visit<'a> for Find<'a> {
         fn begin_node(&mut self, name: &'a str) {
             self.depth += 1;
-            let chosen = name.split('@').next() == Some("chosen");
+            let chosen = name == "chosen" || name.starts_with("chosen@");
             self.in_chosen = self.depth == 2 && chosen && !self.chosen_seen;
             self.chosen_seen |= self.in_chosen;
         }
@@ -1359,31 +1431,6 @@ pub fn bootargs(blob: &[u8]) -> Option<&str> {
     let mut find = Find::default();
     crate::dtb::walk(blob, &mut find).ok()?;
     as_str(find.found?)
-}
-
-/// Reads [`Early`] without allocating, after the structural check of
-/// the whole blob; the full reader says more about any other fault.
-pub fn early(blob: &[u8]) -> Result<Early, EarlyError> {
-    crate::dtb::check(blob).map_err(EarlyError::Blob)?;
-    let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoHypervisorMemory)?;
-    let reserved = fdt
-        .find_node("/reserved-memory")
-        .ok_or(EarlyError::NoHypervisorMemory)?;
-    let hypervisor = reserved
-        .children()
-        .find(|n| {
-            n.compatible()
-                .is_some_and(|c| c.all().any(|c| c == "partita,hypervisor"))
-        })
-        .and_then(|n| first_reg(reserved, n))
-        .filter(|r| r.size != 0 && r.base.checked_add(r.size).is_some())
-        .ok_or(EarlyError::NoHypervisorMemory)?;
-    let (console, console_kind) = uart_of(&fdt).ok_or(EarlyError::NoConsole)?;
-    Ok(Early {
-        hypervisor,
-        console,
-        console_kind,
-    })
 }
 
 /// rpmsg relations: `domain-to-domain` (`openamp,domain-to-domain-v1`) /
