@@ -9,7 +9,6 @@
 //! skipped on the way to one: two thirds of the boot's instructions.
 
 use crate::dtb::{DtbError, Visit};
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -100,8 +99,19 @@ impl<'a> Visit<'a> for Builder<'a> {
         // refuses any after), so its cells are known by now.
         let ((addr_cells, size_cells), path) = match parent {
             None => ((2, 1), String::from("/")),
-            Some(p) if p == 0 => (nodes[p].own_cells(), format!("/{name}")),
-            Some(p) => (nodes[p].own_cells(), format!("{}/{name}", nodes[p].path)),
+            Some(p) => {
+                let above = match nodes[p].path.as_str() {
+                    "/" => "",
+                    above => above,
+                };
+                // Built directly: `format!` would run the formatting
+                // machinery for each node.
+                let mut path = String::with_capacity(above.len() + 1 + name.len());
+                path.push_str(above);
+                path.push('/');
+                path.push_str(name);
+                (nodes[p].own_cells(), path)
+            }
         };
         self.open.push(nodes.len());
         nodes.push(Node {
