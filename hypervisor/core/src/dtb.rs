@@ -250,14 +250,6 @@ const fn name_chars(extra: &[u8]) -> [bool; 256] {
 const NODE_NAME_CHARS: [bool; 256] = name_chars(b",._+-@");
 const PROPERTY_NAME_CHARS: [bool; 256] = name_chars(b",._+?#-");
 
-fn node_name_char(c: u8) -> bool {
-    NODE_NAME_CHARS[usize::from(c)]
-}
-
-fn property_name_char(c: u8) -> bool {
-    PROPERTY_NAME_CHARS[usize::from(c)]
-}
-
 /// Property names already found good, by offset, so that the names every
 /// node shares (`compatible`, `reg`, `phandle`) are read once:
 /// direct-mapped, on the stack (the check allocates nothing).
@@ -293,11 +285,28 @@ pub trait Visit<'a> {
 struct Nothing;
 impl Visit<'_> for Nothing {}
 
-/// The name at `from` in `b`: its length without the NUL, if a NUL ends
-/// it within [`MAX_NAME`] bytes and inside `b`.
-fn name_len(b: &[u8], from: usize) -> Option<usize> {
-    let rest = b.get(from..)?;
-    rest.iter().take(MAX_NAME + 1).position(|&c| c == 0)
+/// What is wrong with a name.
+enum NameFault {
+    /// No NUL within [`MAX_NAME`] bytes and inside the block.
+    Unterminated,
+    /// A NUL ends it, but a character before is not in the table.
+    BadCharacter,
+}
+
+/// The name at `from` in `b`, without its NUL, if a NUL ends it within
+/// [`MAX_NAME`] bytes and inside `b` and every character before is in
+/// `allowed` (which has no NUL).
+fn name<'a>(b: &'a [u8], from: usize, allowed: &[bool; 256]) -> Result<&'a [u8], NameFault> {
+    let rest = b.get(from..).unwrap_or_default();
+    let rest = &rest[..rest.len().min(MAX_NAME + 1)];
+    // One pass over a good name, the usual case: the first character not
+    // allowed is its NUL. (A search for the NUL and then a pass over the
+    // characters was almost half of a check.)
+    match rest.iter().position(|&c| !allowed[usize::from(c)]) {
+        Some(n) if rest[n] == 0 => Ok(&rest[..n]),
+        _ if rest.contains(&0) => Err(NameFault::BadCharacter),
+        _ => Err(NameFault::Unterminated),
+    }
 }
 
 /// Checks the whole blob: header, block placement, memory reservations
@@ -414,16 +423,18 @@ fn tokens<'a>(
                 if depth == 0 && seen_root {
                     return fail(pos, TokenFault::SecondRoot);
                 }
-                let Some(len) = name_len(s, pos + 4) else {
-                    return fail(pos, TokenFault::NameUnterminated);
+                let name = match name(s, pos + 4, &NODE_NAME_CHARS) {
+                    Err(NameFault::Unterminated) => return fail(pos, TokenFault::NameUnterminated),
+                    Err(NameFault::BadCharacter) if depth == 0 => {
+                        return fail(pos, TokenFault::RootNamed)
+                    }
+                    Ok(name) if depth == 0 && !name.is_empty() => {
+                        return fail(pos, TokenFault::RootNamed)
+                    }
+                    Ok(name) if depth == 0 || !name.is_empty() => name,
+                    _ => return fail(pos, TokenFault::BadNodeName),
                 };
-                let name = &s[pos + 4..pos + 4 + len];
-                if depth == 0 && len != 0 {
-                    return fail(pos, TokenFault::RootNamed);
-                }
-                if depth > 0 && (len == 0 || !name.iter().all(|&c| node_name_char(c))) {
-                    return fail(pos, TokenFault::BadNodeName);
-                }
+                let len = name.len();
                 // Cannot fail: every character is ASCII.
                 let Ok(name) = core::str::from_utf8(name) else {
                     return fail(pos, TokenFault::BadNodeName);
@@ -467,13 +478,13 @@ fn tokens<'a>(
                 let name = match good.get(nameoff) {
                     Some(name) => name,
                     None => {
-                        let Some(n) = name_len(strings, nameoff as usize) else {
-                            return fail(pos, TokenFault::PropertyNameUnterminated { nameoff });
+                        let name = match name(strings, nameoff as usize, &PROPERTY_NAME_CHARS) {
+                            Ok(name) if !name.is_empty() => name,
+                            Err(NameFault::Unterminated) => {
+                                return fail(pos, TokenFault::PropertyNameUnterminated { nameoff })
+                            }
+                            _ => return fail(pos, TokenFault::BadPropertyName { nameoff }),
                         };
-                        let name = &strings[nameoff as usize..nameoff as usize + n];
-                        if n == 0 || !name.iter().all(|&c| property_name_char(c)) {
-                            return fail(pos, TokenFault::BadPropertyName { nameoff });
-                        }
                         // Cannot fail: every character is ASCII.
                         let Ok(name) = core::str::from_utf8(name) else {
                             return fail(pos, TokenFault::BadPropertyName { nameoff });
