@@ -4,7 +4,7 @@
 
 use crate::layout::GuestLayout;
 use crate::sdt::{Domain, GicVersion, SystemConfig};
-use crate::tree::{Node, Tree};
+use crate::tree::{Node, Property, Tree};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -16,25 +16,33 @@ pub const DTB_MAX: u64 = 64 << 10;
 /// Properties not copied from a device node: they name hardware the guest
 /// does not get (power domains, resets, pin control, DMA, IOMMUs) or are
 /// replaced (the interrupt parent is the root's).
-fn dropped(name: &str) -> bool {
+fn dropped(name: &[u8]) -> bool {
     matches!(
         name,
-        "interrupt-parent"
-            | "interrupts-extended"
-            | "phandle"
-            | "linux,phandle"
-            | "resets"
-            | "reset-names"
-            | "power-domains"
-            | "pinctrl-names"
-            | "dmas"
-            | "dma-names"
-            | "iommus"
-            | "phys"
-            | "phy-names"
-    ) || name.starts_with("pinctrl-")
-        || name.ends_with("-supply")
-        || name.ends_with("-gpios")
+        b"interrupt-parent"
+            | b"interrupts-extended"
+            | b"phandle"
+            | b"linux,phandle"
+            | b"resets"
+            | b"reset-names"
+            | b"power-domains"
+            | b"pinctrl-names"
+            | b"dmas"
+            | b"dma-names"
+            | b"iommus"
+            | b"phys"
+            | b"phy-names"
+    ) || name.starts_with(b"pinctrl-")
+        || name.ends_with(b"-supply")
+        || name.ends_with(b"-gpios")
+}
+
+/// Copies a property of the SDT into the guest's tree.
+fn copy(w: &mut FdtWriter, p: &Property<'_>) -> Result<(), GuestFdtError> {
+    // Cannot fail: the check let only ASCII names through.
+    let name = core::str::from_utf8(p.name)
+        .map_err(|_| GuestFdtError(String::from("SDT: a property name is not UTF-8")))?;
+    Ok(w.property(name, p.value)?)
 }
 
 #[derive(Debug)]
@@ -221,14 +229,14 @@ pub fn build_from_tree(
             continue;
         }
         for p in dn.properties.iter().filter(|p| !dropped(p.name)) {
-            if p.name == "clocks" {
+            if p.name == b"clocks" {
                 clocks.extend(
                     p.value
                         .chunks_exact(4)
                         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
                 );
             }
-            w.property(p.name, p.value)?;
+            copy(&mut w, p)?;
         }
         w.end_node(n)?;
     }
@@ -302,12 +310,12 @@ pub fn build_from_tree(
         if !cn.is_compatible("fixed-clock") {
             return Err(GuestFdtError(format!(
                 "clock {} is not a fixed-clock; only fixed clocks are given to guests",
-                cn.name
+                cn.name()
             )));
         }
-        let n = w.begin_node(cn.name)?;
-        for p in cn.properties.iter().filter(|p| p.name != "phandle") {
-            w.property(p.name, p.value)?;
+        let n = w.begin_node(cn.name())?;
+        for p in cn.properties.iter().filter(|p| p.name != b"phandle") {
+            copy(&mut w, p)?;
         }
         w.property_phandle(ph)?;
         w.end_node(n)?;

@@ -1016,7 +1016,8 @@ fn read_domain(
     let id = n
         .u32("id")
         .ok_or_else(|| fault(path, "missing property `id`"))?;
-    let name = prop_str(n, "name").unwrap_or_else(|| n.name.split('@').next().unwrap_or(n.name));
+    let name =
+        prop_str(n, "name").unwrap_or_else(|| n.name().split('@').next().unwrap_or_default());
     let os_type = prop_str(n, "os,type").unwrap_or("baremetal");
     if !OS_TYPES.contains(&os_type) {
         return err(
@@ -1308,24 +1309,24 @@ pub fn hypervisor_memory(blob: &[u8]) -> Result<Range, EarlyError> {
         found: Option<Option<&'a [u8]>>,
     }
     impl<'a> crate::dtb::Visit<'a> for Find<'a> {
-        fn begin_node(&mut self, name: &'a str) {
+        fn begin_node(&mut self, name: &'a [u8]) {
             self.depth += 1;
             if self.depth == 2 && !self.reserved_seen {
                 self.in_reserved =
-                    name == "reserved-memory" || name.starts_with("reserved-memory@");
+                    name == b"reserved-memory" || name.starts_with(b"reserved-memory@");
                 self.reserved_seen = self.in_reserved;
             }
             if self.depth == 3 {
                 self.child = [None; 2];
             }
         }
-        fn property(&mut self, name: &'a str, value: &'a [u8]) {
+        fn property(&mut self, name: &'a [u8], value: &'a [u8]) {
             // The first property of a name, as a lookup by name finds it.
             let slot = match (self.in_reserved, self.depth, name) {
-                (true, 2, "#address-cells") => &mut self.cells[0],
-                (true, 2, "#size-cells") => &mut self.cells[1],
-                (true, 3, "compatible") => &mut self.child[0],
-                (true, 3, "reg") => &mut self.child[1],
+                (true, 2, b"#address-cells") => &mut self.cells[0],
+                (true, 2, b"#size-cells") => &mut self.cells[1],
+                (true, 3, b"compatible") => &mut self.child[0],
+                (true, 3, b"reg") => &mut self.child[1],
                 _ => return,
             };
             slot.get_or_insert(value);
@@ -1412,14 +1413,14 @@ pub fn bootargs(blob: &[u8]) -> Option<&str> {
         found: Option<&'a [u8]>,
     }
     impl<'a> crate::dtb::Visit<'a> for Find<'a> {
-        fn begin_node(&mut self, name: &'a str) {
+        fn begin_node(&mut self, name: &'a [u8]) {
             self.depth += 1;
-            let chosen = name == "chosen" || name.starts_with("chosen@");
+            let chosen = name == b"chosen" || name.starts_with(b"chosen@");
             self.in_chosen = self.depth == 2 && chosen && !self.chosen_seen;
             self.chosen_seen |= self.in_chosen;
         }
-        fn property(&mut self, name: &'a str, value: &'a [u8]) {
-            if self.in_chosen && name == "bootargs" && self.found.is_none() {
+        fn property(&mut self, name: &'a [u8], value: &'a [u8]) {
+            if self.in_chosen && name == b"bootargs" && self.found.is_none() {
                 self.found = Some(value);
             }
         }

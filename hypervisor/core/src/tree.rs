@@ -15,7 +15,8 @@ use alloc::vec::Vec;
 /// One property: its name and its raw value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Property<'a> {
-    pub name: &'a str,
+    /// ASCII, as the check made sure, without the NUL; compared as bytes.
+    pub name: &'a [u8],
     pub value: &'a [u8],
 }
 
@@ -23,8 +24,6 @@ pub struct Property<'a> {
 pub struct Node<'a> {
     /// From the root, `/` for the root itself.
     pub path: String,
-    /// With its unit address; empty for the root.
-    pub name: &'a str,
     /// Index of the parent in [`Tree::nodes`]; `None` for the root.
     pub parent: Option<usize>,
     /// `#address-cells` and `#size-cells` of the parent (2 and 1 where it
@@ -38,11 +37,16 @@ pub struct Node<'a> {
 }
 
 impl<'a> Node<'a> {
+    /// Its name, with its unit address; empty for the root.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or_default()
+    }
+
     /// The first property called `name`, as a lookup in the blob finds it.
     pub fn property(&self, name: &str) -> Option<&'a [u8]> {
         self.properties
             .iter()
-            .find(|p| p.name == name)
+            .find(|p| p.name == name.as_bytes())
             .map(|p| p.value)
     }
 
@@ -92,7 +96,7 @@ impl<'a> Visit<'a> for Builder<'a> {
         self.tree.reservations.push((base, size));
     }
 
-    fn begin_node(&mut self, name: &'a str) {
+    fn begin_node(&mut self, name: &'a [u8]) {
         let nodes = &mut self.tree.nodes;
         let parent = self.open.last().copied();
         // A parent's properties all come before its first child (the check
@@ -109,14 +113,14 @@ impl<'a> Visit<'a> for Builder<'a> {
                 let mut path = String::with_capacity(above.len() + 1 + name.len());
                 path.push_str(above);
                 path.push('/');
-                path.push_str(name);
+                // ASCII (the check made sure): each byte is its character.
+                path.extend(name.iter().copied().map(char::from));
                 (nodes[p].own_cells(), path)
             }
         };
         self.open.push(nodes.len());
         nodes.push(Node {
             path,
-            name,
             parent,
             addr_cells,
             size_cells,
@@ -125,7 +129,7 @@ impl<'a> Visit<'a> for Builder<'a> {
         });
     }
 
-    fn property(&mut self, name: &'a str, value: &'a [u8]) {
+    fn property(&mut self, name: &'a [u8], value: &'a [u8]) {
         if let Some(&i) = self.open.last() {
             self.tree.nodes[i].properties.push(Property { name, value });
         }
@@ -226,7 +230,7 @@ mod tests {
             (clk.path.as_str(), clk.addr_cells, clk.size_cells),
             ("/clk", 1, 1)
         );
-        let kids: Vec<&str> = t.children_of("/").map(|n| n.name).collect();
+        let kids: Vec<&str> = t.children_of("/").map(|n| n.name()).collect();
         assert_eq!(kids, ["bus", "clk"]);
         assert_eq!(t.children_of("/nowhere").count(), 0);
         assert_eq!(t.reservations, [(0x1000, 0x2000)]);
