@@ -122,6 +122,8 @@ pub fn build_from_tree(
             .ok_or_else(|| GuestFdtError(format!("SDT node {path} vanished")))
     };
     let root = tree.root();
+    // Constant strings go in as bytes with their NUL: `property_string`
+    // copies each into a `CString` of its own first.
     let mut w = FdtWriter::new()?;
     let r = w.begin_node("")?;
     w.property_string(
@@ -164,24 +166,24 @@ pub fn build_from_tree(
     w.property_u32("#size-cells", 0)?;
     for (v, &p) in domain.cpus.iter().enumerate() {
         let c = w.begin_node(&format!("cpu@{v:x}"))?;
-        w.property_string("device_type", "cpu")?;
+        w.property("device_type", b"cpu\0")?;
         if let Some(compat) = node(&sys.cpus[p].path)?.property("compatible") {
             w.property("compatible", compat)?;
         }
         w.property_u32("reg", v as u32)?;
-        w.property_string("enable-method", "psci")?;
+        w.property("enable-method", b"psci\0")?;
         w.end_node(c)?;
     }
     w.end_node(cpus)?;
 
     let n = w.begin_node("psci")?;
     w.property("compatible", b"arm,psci-1.0\0arm,psci-0.2\0")?;
-    w.property_string("method", "hvc")?;
+    w.property("method", b"hvc\0")?;
     w.end_node(n)?;
 
     for m in &domain.memory {
         let n = w.begin_node(&format!("memory@{:x}", m.base))?;
-        w.property_string("device_type", "memory")?;
+        w.property("device_type", b"memory\0")?;
         w.property_array_u64("reg", &[m.base, m.size])?;
         w.end_node(n)?;
     }
@@ -250,7 +252,7 @@ pub fn build_from_tree(
     {
         let (base, spi) = (sys.links[l].windows[side], sys.links[l].spis[side]);
         let n = w.begin_node(&format!("virtio_mmio@{base:x}"))?;
-        w.property_string("compatible", "virtio,mmio")?;
+        w.property("compatible", b"virtio,mmio\0")?;
         w.property_array_u64("reg", &[base, crate::sdt::VIRTIO_WINDOW])?;
         w.property("interrupts", &be32(&[0, spi - 32, 1]))?;
         // True: the "device" is the hypervisor, which reads and writes the
@@ -270,7 +272,7 @@ pub fn build_from_tree(
         .collect();
     if !controls.is_empty() {
         let h = w.begin_node("hypervisor")?;
-        w.property_string("compatible", "partita,hypervisor")?;
+        w.property("compatible", b"partita,hypervisor\0")?;
         // Its remoteproc vrings are allocated on this device; the
         // hypervisor reaches them through cacheable mappings.
         w.property_null("dma-coherent")?;
@@ -279,7 +281,7 @@ pub fn build_from_tree(
         for c in controls {
             let t = &sys.domains[c.target];
             let n = w.begin_node(&format!("partition@{:x}", t.id))?;
-            w.property_string("compatible", "partita,partition")?;
+            w.property("compatible", b"partita,partition\0")?;
             w.property_u32("reg", t.id)?;
             w.property_string("label", &t.name)?;
             w.property_array_u64(
