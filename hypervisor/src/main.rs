@@ -237,9 +237,8 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     for l in config.partition_table().lines() {
         info!("{l}");
     }
-    // Sized once: a partition holds its vGIC's state by value, and each
-    // move of one (a push, and for the earlier ones each reallocation)
-    // cost about 11,000 instructions of `memcpy`.
+    // Sized once: a partition holds its vGIC's state by value, so each
+    // reallocation of this vector copied every partition already in it.
     let mut partitions = Vec::with_capacity(config.domains.len());
     let lines = gic.lines();
     let mut spi_owners = alloc::vec![None; lines as usize];
