@@ -6,7 +6,8 @@
 //! compares bytes in a node's own few properties; the `fdt` crate, which
 //! this replaced, parsed every property of a node for each lookup (a UTF-8
 //! check of each name it compared) and every property of every node it
-//! skipped on the way to one: two thirds of the boot's instructions.
+//! skipped on the way to one: about 470,000 of the boot CPU's 1.15
+//! million instructions.
 
 use crate::dtb::{DtbError, Visit};
 use alloc::string::String;
