@@ -108,12 +108,13 @@ fn bootloader_tree(dtb: u64) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) })
 }
 
-/// Ends a boot that cannot read its own SDT: said on the console the
-/// bootloader's device tree names, if any, then the machine powers off.
-fn cannot_start(bootloader_tree: Option<&[u8]>, what: core::fmt::Arguments<'_>) -> ! {
-    if let Some((base, kind)) = bootloader_tree.and_then(|t| sdt::stdout_uart(t).ok()) {
-        // SAFETY: the UART the bootloader's tree names as its console; MMU
-        // off, so it is device memory.
+/// Ends a boot that cannot go as far as the SDT's console: said on the
+/// console `tree` names (the bootloader's device tree's), if any, then
+/// the machine powers off.
+fn cannot_start(tree: Option<&[u8]>, what: core::fmt::Arguments<'_>) -> ! {
+    if let Some((base, kind)) = tree.and_then(|t| sdt::stdout_uart(t).ok()) {
+        // SAFETY: the UART the tree names as its console; MMU off, so it
+        // is device memory.
         unsafe { console::init(kind, base) };
         refuse(what);
     }
@@ -152,8 +153,10 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     let (image_start, _) = arch::image_range();
     let heap_start = (arch::image_range().1 + package.len() as u64).next_multiple_of(4096);
     if image_start < hypervisor.base || heap_start + (4 << 20) > hypervisor.end() {
+        // The SDT is readable: said on its console if it names one.
+        let sdt_console = sdt::stdout_uart(sdt_blob).is_ok().then_some(sdt_blob);
         cannot_start(
-            boot_tree,
+            sdt_console.or(boot_tree),
             format_args!(
                 "the hypervisor and its boot package ({:#x}..{:#x}) do not fit its reserved memory {} with a 4 MiB heap",
                 image_start, heap_start, hypervisor
