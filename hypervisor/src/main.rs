@@ -108,12 +108,13 @@ fn bootloader_tree(dtb: u64) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) })
 }
 
-/// Ends a boot that cannot read its own SDT: said on the console the
-/// bootloader's device tree names, if any, then the machine powers off.
-fn cannot_start(bootloader_tree: Option<&[u8]>, what: core::fmt::Arguments<'_>) -> ! {
-    if let Some((base, kind)) = bootloader_tree.and_then(|t| sdt::stdout_uart(t).ok()) {
-        // SAFETY: the UART the bootloader's tree names as its console; MMU
-        // off, so it is device memory.
+/// Ends a boot that cannot go as far as the SDT's console: said on the
+/// console `tree` names (the bootloader's device tree's), if any, then
+/// the machine powers off.
+fn cannot_start(tree: Option<&[u8]>, what: core::fmt::Arguments<'_>) -> ! {
+    if let Some((base, kind)) = tree.and_then(|t| sdt::stdout_uart(t).ok()) {
+        // SAFETY: the UART the tree names as its console; MMU off, so it
+        // is device memory.
         unsafe { console::init(kind, base) };
         refuse(what);
     }
@@ -145,12 +146,40 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
             format_args!("the boot package has no `{}` entry", package::SDT),
         );
     };
-    let early = sdt::early(sdt_blob)
+    // The SDT is read once the heap is up; before that, only where the
+    // heap goes, in the structural check's own pass.
+    let hypervisor = sdt::hypervisor_memory(sdt_blob)
         .unwrap_or_else(|e| cannot_start(boot_tree, format_args!("bad System Device Tree: {e}")));
     let (image_start, _) = arch::image_range();
     let heap_start = (arch::image_range().1 + package.len() as u64).next_multiple_of(4096);
+    if image_start < hypervisor.base || heap_start + (4 << 20) > hypervisor.end() {
+        // The SDT is readable: said on its console if it names one.
+        let sdt_console = sdt::stdout_uart(sdt_blob).is_ok().then_some(sdt_blob);
+        cannot_start(
+            sdt_console.or(boot_tree),
+            format_args!(
+                "the hypervisor and its boot package ({:#x}..{:#x}) do not fit its reserved memory {} with a 4 MiB heap",
+                image_start, heap_start, hypervisor
+            ),
+        );
+    }
+    // SAFETY: from the end of the boot package to the end of the
+    // hypervisor's reserved memory, which nothing else uses.
+    unsafe {
+        HEAP.lock().init(
+            heap_start as usize,
+            (hypervisor.end() - heap_start) as usize,
+        )
+    };
+
+    // Read once, for the console, the configuration and every
+    // partition's device tree.
+    let sdt_tree = sdt::read_tree(sdt_blob)
+        .unwrap_or_else(|e| cannot_start(boot_tree, format_args!("bad System Device Tree: {e}")));
+    let (console_base, console_kind) = sdt::console(&sdt_tree)
+        .unwrap_or_else(|e| cannot_start(boot_tree, format_args!("bad System Device Tree: {e}")));
     // SAFETY: the console UART named by the SDT; MMU off, so it is device memory.
-    unsafe { console::init(early.console_kind, early.console) };
+    unsafe { console::init(console_kind, console_base) };
     // The hypervisor's command line: the bootloader's `/chosen/bootargs`
     // (QEMU's `-append`, U-Boot's `bootargs`).
     console::set_colour(
@@ -159,22 +188,7 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
             .is_some_and(|a| a.split_whitespace().any(|w| w == "colour")),
     );
     info!("Partita {} starting at EL2", env!("CARGO_PKG_VERSION"));
-    if image_start < early.hypervisor.base || heap_start + (4 << 20) > early.hypervisor.end() {
-        refuse(format_args!(
-            "the hypervisor and its boot package ({:#x}..{:#x}) do not fit its reserved memory {} with a 4 MiB heap",
-            image_start, heap_start, early.hypervisor
-        ));
-    }
-    // SAFETY: from the end of the boot package to the end of the
-    // hypervisor's reserved memory, which nothing else uses.
-    unsafe {
-        HEAP.lock().init(
-            heap_start as usize,
-            (early.hypervisor.end() - heap_start) as usize,
-        )
-    };
-
-    let config = SystemConfig::from_dtb(sdt_blob)
+    let config = SystemConfig::from_tree(&sdt_tree)
         .unwrap_or_else(|e| refuse(format_args!("bad System Device Tree: {e}")));
     info!(
         "board: {}, {} CPUs, {}",
@@ -227,11 +241,13 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     for l in config.partition_table().lines() {
         info!("{l}");
     }
-    let mut partitions = Vec::new();
+    // Sized once: a partition holds its vGIC's state by value, so each
+    // reallocation of this vector copied every partition already in it.
+    let mut partitions = Vec::with_capacity(config.domains.len());
     let lines = gic.lines();
     let mut spi_owners = alloc::vec![None; lines as usize];
     for i in 0..config.domains.len() {
-        match Partition::build(i, &config, sdt_blob, &package, lines) {
+        match Partition::build(i, &config, &sdt_tree, &package, lines) {
             Ok(p) => {
                 for &spi in &p.hw_spis {
                     if let Some(o) = spi_owners.get_mut(spi as usize) {
@@ -243,6 +259,9 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
             Err(e) => refuse(format_args!("{}: {}", e.path, e.reason)),
         }
     }
+    // Its heap goes back before the guests start (this function never
+    // returns, so nothing else would free it).
+    drop(sdt_tree);
     let console_spi = config.devices[config.console].spis.first().copied();
     let links = config
         .links

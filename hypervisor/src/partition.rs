@@ -13,6 +13,7 @@ use partita_core::package::Package;
 use partita_core::pagetable::{Attrs, PageTable};
 use partita_core::sdt::GicVersion;
 use partita_core::sdt::{Domain, Range, SystemConfig};
+use partita_core::tree::Tree;
 use partita_core::vgic::{self, Vgic};
 use partita_core::vuart::{LineBuffer, VirtualPl011};
 
@@ -94,7 +95,7 @@ impl Partition {
     pub fn build(
         index: usize,
         sys: &SystemConfig,
-        sdt: &[u8],
+        sdt: &Tree<'_>,
         package: &Package<'static>,
         gic_lines: u32,
     ) -> Result<Partition, BuildError> {
@@ -121,8 +122,7 @@ impl Partition {
             initrd.map(|i| i.len() as u64),
         )
         .map_err(|e| fail(d, e))?;
-        // `sys` was read from `sdt`, so the blob has passed its check.
-        let dtb = guest_fdt::build_checked(sdt, sys, d, &layout).map_err(|e| fail(d, e))?;
+        let dtb = guest_fdt::build_from_tree(sdt, sys, d, &layout).map_err(|e| fail(d, e))?;
 
         let mut tables = HeapTables;
         let mut s2 = PageTable::new(&mut tables, partita_core::pagetable::Regime::Stage2)

@@ -4,10 +4,10 @@
 
 use crate::layout::GuestLayout;
 use crate::sdt::{Domain, GicVersion, SystemConfig};
+use crate::tree::{Node, Property, Tree};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use fdt::Fdt;
 use vm_fdt::FdtWriter;
 
 /// Space reserved for a guest's device tree.
@@ -16,25 +16,33 @@ pub const DTB_MAX: u64 = 64 << 10;
 /// Properties not copied from a device node: they name hardware the guest
 /// does not get (power domains, resets, pin control, DMA, IOMMUs) or are
 /// replaced (the interrupt parent is the root's).
-fn dropped(name: &str) -> bool {
+fn dropped(name: &[u8]) -> bool {
     matches!(
         name,
-        "interrupt-parent"
-            | "interrupts-extended"
-            | "phandle"
-            | "linux,phandle"
-            | "resets"
-            | "reset-names"
-            | "power-domains"
-            | "pinctrl-names"
-            | "dmas"
-            | "dma-names"
-            | "iommus"
-            | "phys"
-            | "phy-names"
-    ) || name.starts_with("pinctrl-")
-        || name.ends_with("-supply")
-        || name.ends_with("-gpios")
+        b"interrupt-parent"
+            | b"interrupts-extended"
+            | b"phandle"
+            | b"linux,phandle"
+            | b"resets"
+            | b"reset-names"
+            | b"power-domains"
+            | b"pinctrl-names"
+            | b"dmas"
+            | b"dma-names"
+            | b"iommus"
+            | b"phys"
+            | b"phy-names"
+    ) || name.starts_with(b"pinctrl-")
+        || name.ends_with(b"-supply")
+        || name.ends_with(b"-gpios")
+}
+
+/// Copies a property of the SDT into the guest's tree.
+fn copy(w: &mut FdtWriter, p: &Property<'_>) -> Result<(), GuestFdtError> {
+    // Cannot fail: the check let only ASCII names through.
+    let name = core::str::from_utf8(p.name)
+        .map_err(|_| GuestFdtError(String::from("SDT: a property name is not UTF-8")))?;
+    Ok(w.property(name, p.value)?)
 }
 
 #[derive(Debug)]
@@ -70,20 +78,17 @@ fn leaf(path: &str) -> &str {
 /// console's `reg` and first interrupt, and its first clock (a fixed
 /// clock, checked by the caller) as both of the PL011's clocks. Returns
 /// that clock's phandle.
-fn emulated_console(
-    w: &mut FdtWriter,
-    dn: fdt::node::FdtNode<'_, '_>,
-) -> Result<Option<u32>, GuestFdtError> {
+fn emulated_console(w: &mut FdtWriter, dn: &Node<'_>) -> Result<Option<u32>, GuestFdtError> {
     w.property("compatible", b"arm,pl011\0arm,primecell\0")?;
     if let Some(r) = dn.property("reg") {
-        w.property("reg", r.value)?;
+        w.property("reg", r)?;
     }
     if let Some(i) = dn.property("interrupts") {
-        w.property("interrupts", &i.value[..i.value.len().min(12)])?;
+        w.property("interrupts", &i[..i.len().min(12)])?;
     }
     let clock = dn
         .property("clocks")
-        .and_then(|c| c.value.get(..4))
+        .and_then(|c| c.get(..4))
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     if let Some(c) = clock {
         w.property("clocks", &be32(&[c, c]))?;
@@ -99,27 +104,26 @@ pub fn build(
     domain: &Domain,
     layout: &GuestLayout,
 ) -> Result<Vec<u8>, GuestFdtError> {
-    crate::dtb::check(sdt).map_err(|e| GuestFdtError(format!("SDT: {e}")))?;
-    build_checked(sdt, sys, domain, layout)
+    let tree = Tree::new(sdt).map_err(|e| GuestFdtError(format!("SDT: {e}")))?;
+    build_from_tree(&tree, sys, domain, layout)
 }
 
-/// `build` for the blob `sys` was read from, which `SystemConfig::from_dtb`
-/// has already checked (`dtb::check`): the hypervisor builds every
-/// partition's tree from it, and each check of it cost about 31,000
-/// instructions at boot. `sdt` must have passed the check: the `fdt`
-/// crate trusts what it is given.
-pub fn build_checked(
-    sdt: &[u8],
+/// `build` from the SDT as read for `sys` ([`SystemConfig::from_tree`]):
+/// the hypervisor reads the SDT once and builds every partition's tree
+/// from that.
+pub fn build_from_tree(
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     domain: &Domain,
     layout: &GuestLayout,
 ) -> Result<Vec<u8>, GuestFdtError> {
-    let tree = Fdt::new(sdt).map_err(|e| GuestFdtError(format!("SDT: {e:?}")))?;
     let node = |path: &str| {
-        tree.find_node(path)
+        tree.get(path)
             .ok_or_else(|| GuestFdtError(format!("SDT node {path} vanished")))
     };
-    let root = node("/")?;
+    let root = tree.root();
+    // Constant strings go in as bytes with their NUL: `property_string`
+    // copies each into a `CString` of its own first.
     let mut w = FdtWriter::new()?;
     let r = w.begin_node("")?;
     w.property_string(
@@ -127,7 +131,7 @@ pub fn build_checked(
         &format!("Partita domain {} on {}", domain.name, sys.model),
     )?;
     if let Some(c) = root.property("compatible") {
-        w.property("compatible", c.value)?;
+        w.property("compatible", c)?;
     }
     w.property_u32("#address-cells", 2)?;
     w.property_u32("#size-cells", 2)?;
@@ -162,24 +166,24 @@ pub fn build_checked(
     w.property_u32("#size-cells", 0)?;
     for (v, &p) in domain.cpus.iter().enumerate() {
         let c = w.begin_node(&format!("cpu@{v:x}"))?;
-        w.property_string("device_type", "cpu")?;
+        w.property("device_type", b"cpu\0")?;
         if let Some(compat) = node(&sys.cpus[p].path)?.property("compatible") {
-            w.property("compatible", compat.value)?;
+            w.property("compatible", compat)?;
         }
         w.property_u32("reg", v as u32)?;
-        w.property_string("enable-method", "psci")?;
+        w.property("enable-method", b"psci\0")?;
         w.end_node(c)?;
     }
     w.end_node(cpus)?;
 
     let n = w.begin_node("psci")?;
     w.property("compatible", b"arm,psci-1.0\0arm,psci-0.2\0")?;
-    w.property_string("method", "hvc")?;
+    w.property("method", b"hvc\0")?;
     w.end_node(n)?;
 
     for m in &domain.memory {
         let n = w.begin_node(&format!("memory@{:x}", m.base))?;
-        w.property_string("device_type", "memory")?;
+        w.property("device_type", b"memory\0")?;
         w.property_array_u64("reg", &[m.base, m.size])?;
         w.end_node(n)?;
     }
@@ -190,9 +194,7 @@ pub fn build_checked(
     let n = w.begin_node(leaf(&gic.path))?;
     w.property(
         "compatible",
-        node(&gic.path)?
-            .property("compatible")
-            .map_or(&b""[..], |p| p.value),
+        node(&gic.path)?.property("compatible").unwrap_or_default(),
     )?;
     w.property_u32("#interrupt-cells", 3)?;
     w.property_null("interrupt-controller")?;
@@ -228,15 +230,15 @@ pub fn build_checked(
             w.end_node(n)?;
             continue;
         }
-        for p in dn.properties().filter(|p| !dropped(p.name)) {
-            if p.name == "clocks" {
+        for p in dn.properties.iter().filter(|p| !dropped(p.name)) {
+            if p.name == b"clocks" {
                 clocks.extend(
                     p.value
                         .chunks_exact(4)
                         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
                 );
             }
-            w.property(p.name, p.value)?;
+            copy(&mut w, p)?;
         }
         w.end_node(n)?;
     }
@@ -250,7 +252,7 @@ pub fn build_checked(
     {
         let (base, spi) = (sys.links[l].windows[side], sys.links[l].spis[side]);
         let n = w.begin_node(&format!("virtio_mmio@{base:x}"))?;
-        w.property_string("compatible", "virtio,mmio")?;
+        w.property("compatible", b"virtio,mmio\0")?;
         w.property_array_u64("reg", &[base, crate::sdt::VIRTIO_WINDOW])?;
         w.property("interrupts", &be32(&[0, spi - 32, 1]))?;
         // True: the "device" is the hypervisor, which reads and writes the
@@ -270,7 +272,7 @@ pub fn build_checked(
         .collect();
     if !controls.is_empty() {
         let h = w.begin_node("hypervisor")?;
-        w.property_string("compatible", "partita,hypervisor")?;
+        w.property("compatible", b"partita,hypervisor\0")?;
         // Its remoteproc vrings are allocated on this device; the
         // hypervisor reaches them through cacheable mappings.
         w.property_null("dma-coherent")?;
@@ -279,7 +281,7 @@ pub fn build_checked(
         for c in controls {
             let t = &sys.domains[c.target];
             let n = w.begin_node(&format!("partition@{:x}", t.id))?;
-            w.property_string("compatible", "partita,partition")?;
+            w.property("compatible", b"partita,partition\0")?;
             w.property_u32("reg", t.id)?;
             w.property_string("label", &t.name)?;
             w.property_array_u64(
@@ -304,21 +306,18 @@ pub fn build_checked(
     clocks.sort_unstable();
     clocks.dedup();
     for ph in clocks {
-        let Some(cn) = tree.find_phandle(ph) else {
+        let Some(cn) = tree.by_phandle(ph) else {
             continue;
         };
-        let fixed = cn
-            .compatible()
-            .is_some_and(|c| c.all().any(|c| c == "fixed-clock"));
-        if !fixed {
+        if !cn.is_compatible("fixed-clock") {
             return Err(GuestFdtError(format!(
                 "clock {} is not a fixed-clock; only fixed clocks are given to guests",
-                cn.name
+                cn.name()
             )));
         }
-        let n = w.begin_node(cn.name)?;
-        for p in cn.properties().filter(|p| p.name != "phandle") {
-            w.property(p.name, p.value)?;
+        let n = w.begin_node(cn.name())?;
+        for p in cn.properties.iter().filter(|p| p.name != b"phandle") {
+            copy(&mut w, p)?;
         }
         w.property_phandle(ph)?;
         w.end_node(n)?;

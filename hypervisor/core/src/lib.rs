@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod rpmsg;
 pub mod sdt;
 pub mod trap;
+pub mod tree;
 pub mod vgic;
 pub mod virtio;
 pub mod vuart;

@@ -274,12 +274,16 @@ impl PageTable {
         let leaf = leaf_bits(self.regime, attrs);
         let (mut va, mut pa) = (va, pa);
         while va < end {
-            // Level 1 blocks are left out: a 1 GiB block would make later
-            // holes (emulated devices) impossible to punch in RAM-sized maps.
-            let level = if (va | pa) % entry_size(2) == 0 && end - va >= entry_size(2) {
-                2
-            } else {
-                3
+            // Level 1 blocks only at EL2, whose map is built once: in a
+            // stage 2, a 1 GiB block would make later holes (emulated
+            // devices) impossible to punch in RAM-sized maps. At EL2 they
+            // save filling (and, for the write-xor-execute check, reading)
+            // 512 entries for each whole GiB of RAM.
+            let fits = |level| (va | pa) % entry_size(level) == 0 && end - va >= entry_size(level);
+            let level = match self.regime {
+                Regime::El2 if fits(1) => 1,
+                _ if fits(2) => 2,
+                _ => 3,
             };
             let table = self.walk_create(mem, va, level)?;
             let i = index(va, level);
@@ -487,6 +491,33 @@ pub(crate) mod tests {
         let l2 = m.read(t.root(), 0) & ADDR_MASK;
         // block, AttrIndx=0, AP=RW, SH=inner, AF
         assert_eq!(m.read(l2, 1), 0x20_0000 | 0b01 | (0b11 << 8) | (1 << 10));
+    }
+
+    /// A whole GiB is one level-1 block at EL2, and 2 MiB blocks in a
+    /// stage 2 (where holes are punched later).
+    #[test]
+    fn only_el2_maps_a_gib_with_one_block() {
+        let mut m = VecTables::default();
+        let mut t = PageTable::new(&mut m, Regime::El2).unwrap();
+        t.map(&mut m, 0x4000_0000, 0x4000_0000, 0x8000_0000, Attrs::DATA)
+            .unwrap();
+        let leaves = t.leaves(&m);
+        assert_eq!(
+            leaves,
+            [
+                (0x4000_0000, 0x4000_0000, Attrs::DATA),
+                (0x8000_0000, 0x4000_0000, Attrs::DATA)
+            ]
+        );
+        assert_eq!(
+            t.translate(&m, 0xbfff_fff8).map(|(pa, _)| pa),
+            Some(0xbfff_fff8)
+        );
+        let mut m = VecTables::default();
+        let mut t = PageTable::new(&mut m, Regime::Stage2).unwrap();
+        t.map(&mut m, 0x4000_0000, 0x4000_0000, 0x4000_0000, Attrs::RAM)
+            .unwrap();
+        assert!(t.leaves(&m).iter().all(|&(_, size, _)| size == 0x20_0000));
     }
 
     /// The EL2 map of a board like virt's: no entry both writable and

@@ -6,12 +6,12 @@
 //! reason. Nothing here touches hardware, so the host command
 //! `partita-tool check` runs the very same code.
 
+use crate::tree::{Node, Tree};
 use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use fdt::node::FdtNode;
 use fdt::Fdt;
 
 /// A physical (and, for guests, identical intermediate physical) range.
@@ -287,21 +287,16 @@ fn read_cells(it: &mut impl Iterator<Item = u32>, n: usize) -> Option<u64> {
     (0..n).try_fold(0u64, |acc, _| Some((acc << 32) | u64::from(it.next()?)))
 }
 
-fn prop<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a [u8]> {
-    n.property(name).map(|p| p.value)
-}
-
-fn prop_u32(n: FdtNode<'_, '_>, name: &str) -> Option<u32> {
-    prop(n, name).and_then(|v| cells(v).next())
-}
-
-fn prop_str<'a>(n: FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
-    let v = prop(n, name)?;
+fn as_str(v: &[u8]) -> Option<&str> {
     core::str::from_utf8(v.strip_suffix(&[0]).unwrap_or(v)).ok()
 }
 
-fn strings(n: FdtNode<'_, '_>, name: &str) -> Vec<String> {
-    prop(n, name)
+fn prop_str<'a>(n: &Node<'a>, name: &str) -> Option<&'a str> {
+    as_str(n.property(name)?)
+}
+
+fn strings(n: &Node<'_>, name: &str) -> Vec<String> {
+    n.property(name)
         .map(|v| {
             v.split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
@@ -311,104 +306,20 @@ fn strings(n: FdtNode<'_, '_>, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Compared in place: asked of every node for every kind of node the
-/// reader looks for, a `strings` vector each time was most of the boot's
-/// heap traffic.
-fn has_compatible(n: FdtNode<'_, '_>, c: &str) -> bool {
-    prop(n, "compatible").is_some_and(|v| v.split(|b| *b == 0).any(|s| s == c.as_bytes()))
-}
-
-fn is_enabled(n: FdtNode<'_, '_>) -> bool {
+fn is_enabled(n: &Node<'_>) -> bool {
     prop_str(n, "status").is_none_or(|s| s == "okay" || s == "ok")
 }
 
-/// One node, with the cell sizes its parent gives it and its phandle.
-#[derive(Clone, Copy)]
-struct Node<'b, 'a> {
-    node: FdtNode<'b, 'a>,
-    addr_cells: usize,
-    size_cells: usize,
-    /// `phandle`, else `linux,phandle`.
-    phandle: Option<u32>,
+/// A tree's nodes with their paths, which every error names.
+fn paths<'s, 'a: 's>(
+    nodes: impl Iterator<Item = &'s Node<'a>> + 's,
+) -> impl Iterator<Item = (&'s str, &'s Node<'a>)> + 's {
+    nodes.map(|n| (n.path.as_str(), n))
 }
 
-/// Every node of the tree with its full path: the `fdt` crate has no parent
-/// links, and error messages need paths.
-struct Tree<'b, 'a> {
-    nodes: Vec<(String, Node<'b, 'a>)>,
-}
-
-impl<'b, 'a> Tree<'b, 'a> {
-    fn new(fdt: &'b Fdt<'a>) -> Option<Self> {
-        fn walk<'b, 'a>(
-            n: FdtNode<'b, 'a>,
-            path: String,
-            ac: usize,
-            sc: usize,
-            out: &mut Vec<(String, Node<'b, 'a>)>,
-        ) {
-            // One pass over the properties for all four: each lookup by
-            // name parses every property of the node, and phandle
-            // searches looked each node's up again (115,000 instructions
-            // of QEMU's boot).
-            let [mut own_ac, mut own_sc, mut ph, mut linux_ph] = [None; 4];
-            for p in n.properties() {
-                let slot = match p.name {
-                    "#address-cells" => &mut own_ac,
-                    "#size-cells" => &mut own_sc,
-                    "phandle" => &mut ph,
-                    "linux,phandle" => &mut linux_ph,
-                    _ => continue,
-                };
-                // The first of a name, as a lookup by name finds it.
-                slot.get_or_insert(cells(p.value).next());
-            }
-            let own_ac = own_ac.flatten().map_or(2, |v| v as usize);
-            let own_sc = own_sc.flatten().map_or(1, |v| v as usize);
-            out.push((
-                path.clone(),
-                Node {
-                    node: n,
-                    addr_cells: ac,
-                    size_cells: sc,
-                    phandle: ph.flatten().or(linux_ph.flatten()),
-                },
-            ));
-            for c in n.children() {
-                let p = if path == "/" {
-                    format!("/{}", c.name)
-                } else {
-                    format!("{path}/{}", c.name)
-                };
-                walk(c, p, own_ac, own_sc, out);
-            }
-        }
-        let mut nodes = Vec::new();
-        walk(fdt.find_node("/")?, "/".into(), 2, 1, &mut nodes);
-        Some(Tree { nodes })
-    }
-
-    fn get(&self, path: &str) -> Option<&Node<'b, 'a>> {
-        self.nodes.iter().find(|(p, _)| p == path).map(|(_, n)| n)
-    }
-
-    fn by_phandle(&self, ph: u32) -> Option<(&str, &Node<'b, 'a>)> {
-        self.nodes
-            .iter()
-            .find(|(_, n)| n.phandle == Some(ph))
-            .map(|(p, n)| (p.as_str(), n))
-    }
-
-    fn children_of<'s>(
-        &'s self,
-        parent: &'s str,
-    ) -> impl Iterator<Item = (&'s str, &'s Node<'b, 'a>)> + 's {
-        self.nodes.iter().filter_map(move |(p, n)| {
-            let (dir, _) = p.rsplit_once('/')?;
-            let dir = if dir.is_empty() { "/" } else { dir };
-            (dir == parent && p != "/").then_some((p.as_str(), n))
-        })
-    }
+/// The SDT `blob`, checked and read ([`Tree::new`]).
+pub fn read_tree(blob: &[u8]) -> Result<Tree<'_>, SdtError> {
+    Tree::new(blob).map_err(|e| fault("/", format!("not a device tree: {e}")))
 }
 
 /// Reads `name` as <address size> pairs with the given cell counts.
@@ -437,16 +348,16 @@ fn ranges(path: &str, v: &[u8], name: &str, ac: usize, sc: usize) -> Result<Vec<
     Ok(out)
 }
 
-fn reg(path: &str, n: &Node<'_, '_>) -> Result<Vec<Range>, SdtError> {
-    match prop(n.node, "reg") {
+fn reg(path: &str, n: &Node<'_>) -> Result<Vec<Range>, SdtError> {
+    match n.property("reg") {
         Some(v) => ranges(path, v, "reg", n.addr_cells, n.size_cells),
         None => err(path, "missing property `reg`"),
     }
 }
 
 /// The SPIs among a node's GIC interrupt specifiers, as INTIDs.
-fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
-    let Some(v) = prop(n, "interrupts") else {
+fn spis(path: &str, n: &Node<'_>) -> Result<Vec<u32>, SdtError> {
+    let Some(v) = n.property("interrupts") else {
         return Ok(Vec::new());
     };
     if v.len() % 12 != 0 {
@@ -474,24 +385,27 @@ fn spis(path: &str, n: FdtNode<'_, '_>) -> Result<Vec<u32>, SdtError> {
 impl SystemConfig {
     /// Reads and validates an SDT blob.
     pub fn from_dtb(blob: &[u8]) -> Result<SystemConfig, SdtError> {
-        crate::dtb::check(blob).map_err(|e| fault("/", format!("not a device tree: {e}")))?;
-        let fdt = Fdt::new(blob).map_err(|e| fault("/", format!("not a device tree: {e:?}")))?;
-        let tree = Tree::new(&fdt).ok_or_else(|| fault("/", "no root node"))?;
-        let root = tree.get("/").ok_or_else(|| fault("/", "no root node"))?;
-        let model = prop_str(root.node, "model")
+        Self::from_tree(&read_tree(blob)?)
+    }
+
+    /// Reads and validates the SDT `tree` holds, which stays for building
+    /// each partition's device tree from it ([`crate::guest_fdt`]).
+    pub fn from_tree(tree: &Tree<'_>) -> Result<SystemConfig, SdtError> {
+        let root = tree.root();
+        let model = prop_str(root, "model")
             .unwrap_or("unnamed board")
             .to_owned();
 
-        let ram = read_ram(&tree)?;
-        let hypervisor = read_hypervisor(&tree, &ram)?;
-        let reserved = read_reserved(&fdt, &tree, hypervisor)?;
-        let gic = read_gic(&tree)?;
-        let timer_interrupts = read_timer(&tree)?;
-        let console = read_console(&tree)?;
+        let ram = read_ram(tree)?;
+        let hypervisor = read_hypervisor(tree, &ram)?;
+        let reserved = read_reserved(tree, hypervisor)?;
+        let gic = read_gic(tree)?;
+        let timer_interrupts = read_timer(tree)?;
+        let console = read_console(tree)?;
 
         let mut sys = SystemConfig {
             model,
-            cpus: read_cpus(&tree)?,
+            cpus: read_cpus(tree)?,
             ram,
             hypervisor,
             reserved,
@@ -503,10 +417,10 @@ impl SystemConfig {
             links: Vec::new(),
             controls: Vec::new(),
         };
-        read_domains(&tree, &mut sys)?;
+        read_domains(tree, &mut sys)?;
         // Controls first: a link may be reached through one.
-        read_controls(&tree, &mut sys)?;
-        read_links(&tree, &mut sys)?;
+        read_controls(tree, &mut sys)?;
+        read_links(tree, &mut sys)?;
         sys.validate()?;
         Ok(sys)
     }
@@ -845,10 +759,10 @@ impl SystemConfig {
     }
 }
 
-fn read_ram(tree: &Tree<'_, '_>) -> Result<Vec<Range>, SdtError> {
+fn read_ram(tree: &Tree<'_>) -> Result<Vec<Range>, SdtError> {
     let mut ram = Vec::new();
-    for (path, n) in tree.children_of("/") {
-        if prop_str(n.node, "device_type") == Some("memory") && is_enabled(n.node) {
+    for (path, n) in paths(tree.children_of("/")) {
+        if prop_str(n, "device_type") == Some("memory") && is_enabled(n) {
             ram.extend(reg(path, n)?);
         }
     }
@@ -858,10 +772,9 @@ fn read_ram(tree: &Tree<'_, '_>) -> Result<Vec<Range>, SdtError> {
     Ok(ram)
 }
 
-fn read_hypervisor(tree: &Tree<'_, '_>, ram: &[Range]) -> Result<Range, SdtError> {
-    let Some((path, n)) = tree
-        .children_of("/reserved-memory")
-        .find(|(_, n)| has_compatible(n.node, "partita,hypervisor"))
+fn read_hypervisor(tree: &Tree<'_>, ram: &[Range]) -> Result<Range, SdtError> {
+    let Some((path, n)) = paths(tree.children_of("/reserved-memory"))
+        .find(|(_, n)| n.is_compatible("partita,hypervisor"))
     else {
         return err(
             "/reserved-memory",
@@ -882,17 +795,10 @@ fn read_hypervisor(tree: &Tree<'_, '_>, ram: &[Range]) -> Result<Range, SdtError
 /// allocate, which no partition does), and `/memreserve/` entries. The
 /// hypervisor's own region may not overlap one: its heap would be
 /// firmware's memory.
-fn read_reserved(
-    fdt: &Fdt<'_>,
-    tree: &Tree<'_, '_>,
-    hypervisor: Range,
-) -> Result<Vec<Reserved>, SdtError> {
+fn read_reserved(tree: &Tree<'_>, hypervisor: Range) -> Result<Vec<Reserved>, SdtError> {
     let mut out = Vec::new();
-    for (path, n) in tree.children_of("/reserved-memory") {
-        if has_compatible(n.node, "partita,hypervisor")
-            || !is_enabled(n.node)
-            || prop(n.node, "reg").is_none()
-        {
+    for (path, n) in paths(tree.children_of("/reserved-memory")) {
+        if n.is_compatible("partita,hypervisor") || !is_enabled(n) || n.property("reg").is_none() {
             continue;
         }
         for range in reg(path, n)? {
@@ -902,8 +808,8 @@ fn read_reserved(
             });
         }
     }
-    for m in fdt.memory_reservations() {
-        let range = Range::new(m.address() as u64, m.size() as u64);
+    for &(base, size) in &tree.reservations {
+        let range = Range::new(base, size);
         if range.size == 0 {
             continue;
         }
@@ -926,13 +832,11 @@ fn read_reserved(
     Ok(out)
 }
 
-fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
-    for (path, n) in &tree.nodes {
-        let version = if has_compatible(n.node, "arm,gic-v3") {
+fn read_gic(tree: &Tree<'_>) -> Result<Gic, SdtError> {
+    for (path, n) in paths(tree.nodes.iter()) {
+        let version = if n.is_compatible("arm,gic-v3") {
             GicVersion::V3
-        } else if has_compatible(n.node, "arm,gic-400")
-            || has_compatible(n.node, "arm,cortex-a15-gic")
-        {
+        } else if n.is_compatible("arm,gic-400") || n.is_compatible("arm,cortex-a15-gic") {
             GicVersion::V2
         } else {
             continue;
@@ -945,18 +849,18 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
                 format!("`reg` has {} ranges; this GIC needs {need}", regs.len()),
             );
         }
-        let phandle = prop_u32(n.node, "phandle").ok_or_else(|| {
+        let phandle = n.u32("phandle").ok_or_else(|| {
             fault(
                 path,
                 "no phandle, so no device can name it as interrupt-parent",
             )
         })?;
-        let maintenance = prop(n.node, "interrupts").and_then(|v| {
+        let maintenance = n.property("interrupts").and_then(|v| {
             let c: Vec<u32> = cells(v).collect();
             (c.len() >= 2 && c[0] == 1 && c[1] < 16).then_some(c[1] + 16)
         });
         return Ok(Gic {
-            path: path.clone(),
+            path: path.to_owned(),
             version,
             phandle,
             regs,
@@ -969,15 +873,13 @@ fn read_gic(tree: &Tree<'_, '_>) -> Result<Gic, SdtError> {
     )
 }
 
-fn read_timer(tree: &Tree<'_, '_>) -> Result<Vec<[u32; 3]>, SdtError> {
-    let Some((path, n)) = tree
-        .nodes
-        .iter()
-        .find(|(_, n)| has_compatible(n.node, "arm,armv8-timer"))
+fn read_timer(tree: &Tree<'_>) -> Result<Vec<[u32; 3]>, SdtError> {
+    let Some((path, n)) =
+        paths(tree.nodes.iter()).find(|(_, n)| n.is_compatible("arm,armv8-timer"))
     else {
         return err("/", "no architected timer (compatible \"arm,armv8-timer\")");
     };
-    let v = prop(n.node, "interrupts").unwrap_or(&[]);
+    let v = n.property("interrupts").unwrap_or(&[]);
     if v.is_empty() || !v.len().is_multiple_of(12) {
         return err(
             path,
@@ -988,11 +890,11 @@ fn read_timer(tree: &Tree<'_, '_>) -> Result<Vec<[u32; 3]>, SdtError> {
     Ok(c.chunks_exact(3).map(|s| [s[0], s[1], s[2]]).collect())
 }
 
-fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
+fn read_console(tree: &Tree<'_>) -> Result<Device, SdtError> {
     let chosen = tree
         .get("/chosen")
         .ok_or_else(|| fault("/chosen", "missing node"))?;
-    let stdout = prop_str(chosen.node, "stdout-path").ok_or_else(|| {
+    let stdout = prop_str(chosen, "stdout-path").ok_or_else(|| {
         fault(
             "/chosen",
             "missing property `stdout-path` (the hypervisor's console)",
@@ -1003,7 +905,7 @@ fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
         stdout
     } else {
         tree.get("/aliases")
-            .and_then(|a| prop_str(a.node, stdout))
+            .and_then(|a| prop_str(a, stdout))
             .unwrap_or(stdout)
     };
     let n = tree
@@ -1011,28 +913,29 @@ fn read_console(tree: &Tree<'_, '_>) -> Result<Device, SdtError> {
         .ok_or_else(|| fault("/chosen", format!("stdout-path `{stdout}` names no node")))?;
     Ok(Device {
         path: path.to_owned(),
-        compatible: strings(n.node, "compatible"),
+        compatible: strings(n, "compatible"),
         regs: reg(path, n)?,
-        spis: spis(path, n.node)?,
+        spis: spis(path, n)?,
         is_console: true,
     })
 }
 
 /// Physical CPUs: every `device_type = "cpu"` node, in tree order.
-fn read_cpus(tree: &Tree<'_, '_>) -> Result<Vec<Cpu>, SdtError> {
+fn read_cpus(tree: &Tree<'_>) -> Result<Vec<Cpu>, SdtError> {
     let mut cpus = Vec::new();
-    for (path, n) in &tree.nodes {
-        if prop_str(n.node, "device_type") != Some("cpu") || path.starts_with("/domains") {
+    for (path, n) in paths(tree.nodes.iter()) {
+        if prop_str(n, "device_type") != Some("cpu") || path.starts_with("/domains") {
             continue;
         }
-        let v = prop(n.node, "reg")
+        let v = n
+            .property("reg")
             .ok_or_else(|| fault(path, "missing property `reg` (the CPU's MPIDR)"))?;
         let mpidr = read_cells(&mut cells(v), n.addr_cells.clamp(1, 2))
             .ok_or_else(|| fault(path, "`reg` is too short"))?;
         check_mpidr(path, mpidr, &cpus)?;
         cpus.push(Cpu {
             mpidr,
-            path: path.clone(),
+            path: path.to_owned(),
         });
     }
     if cpus.is_empty() {
@@ -1063,9 +966,9 @@ fn check_mpidr(path: &str, mpidr: u64, earlier: &[Cpu]) -> Result<(), SdtError> 
 
 /// Every `openamp,domain-v1` node must be a child of `/domains`: one
 /// anywhere else would be read by lopper and silently ignored here.
-fn check_domain_nodes(tree: &Tree<'_, '_>) -> Result<(), SdtError> {
-    for (path, n) in &tree.nodes {
-        if !has_compatible(n.node, "openamp,domain-v1") {
+fn check_domain_nodes(tree: &Tree<'_>) -> Result<(), SdtError> {
+    for (path, n) in paths(tree.nodes.iter()) {
+        if !n.is_compatible("openamp,domain-v1") {
             continue;
         }
         match path.rsplit_once('/') {
@@ -1087,17 +990,17 @@ fn check_domain_nodes(tree: &Tree<'_, '_>) -> Result<(), SdtError> {
     Ok(())
 }
 
-fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+fn read_domains(tree: &Tree<'_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
     check_domain_nodes(tree)?;
     let domains = tree
         .get("/domains")
         .ok_or_else(|| fault("/domains", "missing node"))?;
     // `memory` is read with the cell sizes of /domains, which lopper's checks
     // expect to equal the root's; memory flag cells are not supported.
-    let ac = prop_u32(domains.node, "#address-cells").map_or(2, |v| v as usize);
-    let sc = prop_u32(domains.node, "#size-cells").map_or(1, |v| v as usize);
-    for (path, n) in tree.children_of("/domains") {
-        if !has_compatible(n.node, "openamp,domain-v1") || !is_enabled(n.node) {
+    let ac = domains.u32("#address-cells").map_or(2, |v| v as usize);
+    let sc = domains.u32("#size-cells").map_or(1, |v| v as usize);
+    for (path, n) in paths(tree.children_of("/domains")) {
+        if !n.is_compatible("openamp,domain-v1") || !is_enabled(n) {
             continue;
         }
         let domain = read_domain(tree, sys, path, n, ac, sc)?;
@@ -1107,20 +1010,23 @@ fn read_domains(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtEr
 }
 
 fn read_domain(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &mut SystemConfig,
     path: &str,
-    n: &Node<'_, '_>,
+    n: &Node<'_>,
     ac: usize,
     sc: usize,
 ) -> Result<Domain, SdtError> {
     let need = |name: &str| {
-        prop(n.node, name).ok_or_else(|| fault(path, format!("missing property `{name}`")))
+        n.property(name)
+            .ok_or_else(|| fault(path, format!("missing property `{name}`")))
     };
-    let id = prop_u32(n.node, "id").ok_or_else(|| fault(path, "missing property `id`"))?;
-    let name = prop_str(n.node, "name")
-        .unwrap_or_else(|| n.node.name.split('@').next().unwrap_or(n.node.name));
-    let os_type = prop_str(n.node, "os,type").unwrap_or("baremetal");
+    let id = n
+        .u32("id")
+        .ok_or_else(|| fault(path, "missing property `id`"))?;
+    let name =
+        prop_str(n, "name").unwrap_or_else(|| n.name().split('@').next().unwrap_or_default());
+    let os_type = prop_str(n, "os,type").unwrap_or("baremetal");
     if !OS_TYPES.contains(&os_type) {
         return err(
             path,
@@ -1135,16 +1041,16 @@ fn read_domain(
     let devices = read_access(tree, sys, path, n)?;
     let bootargs = tree
         .get(&format!("{path}/chosen"))
-        .and_then(|c| prop_str(c.node, "bootargs"))
+        .and_then(|c| prop_str(c, "bootargs"))
         .map(String::from);
     // Named after `xen,kernel` and `xen,initrd` in lopper's Xen flow.
-    let kernel = prop_str(n.node, "partita,kernel").ok_or_else(|| {
+    let kernel = prop_str(n, "partita,kernel").ok_or_else(|| {
         fault(
             path,
             "missing property `partita,kernel` (the boot-package entry with its kernel)",
         )
     })?;
-    let initrd = prop_str(n.node, "partita,initrd").map(String::from);
+    let initrd = prop_str(n, "partita,initrd").map(String::from);
     Ok(Domain {
         name: name.to_owned(),
         path: path.to_owned(),
@@ -1162,7 +1068,7 @@ fn read_domain(
 /// `cpus = <&cluster cpu-mask execution-level>`, one triplet per cluster;
 /// bit i of the mask is the cluster's i-th CPU.
 fn read_domain_cpus(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     path: &str,
     v: &[u8],
@@ -1177,13 +1083,16 @@ fn read_domain_cpus(
     let mut cpus = Vec::new();
     for t in c.chunks_exact(3) {
         let (cluster, mask, level) = (t[0], t[1], t[2]);
-        let (cluster_path, cn) = tree.by_phandle(cluster).ok_or_else(|| {
-            fault(
-                path,
-                format!("`cpus` names phandle {cluster:#x}, which no node has"),
-            )
-        })?;
-        if !has_compatible(cn.node, "cpus,cluster") {
+        let (cluster_path, cn) = tree
+            .by_phandle(cluster)
+            .map(|n| (n.path.as_str(), n))
+            .ok_or_else(|| {
+                fault(
+                    path,
+                    format!("`cpus` names phandle {cluster:#x}, which no node has"),
+                )
+            })?;
+        if !cn.is_compatible("cpus,cluster") {
             return err(
                 path,
                 format!("`cpus` names {cluster_path}, which is not a \"cpus,cluster\""),
@@ -1249,13 +1158,14 @@ fn read_domain_cpus(
 /// bit 0 marks a device shared, which only the console may be: each domain
 /// that shares it gets an emulated one.
 fn read_access(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &mut SystemConfig,
     path: &str,
-    n: &Node<'_, '_>,
+    n: &Node<'_>,
 ) -> Result<Vec<usize>, SdtError> {
-    let flag_cells = prop_u32(n.node, "#access-flags-cells").unwrap_or(0) as usize;
-    let access: Vec<u32> = prop(n.node, "access")
+    let flag_cells = n.u32("#access-flags-cells").unwrap_or(0) as usize;
+    let access: Vec<u32> = n
+        .property("access")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
     if !access.len().is_multiple_of(1 + flag_cells) {
@@ -1267,12 +1177,15 @@ fn read_access(
     let mut devices = Vec::new();
     for entry in access.chunks_exact(1 + flag_cells) {
         let (ph, shared) = (entry[0], entry.get(1).is_some_and(|f| f & 1 != 0));
-        let (dpath, dn) = tree.by_phandle(ph).ok_or_else(|| {
-            fault(
-                path,
-                format!("`access` names phandle {ph:#x}, which no node has"),
-            )
-        })?;
+        let (dpath, dn) = tree
+            .by_phandle(ph)
+            .map(|n| (n.path.as_str(), n))
+            .ok_or_else(|| {
+                fault(
+                    path,
+                    format!("`access` names phandle {ph:#x}, which no node has"),
+                )
+            })?;
         let idx = match sys.devices.iter().position(|d| d.path == dpath) {
             Some(i) => i,
             None => {
@@ -1284,9 +1197,9 @@ fn read_access(
                 }
                 let dev = Device {
                     path: dpath.to_owned(),
-                    compatible: strings(dn.node, "compatible"),
+                    compatible: strings(dn, "compatible"),
                     regs: reg(dpath, dn)?,
-                    spis: spis(dpath, dn.node)?,
+                    spis: spis(dpath, dn)?,
                     is_console: false,
                 };
                 if let Some(r) = dev
@@ -1338,16 +1251,9 @@ impl UartKind {
     }
 }
 
-/// What the hypervisor needs from the SDT before it has a heap: where it
-/// may put the heap, and where its console is to report anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Early {
-    pub hypervisor: Range,
-    pub console: u64,
-    pub console_kind: UartKind,
-}
-
-/// Why [`early`] (or [`stdout_uart`]) found nothing to start with.
+/// Why the SDT gave the hypervisor nothing to start with: no memory for
+/// its heap ([`hypervisor_memory`]) or no console ([`console`],
+/// [`stdout_uart`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EarlyError {
     /// The blob is not a well-formed device tree.
@@ -1373,78 +1279,167 @@ impl fmt::Display for EarlyError {
     }
 }
 
-/// The first `reg` entry of `n`, read with the cell sizes of `parent`.
-fn first_reg(parent: FdtNode<'_, '_>, n: FdtNode<'_, '_>) -> Option<Range> {
-    let ac = prop_u32(parent, "#address-cells").map_or(2, |v| v as usize);
-    let sc = prop_u32(parent, "#size-cells").map_or(1, |v| v as usize);
+/// The first entry of `reg`, read with a parent's `#address-cells` and
+/// `#size-cells` (absent: 2 and 1).
+fn first_reg(address_cells: Option<&[u8]>, size_cells: Option<&[u8]>, reg: &[u8]) -> Option<Range> {
+    let ac = address_cells
+        .and_then(|v| cells(v).next())
+        .map_or(2, |v| v as usize);
+    let sc = size_cells
+        .and_then(|v| cells(v).next())
+        .map_or(1, |v| v as usize);
     if !(1..=2).contains(&ac) || sc > 2 {
         return None;
     }
-    let mut it = cells(prop(n, "reg")?);
+    let mut it = cells(reg);
     Some(Range::new(
         read_cells(&mut it, ac)?,
         read_cells(&mut it, sc)?,
     ))
 }
 
-/// The UART `/chosen/stdout-path` names, aliases resolved, in any
-/// device tree: the SDT's, or the bootloader's when the SDT cannot be read.
-/// Reads without allocating, after the structural check.
+/// Where the hypervisor's heap may go: the `reg` of the first child of
+/// `/reserved-memory` compatible with "partita,hypervisor". Read without
+/// allocating (there is no heap yet), in the structural check's own pass
+/// over the whole blob.
+pub fn hypervisor_memory(blob: &[u8]) -> Result<Range, EarlyError> {
+    #[derive(Default)]
+    struct Find<'a> {
+        depth: usize,
+        /// In the first `/reserved-memory` (not in a child of it).
+        in_reserved: bool,
+        reserved_seen: bool,
+        /// Its `#address-cells` and `#size-cells`.
+        cells: [Option<&'a [u8]>; 2],
+        /// The child being read: its `compatible` and `reg`.
+        child: [Option<&'a [u8]>; 2],
+        /// The first child compatible with "partita,hypervisor": its `reg`.
+        found: Option<Option<&'a [u8]>>,
+    }
+    impl<'a> crate::dtb::Visit<'a> for Find<'a> {
+        fn begin_node(&mut self, name: &'a [u8]) {
+            self.depth += 1;
+            if self.depth == 2 && !self.reserved_seen {
+                self.in_reserved =
+                    name == b"reserved-memory" || name.starts_with(b"reserved-memory@");
+                self.reserved_seen = self.in_reserved;
+            }
+            if self.depth == 3 {
+                self.child = [None; 2];
+            }
+        }
+        fn property(&mut self, name: &'a [u8], value: &'a [u8]) {
+            // The first property of a name, as a lookup by name finds it.
+            let slot = match (self.in_reserved, self.depth, name) {
+                (true, 2, b"#address-cells") => &mut self.cells[0],
+                (true, 2, b"#size-cells") => &mut self.cells[1],
+                (true, 3, b"compatible") => &mut self.child[0],
+                (true, 3, b"reg") => &mut self.child[1],
+                _ => return,
+            };
+            slot.get_or_insert(value);
+        }
+        fn end_node(&mut self) {
+            let [compatible, reg] = self.child;
+            let hypervisor = || {
+                compatible?
+                    .split(|b| *b == 0)
+                    .find(|c| *c == b"partita,hypervisor")
+            };
+            if self.in_reserved && self.depth == 3 && self.found.is_none() && hypervisor().is_some()
+            {
+                self.found = Some(reg);
+            }
+            if self.depth == 2 {
+                self.in_reserved = false;
+            }
+            self.depth -= 1;
+        }
+    }
+    let mut find = Find::default();
+    crate::dtb::walk(blob, &mut find).map_err(EarlyError::Blob)?;
+    let [ac, sc] = find.cells;
+    find.found
+        .flatten()
+        .and_then(|reg| first_reg(ac, sc, reg))
+        .filter(|r| r.size != 0 && r.base.checked_add(r.size).is_some())
+        .ok_or(EarlyError::NoHypervisorMemory)
+}
+
+/// The console the SDT names (`/chosen/stdout-path`).
+pub fn console(tree: &Tree<'_>) -> Result<(u64, UartKind), EarlyError> {
+    uart_of(|path, name| tree.get(path)?.property(name)).ok_or(EarlyError::NoConsole)
+}
+
+/// The UART `/chosen/stdout-path` names in any device tree: the
+/// bootloader's, when the SDT cannot be read. Reads without allocating,
+/// after the structural check.
 pub fn stdout_uart(blob: &[u8]) -> Result<(u64, UartKind), EarlyError> {
     crate::dtb::check(blob).map_err(EarlyError::Blob)?;
     let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoConsole)?;
-    uart_of(&fdt).ok_or(EarlyError::NoConsole)
+    uart_of(|path, name| Some(fdt.find_node(path)?.property(name)?.value))
+        .ok_or(EarlyError::NoConsole)
 }
 
-fn uart_of(fdt: &Fdt<'_>) -> Option<(u64, UartKind)> {
-    let stdout = prop_str(fdt.find_node("/chosen")?, "stdout-path")?;
+/// The UART `/chosen/stdout-path` names, aliases resolved, in a tree read
+/// through `prop(node path, property name)`.
+fn uart_of<'a>(prop: impl Fn(&str, &str) -> Option<&'a [u8]>) -> Option<(u64, UartKind)> {
+    let stdout = as_str(prop("/chosen", "stdout-path")?)?;
     let stdout = stdout.split(':').next()?;
     let path = if stdout.starts_with('/') {
         stdout
     } else {
-        prop_str(fdt.find_node("/aliases")?, stdout)?
+        as_str(prop("/aliases", stdout)?)?
     };
     // Absolute paths only: the `fdt` crate would try them as aliases again.
     let parent = match path.strip_prefix('/')?.rfind('/') {
         Some(i) => &path[..i + 1],
         None => "/",
     };
-    let parent = fdt.find_node(parent)?;
-    let node = fdt.find_node(path)?;
-    let kind = UartKind::from_compatible(node.compatible()?.all())?;
-    Some((first_reg(parent, node)?.base, kind))
+    let compatible = prop(path, "compatible")?
+        .split(|b| *b == 0)
+        .map_while(|c| core::str::from_utf8(c).ok());
+    let kind = UartKind::from_compatible(compatible)?;
+    let reg = first_reg(
+        prop(parent, "#address-cells"),
+        prop(parent, "#size-cells"),
+        prop(path, "reg")?,
+    )?;
+    Some((reg.base, kind))
 }
 
-/// `/chosen/bootargs` of any device tree, after the structural check.
+/// `/chosen/bootargs` of any device tree, read as the structural check
+/// passes it: QEMU's tree is large, and a lookup after the check cost
+/// about 30,000 instructions at boot.
 pub fn bootargs(blob: &[u8]) -> Option<&str> {
-    crate::dtb::check(blob).ok()?;
-    let fdt = Fdt::new(blob).ok()?;
-    prop_str(fdt.find_node("/chosen")?, "bootargs")
-}
-
-/// Reads [`Early`] without allocating, after the structural check of
-/// the whole blob; the full reader says more about any other fault.
-pub fn early(blob: &[u8]) -> Result<Early, EarlyError> {
-    crate::dtb::check(blob).map_err(EarlyError::Blob)?;
-    let fdt = Fdt::new(blob).map_err(|_| EarlyError::NoHypervisorMemory)?;
-    let reserved = fdt
-        .find_node("/reserved-memory")
-        .ok_or(EarlyError::NoHypervisorMemory)?;
-    let hypervisor = reserved
-        .children()
-        .find(|n| {
-            n.compatible()
-                .is_some_and(|c| c.all().any(|c| c == "partita,hypervisor"))
-        })
-        .and_then(|n| first_reg(reserved, n))
-        .filter(|r| r.size != 0 && r.base.checked_add(r.size).is_some())
-        .ok_or(EarlyError::NoHypervisorMemory)?;
-    let (console, console_kind) = uart_of(&fdt).ok_or(EarlyError::NoConsole)?;
-    Ok(Early {
-        hypervisor,
-        console,
-        console_kind,
-    })
+    /// The first `bootargs` of the first `chosen` child of the root.
+    #[derive(Default)]
+    struct Find<'a> {
+        depth: usize,
+        in_chosen: bool,
+        chosen_seen: bool,
+        found: Option<&'a [u8]>,
+    }
+    impl<'a> crate::dtb::Visit<'a> for Find<'a> {
+        fn begin_node(&mut self, name: &'a [u8]) {
+            self.depth += 1;
+            let chosen = name == b"chosen" || name.starts_with(b"chosen@");
+            self.in_chosen = self.depth == 2 && chosen && !self.chosen_seen;
+            self.chosen_seen |= self.in_chosen;
+        }
+        fn property(&mut self, name: &'a [u8], value: &'a [u8]) {
+            if self.in_chosen && name == b"bootargs" && self.found.is_none() {
+                self.found = Some(value);
+            }
+        }
+        fn end_node(&mut self) {
+            self.depth -= 1;
+            self.in_chosen = false;
+        }
+    }
+    let mut find = Find::default();
+    crate::dtb::walk(blob, &mut find).ok()?;
+    as_str(find.found?)
 }
 
 /// rpmsg relations: `domain-to-domain` (`openamp,domain-to-domain-v1`) /
@@ -1456,22 +1451,22 @@ pub fn early(blob: &[u8]) -> Result<Early, EarlyError> {
 /// With `partita,remoteproc-vdev` (the host controls the remote, with a
 /// control interrupt) the host's side is its remoteproc's virtio device,
 /// and those two properties give the remote's window and interrupt alone.
-fn read_links(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+fn read_links(tree: &Tree<'_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
     for host in 0..sys.domains.len() {
         let dpath = sys.domains[host].path.clone();
-        for (d2d, n) in tree.children_of(&dpath) {
-            if !has_compatible(n.node, "openamp,domain-to-domain-v1") {
+        for (d2d, n) in paths(tree.children_of(&dpath)) {
+            if !n.is_compatible("openamp,domain-to-domain-v1") {
                 continue;
             }
-            for (rel, rn) in tree.children_of(d2d) {
-                if !has_compatible(rn.node, "openamp,rpmsg-v1") {
+            for (rel, rn) in paths(tree.children_of(d2d)) {
+                if !rn.is_compatible("openamp,rpmsg-v1") {
                     continue;
                 }
-                for (path, l) in tree.children_of(rel) {
-                    let Some(remote) = prop_u32(l.node, "remote") else {
+                for (path, l) in paths(tree.children_of(rel)) {
+                    let Some(remote) = l.u32("remote") else {
                         continue;
                     };
-                    let link = read_link(tree, sys, host, path, l.node, remote)?;
+                    let link = read_link(tree, sys, host, path, l, remote)?;
                     sys.links.push(link);
                 }
             }
@@ -1485,27 +1480,29 @@ fn read_links(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtErro
 /// optional `partita,control-interrupt = <spi ...>`, one per target. A
 /// domain controls nobody unless such a relation says so, and each domain
 /// has at most one controller.
-fn read_controls(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
+fn read_controls(tree: &Tree<'_>, sys: &mut SystemConfig) -> Result<(), SdtError> {
     for controller in 0..sys.domains.len() {
         let dpath = sys.domains[controller].path.clone();
-        for (d2d, n) in tree.children_of(&dpath) {
-            if !has_compatible(n.node, "openamp,domain-to-domain-v1") {
+        for (d2d, n) in paths(tree.children_of(&dpath)) {
+            if !n.is_compatible("openamp,domain-to-domain-v1") {
                 continue;
             }
-            for (path, rn) in tree.children_of(d2d) {
-                if !has_compatible(rn.node, "openamp,remoteproc-v1")
-                    && !has_compatible(rn.node, "openamp,remoteproc-v2")
+            for (path, rn) in paths(tree.children_of(d2d)) {
+                if !rn.is_compatible("openamp,remoteproc-v1")
+                    && !rn.is_compatible("openamp,remoteproc-v2")
                 {
                     continue;
                 }
-                let remotes: Vec<u32> = prop(rn.node, "remote")
+                let remotes: Vec<u32> = rn
+                    .property("remote")
                     .map(|v| cells(v).collect())
                     .unwrap_or_default();
                 if remotes.is_empty() {
                     return err(path, "`remote` must name the domains it controls");
                 }
-                let irqs: Option<Vec<u32>> =
-                    prop(rn.node, "partita,control-interrupt").map(|v| cells(v).collect());
+                let irqs: Option<Vec<u32>> = rn
+                    .property("partita,control-interrupt")
+                    .map(|v| cells(v).collect());
                 if irqs.as_ref().is_some_and(|i| i.len() != remotes.len()) {
                     return err(
                         path,
@@ -1550,17 +1547,20 @@ fn read_controls(tree: &Tree<'_, '_>, sys: &mut SystemConfig) -> Result<(), SdtE
 
 /// The domain a `remote` phandle of the relation at `path` names.
 fn domain_by_phandle(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     path: &str,
     ph: u32,
 ) -> Result<usize, SdtError> {
-    let (rpath, _) = tree.by_phandle(ph).ok_or_else(|| {
-        fault(
-            path,
-            format!("`remote` names phandle {ph:#x}, which no node has"),
-        )
-    })?;
+    let (rpath, _) = tree
+        .by_phandle(ph)
+        .map(|n| (n.path.as_str(), n))
+        .ok_or_else(|| {
+            fault(
+                path,
+                format!("`remote` names phandle {ph:#x}, which no node has"),
+            )
+        })?;
     sys.domains
         .iter()
         .position(|d| d.path == rpath)
@@ -1573,11 +1573,11 @@ fn domain_by_phandle(
 }
 
 fn read_link(
-    tree: &Tree<'_, '_>,
+    tree: &Tree<'_>,
     sys: &SystemConfig,
     host: usize,
     path: &str,
-    n: FdtNode<'_, '_>,
+    n: &Node<'_>,
     remote: u32,
 ) -> Result<RpmsgLink, SdtError> {
     let other = domain_by_phandle(tree, sys, path, remote)?;
@@ -1587,7 +1587,7 @@ fn read_link(
     // With `partita,remoteproc-vdev` the host's side is its remoteproc's
     // virtio device, and the per-side properties below that belong to a
     // virtio-mmio device name the remote's alone.
-    let remoteproc = prop(n, "partita,remoteproc-vdev").is_some();
+    let remoteproc = n.property("partita,remoteproc-vdev").is_some();
     let control_spi = if remoteproc {
         match sys.control(host, other) {
             Some(Control { spi: Some(spi), .. }) => *spi,
@@ -1608,7 +1608,8 @@ fn read_link(
         true => (1, "remote"),
         false => (2, "host remote"),
     };
-    let w: Vec<u32> = prop(n, "partita,virtio-mmio")
+    let w: Vec<u32> = n
+        .property("partita,virtio-mmio")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
     if w.len() != 2 * mmio_sides {
@@ -1622,7 +1623,8 @@ fn read_link(
         true => [0, window(0)],
         false => [window(0), window(1)],
     };
-    let i: Vec<u32> = prop(n, "partita,virtio-interrupts")
+    let i: Vec<u32> = n
+        .property("partita,virtio-interrupts")
         .map(|v| cells(v).collect())
         .unwrap_or_default();
     let (hs, rs) = match (remoteproc, &i[..]) {
@@ -1649,7 +1651,8 @@ fn read_link(
     // Optional `partita,name-service = <host remote>`: 0 keeps the name
     // service from a side (Linux handles announcements in hard-IRQ context
     // over virtio-mmio, where creating a channel device cannot sleep).
-    let ns: Vec<u32> = prop(n, "partita,name-service")
+    let ns: Vec<u32> = n
+        .property("partita,name-service")
         .map(|v| cells(v).collect())
         .unwrap_or_else(|| alloc::vec![1, 1]);
     let [nh, nr] = ns[..] else {
@@ -1661,7 +1664,8 @@ fn read_link(
     // Optional `partita,virtio-version = <host remote>`: 1 gives that side
     // the legacy interface (OpenAMP's own virtio-mmio driver speaks no
     // other), 2 (the default) the current one.
-    let v: Vec<u32> = prop(n, "partita,virtio-version")
+    let v: Vec<u32> = n
+        .property("partita,virtio-version")
         .map(|v| cells(v).collect())
         .unwrap_or_else(|| alloc::vec![2; mmio_sides]);
     let versions = match (remoteproc, &v[..]) {
@@ -1676,7 +1680,8 @@ fn read_link(
     };
     // Optional `partita,buffer-size = <bytes>`: the longest message, header
     // included, and the smallest receive buffer, on both sides.
-    let b: Vec<u32> = prop(n, "partita,buffer-size")
+    let b: Vec<u32> = n
+        .property("partita,buffer-size")
         .map(|v| cells(v).collect())
         .unwrap_or_else(|| alloc::vec![crate::rpmsg::BUFFER_SIZE]);
     let buffer_size = match b[..] {

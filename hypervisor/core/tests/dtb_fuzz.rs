@@ -247,7 +247,10 @@ fn apply(base: &[u8], depth: usize, muts: &[Mutation]) -> Vec<u8> {
 fn exercise(blob: &[u8]) -> (bool, bool) {
     let checked = dtb::check(blob);
     let read = SystemConfig::from_dtb(blob);
-    let _ = sdt::early(blob);
+    let _ = sdt::hypervisor_memory(blob);
+    if let Ok(t) = sdt::read_tree(blob) {
+        let _ = sdt::console(&t);
+    }
     let _ = sdt::stdout_uart(blob);
     let _ = sdt::bootargs(blob);
     if let Err(e) = checked {

@@ -221,11 +221,13 @@ fn guest_device_tree_holds_only_its_domain() {
 }
 
 #[test]
-fn early_read_finds_heap_and_console_without_the_full_reader() {
-    let e = partita_core::sdt::early(&compile(&two_guests())).unwrap();
-    assert_eq!(e.hypervisor, Range::new(0x4000_0000, 0x400_0000));
-    assert_eq!(e.console, 0x0900_0000);
-    assert_eq!(e.console_kind, partita_core::sdt::UartKind::Pl011);
+fn heap_and_console_are_found_without_the_full_reader() {
+    use partita_core::sdt;
+    let blob = compile(&two_guests());
+    let hypervisor = sdt::hypervisor_memory(&blob).unwrap();
+    assert_eq!(hypervisor, Range::new(0x4000_0000, 0x400_0000));
+    let console = sdt::console(&sdt::read_tree(&blob).unwrap());
+    assert_eq!(console, Ok((0x0900_0000, sdt::UartKind::Pl011)));
 }
 
 fn linux_rtos() -> String {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use partita_core::sdt::{self, EarlyError, SystemConfig, UartKind};
+use partita_core::sdt::{self, EarlyError, Range, SystemConfig, UartKind};
 
 fn two_guests() -> String {
     shipped("two-guests")
@@ -35,8 +35,8 @@ fn every_shipped_configuration_is_accepted() {
         sys.check_interrupt_lines(288)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         partita_core::dtb::check(&blob).unwrap();
-        let early = sdt::early(&blob).unwrap();
-        assert_eq!(early.console, 0x0900_0000, "{name}");
+        let (console, _) = sdt::console(&sdt::read_tree(&blob).unwrap()).unwrap();
+        assert_eq!(console, 0x0900_0000, "{name}");
         for d in &sys.domains {
             guest_tree(&name, &blob, &sys, d);
         }
@@ -345,9 +345,12 @@ fn a_corrupt_blob_is_refused_by_the_reader_and_the_early_reader() {
         e.starts_with("/: not a device tree: structure block at offset"),
         "{e}"
     );
-    assert!(matches!(sdt::early(&blob), Err(EarlyError::Blob(_))));
+    assert!(matches!(
+        sdt::hypervisor_memory(&blob),
+        Err(EarlyError::Blob(_))
+    ));
     assert!(sdt::stdout_uart(&blob).is_err());
-    let e = sdt::early(&blob).unwrap_err().to_string();
+    let e = sdt::hypervisor_memory(&blob).unwrap_err().to_string();
     assert!(
         e.starts_with("/: not a device tree: structure block"),
         "{e}"
@@ -358,14 +361,25 @@ fn a_corrupt_blob_is_refused_by_the_reader_and_the_early_reader() {
 fn the_early_reader_names_what_is_missing() {
     let s = two_guests() + "&{/reserved-memory/hypervisor@40000000} { compatible = \"other\"; };";
     assert_eq!(
-        sdt::early(&compile(&s)),
+        sdt::hypervisor_memory(&compile(&s)),
         Err(EarlyError::NoHypervisorMemory)
     );
+    // A subnode's properties are its own.
+    let s = two_guests()
+        + "&{/reserved-memory/hypervisor@40000000} { sub { compatible = \"x\"; reg = <0 0 0 1>; }; };";
+    assert_eq!(
+        sdt::hypervisor_memory(&compile(&s)),
+        Ok(Range::new(0x4000_0000, 0x400_0000))
+    );
+    let console = |s: &str| {
+        let blob = compile(s);
+        sdt::console(&sdt::read_tree(&blob).unwrap())
+    };
     let s = two_guests() + "&{/chosen} { stdout-path = \"/pl031@9010000\"; };";
-    assert_eq!(sdt::early(&compile(&s)), Err(EarlyError::NoConsole));
+    assert_eq!(console(&s), Err(EarlyError::NoConsole));
     // An alias naming itself resolves to nothing, and does not recurse.
     let s = two_guests() + "&{/aliases} { serial0 = \"serial0\"; };";
-    assert_eq!(sdt::early(&compile(&s)), Err(EarlyError::NoConsole));
+    assert_eq!(console(&s), Err(EarlyError::NoConsole));
     let blob = compile(&two_guests());
     assert_eq!(sdt::stdout_uart(&blob), Ok((0x0900_0000, UartKind::Pl011)));
     let s = two_guests() + "/ { chosen { bootargs = \"colour\"; }; };";

@@ -109,9 +109,8 @@ fn the_board_as_read() {
     );
     assert_eq!(sys.hypervisor, Range::new(0, 0x400_0000));
     assert_eq!(sys.devices[sys.console].path, "/serial@ff000000");
-    let early = sdt::early(&blob).unwrap();
-    assert_eq!(early.console, 0xff00_0000);
-    assert_eq!(early.console_kind, UartKind::Cadence);
+    let console = sdt::console(&sdt::read_tree(&blob).unwrap());
+    assert_eq!(console, Ok((0xff00_0000, UartKind::Cadence)));
     // TTC0's three interrupts pass through to beta.
     let ttc = sys
         .devices
