@@ -70,7 +70,9 @@ pub const RX_BUFFER: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct VirtualPl011 {
-    rx: [u8; RX_BUFFER],
+    /// On the heap: a partition is built once and moved into place, and
+    /// 4 KiB inside it cost the boot a copy of it each move.
+    rx: alloc::boxed::Box<[u8]>,
     rx_head: usize,
     rx_len: usize,
     /// RSR: overrun since the driver last cleared it.
@@ -107,9 +109,9 @@ pub enum Effect {
 impl VirtualPl011 {
     /// The reset state (TRM 3.2): UART enabled for transmit and receive, as
     /// firmware leaves a console.
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         VirtualPl011 {
-            rx: [0; RX_BUFFER],
+            rx: alloc::vec![0; RX_BUFFER].into_boxed_slice(),
             rx_head: 0,
             rx_len: 0,
             rsr: 0,

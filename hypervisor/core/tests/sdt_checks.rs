@@ -445,7 +445,10 @@ fn within_accepts_only_whole_ranges_inside_one_memory_range() {
     assert!(within(&m, 0x1ff0, 0x10));
     assert!(within(&m, 0x2fff, 1));
     assert!(within(&m, 0x1800, 0));
-    assert!(!within(&m, 0x1ff0, 0x20), "across two ranges, even adjacent");
+    assert!(
+        !within(&m, 0x1ff0, 0x20),
+        "across two ranges, even adjacent"
+    );
     assert!(!within(&m, 0xfff, 2));
     assert!(!within(&m, 0x2fff, 2));
     assert!(!within(&m, 0x3000, 1));
