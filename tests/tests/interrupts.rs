@@ -37,6 +37,26 @@ fn physical_timer_ticks_1000_times_on_each_vcpu() {
     );
 }
 
+/// The hypervisor's interrupt vector injects the timer with the
+/// list-register value it published at the last vGIC write: each priority
+/// the guest writes is the one its next timer interrupt runs at.
+#[test]
+fn the_timer_runs_at_each_priority_written_to_it() {
+    both(
+        "timer-priority",
+        &domain("prio", 1, 0x1, 0x4800_0000, "timer-priority"),
+        |run| {
+            run.expect_in_order(&[
+                "[prio] timer-priority: set 0xa0, taken at 0xa0",
+                "[prio] timer-priority: set 0x40, taken at 0x40",
+                "[prio] timer-priority: set 0xc8, taken at 0xc8",
+            ]);
+            run.expect_absent("unexpected");
+            run.expect_clean_exit();
+        },
+    );
+}
+
 /// A timer's line high with its interrupt disabled reads pending, as on
 /// bare metal, and a set-pending write reaches the physical interrupt.
 #[test]

@@ -113,6 +113,31 @@ pub fn enabled_word(intid: u32, vcpu: usize) -> u32 {
     rd(enable_reg(intid, vcpu, true))
 }
 
+/// `intid`'s priority (GICR_IPRIORITYR for a GICv3 SGI or PPI, else
+/// GICD_IPRIORITYR, banked per CPU on GICv2).
+pub fn set_priority(intid: u32, vcpu: usize, priority: u8) {
+    let base = if version() == 3 && intid < 32 {
+        SECOND.load(Ordering::Relaxed) + 0x20000 * vcpu as u64 + 0x10000
+    } else {
+        gicd()
+    };
+    let a = base + 0x400 + u64::from(intid & !3);
+    let shift = 8 * (intid % 4);
+    wr(a, (rd(a) & !(0xff << shift)) | u32::from(priority) << shift);
+}
+
+/// The CPU interface's running priority (ICC_RPR_EL1, GICC_RPR).
+pub fn running_priority() -> u32 {
+    if version() == 3 {
+        let v: u64;
+        // SAFETY: ICC_RPR_EL1, read-only.
+        unsafe { asm!("mrs {}, S3_0_C12_C11_3", out(reg) v) };
+        v as u32 & 0xff
+    } else {
+        rd(SECOND.load(Ordering::Relaxed) + 0x14) & 0xff
+    }
+}
+
 pub fn ack() -> Option<u32> {
     let id = if version() == 3 {
         let v: u64;

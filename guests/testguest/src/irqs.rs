@@ -183,6 +183,8 @@ fn tick(me: usize) {
 /// An interrupt `pending` expects, and how often it came.
 static PROBE: AtomicU32 = AtomicU32::new(u32::MAX);
 static PROBE_TAKEN: AtomicU32 = AtomicU32::new(0);
+/// The running priority the probe's handler saw.
+static PROBE_PRIORITY: AtomicU32 = AtomicU32::new(0);
 
 /// `pending`: each EL1 timer fires with its interrupt disabled in the GIC;
 /// its set-pending bit must read 1 while the line is high and 0 once the
@@ -241,6 +243,34 @@ pub fn expect_vtimer(tval: u64) -> &'static AtomicU32 {
 pub fn end_probe() {
     PROBE.store(u32::MAX, Ordering::Relaxed);
     gic::disable(VTIMER, 0);
+}
+
+/// `timer-priority`: each priority written to the virtual timer's
+/// interrupt while the partition runs is the one its next interrupt is
+/// taken at. (The hypervisor injects the timer from its interrupt vector
+/// with a list-register value it publishes after every vGIC write: a stale
+/// one would show the old priority here.)
+pub fn timer_priority() {
+    gic::init_distributor();
+    gic::init_cpu(0);
+    for priority in [0xa0u8, 0x40, 0xc8] {
+        // The priority last: `expect_vtimer` enables the interrupt, and
+        // only the priority's own write may tell the hypervisor.
+        let taken = expect_vtimer(freq() / 1000);
+        gic::set_priority(VTIMER, 0, priority);
+        unmask();
+        while taken.load(Ordering::Acquire) == 0 {
+            // SAFETY: waits for the timer's interrupt.
+            unsafe { asm!("wfi") };
+        }
+        // SAFETY: IRQs off again.
+        unsafe { asm!("msr daifset, #2") };
+        println!(
+            "timer-priority: set {priority:#x}, taken at {:#x}",
+            PROBE_PRIORITY.load(Ordering::Relaxed)
+        );
+        end_probe();
+    }
 }
 
 /// `suspend`: PSCI CPU_SUSPEND to standby with IRQs masked returns once
@@ -560,6 +590,7 @@ extern "C" fn on_irq() {
                     // Its line stays high until the timer is stopped.
                     stop_timer();
                 }
+                PROBE_PRIORITY.store(gic::running_priority(), Ordering::Relaxed);
                 PROBE_TAKEN.fetch_add(1, Ordering::AcqRel);
             }
             VTIMER | PTIMER if id == timer_intid() => tick(me),

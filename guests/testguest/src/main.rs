@@ -16,6 +16,8 @@
 //! - `ptimer`: the same with the EL1 physical timer (CNTP, PPI 30);
 //! - `timer-late`: 1,000 virtual-timer ticks, each EOId only after the
 //!   next deadline passed (the line is high again while still active);
+//! - `timer-priority`: the virtual timer taken at each priority written
+//!   to it while running;
 //! - `pending`: both timers' pending state as the GIC shows it, and a
 //!   set-pending write;
 //! - `suspend`: PSCI CPU_SUSPEND waits for the timer's interrupt;
@@ -180,6 +182,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "timer" => irqs::timer(cpus, false, false),
             "ptimer" => irqs::timer(cpus, true, false),
             "timer-late" => irqs::timer(cpus, false, true),
+            "timer-priority" => irqs::timer_priority(),
             "pending" => irqs::pending(),
             "suspend" => irqs::suspend(),
             "pmu" => cpu::pmu(),

@@ -410,7 +410,7 @@ impl Gic {
             0 => {
                 let n = match *self {
                     Gic::V3 { .. } => (sysreg!(read "S3_4_C12_C11_1") & 0x1f) as u32 + 1,
-                    Gic::V2 { gich, .. } => (rd(gich + GICH_VTR) & 0x3f) as u32 + 1,
+                    Gic::V2 { gich, .. } => (rd(gich + GICH_VTR) & 0x3f) + 1,
                 }
                 .min(8);
                 MASK.store((1 << n) - 1, Ordering::Relaxed);
