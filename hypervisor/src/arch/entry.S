@@ -303,6 +303,9 @@ call_lower:
 // with a kick. An SMC with that ID, which must also step past itself,
 // takes the handler.
 null_call:
+.ifdef PARTITA_EL2_TIME
+    b       call_lower              // timed, as every trap is
+.endif
     tbnz    w1, #26, call_lower     // EC 0x17, an SMC
     this_cpu x2, x3
     ldr     x3, [x2, #PERCPU_TRAPS]
