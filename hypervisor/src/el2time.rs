@@ -22,6 +22,8 @@ static STAYS: [[AtomicU64; KINDS]; MAX_CPUS] =
 /// many dear stays.
 static LONGEST: [[AtomicU64; KINDS]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; KINDS] }; MAX_CPUS];
+/// The syndrome (ESR_EL2) of each CPU's longest trap, to say what it was.
+static LONGEST_ESR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Called by the vectors after a handler returns, with the counter read
 /// at entry and the kind of exception.
@@ -37,6 +39,11 @@ extern "C" fn el2_time_account(start: u64, kind: usize) {
     add(&STAYS[me][kind], 1);
     if stay > LONGEST[me][kind].load(Ordering::Relaxed) {
         LONGEST[me][kind].store(stay, Ordering::Relaxed);
+        if kind == 0 {
+            // Still the trap's: the hypervisor takes no synchronous
+            // exception of its own, and interrupts leave ESR_EL2 alone.
+            LONGEST_ESR[me].store(crate::arch::esr(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -47,6 +54,7 @@ pub fn report(me: usize, p: Option<&Partition>) {
     let ticks: [u64; KINDS] = core::array::from_fn(|k| take(&TICKS[me][k]));
     let stays: [u64; KINDS] = core::array::from_fn(|k| take(&STAYS[me][k]));
     let longest: [u64; KINDS] = core::array::from_fn(|k| take(&LONGEST[me][k]));
+    let longest_esr = take(&LONGEST_ESR[me]);
     let total: u64 = ticks.iter().sum();
     let Some(p) = p else { return };
     let since = p.life.lock().started_at;
@@ -59,7 +67,7 @@ pub fn report(me: usize, p: Option<&Partition>) {
     // A vCPU leaves at its partition's will (CPU_OFF): within its limit.
     crate::console::guest_info!(
         p,
-        "el2-time: cpu{me} ({}) {total} ticks at EL2 over {window} ticks: {} per second; traps {} in {}, interrupts {} in {}, other {} in {}; {} interrupts injected; longest trap {}, interrupt {}",
+        "el2-time: cpu{me} ({}) {total} ticks at EL2 over {window} ticks: {} per second; traps {} in {}, interrupts {} in {}, other {} in {}; {} interrupts injected; longest trap {} (ESR {:#x}), interrupt {}",
         p.name,
         u128::from(total) * u128::from(freq) / u128::from(window),
         ticks[0],
@@ -70,6 +78,7 @@ pub fn report(me: usize, p: Option<&Partition>) {
         stays[2],
         c.injected.load(Ordering::Relaxed),
         longest[0],
+        longest_esr,
         longest[1],
     );
 }

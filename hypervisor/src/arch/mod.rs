@@ -157,6 +157,12 @@ pub fn syndrome() -> Syndrome {
 }
 
 /// The same, with the ESR the vectors read.
+/// The syndrome of the last synchronous exception taken to EL2.
+#[cfg(feature = "el2-time")]
+pub fn esr() -> u64 {
+    ESR_EL2.get()
+}
+
 pub fn syndrome_with(esr: u64) -> Syndrome {
     Syndrome {
         esr,
