@@ -78,14 +78,7 @@ extern "C" fn guest_call(frame: &mut CallFrame, esr: u64) {
 /// any other register it comes through `guest_sync`.
 #[no_mangle]
 extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64) {
-    let here = cpu::this();
-    PerCpu::count(&here.traps);
-    let (p, vcpu) = here
-        .running()
-        .expect("a guest exception comes from a running vCPU");
-    irq::sgi1r(&system().partitions[p], vcpu, v);
-    frame.elr += 4;
-    irq::flush_if_needed(here);
+    sgi_write(frame, v, irq::sgi1r)
 }
 
 /// GICv2: a word stored (value `v`, in its low half) from x0..x19 to
@@ -94,12 +87,19 @@ extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64) {
 /// through `guest_sync`.
 #[no_mangle]
 extern "C" fn guest_sgir(frame: &mut CallFrame, v: u64) {
+    sgi_write(frame, v & 0xffff_ffff, irq::sgir)
+}
+
+/// The two above: the SGI register written with `v`, carried out by
+/// `send`, and the write stepped past.
+#[inline(always)]
+fn sgi_write(frame: &mut CallFrame, v: u64, send: fn(&Partition, usize, u64)) {
     let here = cpu::this();
     PerCpu::count(&here.traps);
     let (p, vcpu) = here
         .running()
         .expect("a guest exception comes from a running vCPU");
-    irq::sgir(&system().partitions[p], vcpu, v & 0xffff_ffff);
+    send(&system().partitions[p], vcpu, v);
     frame.elr += 4;
     irq::flush_if_needed(here);
 }

@@ -418,18 +418,7 @@ irq_injected:
 
 // The rest of an interrupt's frame, x0 its acknowledge value.
 irq_handler:
-    stp     x4, x5, [sp, #16 * 2]
-    stp     x6, x7, [sp, #16 * 3]
-    stp     x8, x9, [sp, #16 * 4]
-    stp     x10, x11, [sp, #16 * 5]
-    stp     x12, x13, [sp, #16 * 6]
-    stp     x14, x15, [sp, #16 * 7]
-    stp     x16, x17, [sp, #16 * 8]
-    stp     x18, x19, [sp, #16 * 9]
-    mrs     x2, elr_el2
-    mrs     x3, spsr_el2
-    stp     x30, x2, [sp, #16 * 15]
-    str     x3, [sp, #16 * 16]
+    save_caller_from_x4 x2, x3
     mov     x1, x0
     call_handler guest_irq, 1, caller
 
