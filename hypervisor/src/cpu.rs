@@ -34,6 +34,14 @@ pub struct PerCpu {
     /// What the GIC's SGI register takes to reach this CPU
     /// (`Gic::sgi_target`), set at boot.
     sgi_target: AtomicU64,
+    /// The ICC_SGI1R_EL1 (GICv2: GICD_SGIR) value, SGI number aside, by
+    /// which the vCPU running here names itself alone (`NO_SGI` if it
+    /// cannot), and the
+    /// list-register value of each SGI it may send itself (0 while
+    /// disabled), published as `direct` is: the synchronous vector loads
+    /// such an SGI itself when nothing else waits.
+    sgi_self: AtomicU64,
+    sgi: [AtomicU64; 16],
     /// What the kick SGI asks of this CPU, one bit each (one load on
     /// every kick when there is nothing): `STOP`, another CPU asked it to
     /// leave its vCPU (the partition is stopping; a hint: the lifecycle,
@@ -57,6 +65,10 @@ pub const DIRECT_FIRST_PPI: u32 = 27;
 pub const OFFSET_INJECTED: usize = core::mem::offset_of!(PerCpu, injected);
 pub const OFFSET_TRAPS: usize = core::mem::offset_of!(PerCpu, traps);
 pub const OFFSET_SGIR_HPFAR: usize = core::mem::offset_of!(PerCpu, sgir_hpfar);
+pub const OFFSET_SGI_SELF: usize = core::mem::offset_of!(PerCpu, sgi_self);
+pub const OFFSET_SGI: usize = core::mem::offset_of!(PerCpu, sgi);
+/// No ICC_SGI1R_EL1 value names only this vCPU.
+pub const NO_SGI: u64 = u64::MAX;
 /// No trap's page: bits HPFAR_EL2 never sets.
 pub const NO_PAGE: u64 = u64::MAX;
 pub const SIZE_SHIFT: u32 = core::mem::size_of::<PerCpu>().trailing_zeros();
@@ -75,6 +87,8 @@ static PER_CPU: [PerCpu; MAX_CPUS] = [const {
         posted: AtomicU64::new(0),
         traps: AtomicU64::new(0),
         sgi_target: AtomicU64::new(0),
+        sgi_self: AtomicU64::new(NO_SGI),
+        sgi: [const { AtomicU64::new(0) }; 16],
         injected: AtomicU64::new(0),
     }
 }; MAX_CPUS];
@@ -168,6 +182,7 @@ impl PerCpu {
                 d.store(0, Ordering::Relaxed);
             }
             self.sgir_hpfar.store(NO_PAGE, Ordering::Relaxed);
+            self.sgi_self.store(NO_SGI, Ordering::Relaxed);
         }
     }
 
@@ -176,6 +191,16 @@ impl PerCpu {
     pub fn set_sgir(&self, ipa: Option<u64>) {
         let page = ipa.map_or(NO_PAGE, |a| a >> 12 << 4);
         self.sgir_hpfar.store(page, Ordering::Relaxed);
+    }
+
+    /// How the vCPU running here names itself alone in ICC_SGI1R_EL1 or
+    /// GICD_SGIR (None: the vector leaves its SGIs to the handler), and
+    /// the list-register value of each SGI it sends itself.
+    pub fn set_self_sgis(&self, me: Option<u64>, lrs: impl Fn(u32) -> u64) {
+        for (intid, s) in (0..).zip(&self.sgi) {
+            s.store(lrs(intid), Ordering::Relaxed);
+        }
+        self.sgi_self.store(me.unwrap_or(NO_SGI), Ordering::Relaxed);
     }
 
     /// The list-register value the direct path injects for `ppi` (27..=30)

@@ -513,6 +513,16 @@ pub fn publish_direct(p: &Partition, g: &Vgic, vcpu: usize) {
         );
     }
     c.set_sgir((p.gic_redist == 0).then_some(p.gic_dist + vgic::GICD_SGIR));
+    // ICC_SGI1R_EL1 names vCPUs 0..15 by Aff0 in its target list;
+    // GICD_SGIR names 0..7 in bits 16..23.
+    let me = match p.gic_redist {
+        0 => (vcpu < 8).then_some(1u64 << (16 + vcpu)),
+        _ => (vcpu < 16).then_some(1u64 << vcpu),
+    };
+    c.set_self_sgis(me, |intid| {
+        g.self_sgi_entry(vcpu, intid)
+            .map_or(0, |e| gic.lr_encode(&e))
+    });
 }
 
 pub fn new_vgic(p_vcpus: usize, version: vgic::Version, lines: u32) -> Vgic {

@@ -73,12 +73,13 @@ extern "C" fn guest_call(frame: &mut CallFrame, esr: u64) {
     irq::flush_if_needed(here);
 }
 
-/// A write of ICC_SGI1R_EL1 (value `v`) from x0..x19: the vectors send
-/// it here on the registers every vector saves, as they do calls. From
-/// any other register it comes through `guest_sync`.
+/// A write of ICC_SGI1R_EL1 (value `v`) from x0..x19 that the vector did
+/// not load itself: it sends it here on the registers every vector
+/// saves, as it does calls, with `here`, this CPU's state, which it has
+/// found. From any other register it comes through `guest_sync`.
 #[no_mangle]
-extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64) {
-    sgi_write(frame, v, irq::sgi1r)
+extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64, here: &'static PerCpu) {
+    sgi_write(frame, here, v, irq::sgi1r)
 }
 
 /// GICv2: a word stored (value `v`, in its low half) from x0..x19 to
@@ -87,14 +88,13 @@ extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64) {
 /// through `guest_sync`.
 #[no_mangle]
 extern "C" fn guest_sgir(frame: &mut CallFrame, v: u64) {
-    sgi_write(frame, v & 0xffff_ffff, irq::sgir)
+    sgi_write(frame, cpu::this(), v & 0xffff_ffff, irq::sgir)
 }
 
 /// The two above: the SGI register written with `v`, carried out by
 /// `send`, and the write stepped past.
 #[inline(always)]
-fn sgi_write(frame: &mut CallFrame, v: u64, send: fn(&Partition, usize, u64)) {
-    let here = cpu::this();
+fn sgi_write(frame: &mut CallFrame, here: &PerCpu, v: u64, send: fn(&Partition, usize, u64)) {
     PerCpu::count(&here.traps);
     let (p, vcpu) = here
         .running()

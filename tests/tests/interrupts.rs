@@ -57,6 +57,36 @@ fn the_timer_runs_at_each_priority_written_to_it() {
     );
 }
 
+/// The vectors load an SGI a vCPU sends itself with the list-register
+/// value published at the last vGIC write: it is taken at each priority
+/// written, held while disabled (GICv3; GICv2's SGIs cannot be disabled)
+/// and taken once enabled again.
+#[test]
+fn an_sgi_to_itself_follows_its_priority_and_enable() {
+    both(
+        "sgi-self",
+        &domain("self", 1, 0x1, 0x4800_0000, "sgi-self"),
+        |run| {
+            run.expect_in_order(&[
+                "[self] sgi-self: set 0xa0, taken 1 time(s) at 0xa0",
+                "[self] sgi-self: set 0x40, taken 1 time(s) at 0x40",
+                "[self] sgi-self: set 0xc8, taken 1 time(s) at 0xc8",
+            ]);
+            // Held while disabled, or (GICv2) never disabled.
+            let (held, later) = match run.machine.gic() {
+                "GICv3" => (0, 1),
+                _ => (1, 0),
+            };
+            run.expect_in_order(&[
+                &format!("[self] sgi-self: after a disable, taken {held} time(s)"),
+                &format!("[self] sgi-self: enabled again, taken {later} more time(s)"),
+            ]);
+            run.expect_absent("unexpected");
+            run.expect_clean_exit();
+        },
+    );
+}
+
 /// A timer's line high with its interrupt disabled reads pending, as on
 /// bare metal, and a set-pending write reaches the physical interrupt.
 #[test]

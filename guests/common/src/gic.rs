@@ -159,6 +159,17 @@ pub fn eoi(iar: u32) {
     }
 }
 
+/// An SGI to this vCPU by GICD_SGIR's "itself" filter (GICv2), or by
+/// `send_sgi` to `me` (GICv3, which has no such filter but IRM's "all
+/// but self").
+pub fn send_sgi_to_self(intid: u32, me: usize) {
+    if version() == 3 {
+        send_sgi(intid, me);
+    } else {
+        wr(gicd() + 0xf00, (2 << 24) | intid);
+    }
+}
+
 pub fn send_sgi(intid: u32, target: usize) {
     if version() == 3 {
         let v = (u64::from(intid) << 24) | (1 << target);

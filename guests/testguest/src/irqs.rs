@@ -273,6 +273,53 @@ pub fn timer_priority() {
     }
 }
 
+/// `sgi-self`: an SGI this vCPU sends itself is taken at the priority
+/// last written to it, is not taken while disabled, and is taken once
+/// enabled again; sent by target list and (GICv2) by the "itself" filter.
+/// (The hypervisor's vectors load such an SGI themselves, with a value
+/// they publish after every vGIC write, when nothing else waits.)
+pub fn sgi_self() {
+    const S: u32 = 3;
+    gic::init_distributor();
+    gic::init_cpu(0);
+    let take = |send: &dyn Fn()| {
+        PROBE.store(S, Ordering::Relaxed);
+        PROBE_TAKEN.store(0, Ordering::Relaxed);
+        send();
+        unmask();
+        let t0 = counter();
+        while PROBE_TAKEN.load(Ordering::Acquire) == 0 && counter() - t0 < freq() / 100 {
+            core::hint::spin_loop();
+        }
+        // SAFETY: IRQs off again.
+        unsafe { asm!("msr daifset, #2") };
+        PROBE_TAKEN.load(Ordering::Acquire)
+    };
+    gic::enable(S, 0);
+    for (priority, filter) in [(0xa0u8, false), (0x40, true), (0xc8, false)] {
+        gic::set_priority(S, 0, priority);
+        let n = if filter {
+            take(&|| gic::send_sgi_to_self(S, 0))
+        } else {
+            take(&|| gic::send_sgi(S, 0))
+        };
+        println!(
+            "sgi-self: set {priority:#x}, taken {n} time(s) at {:#x}",
+            PROBE_PRIORITY.load(Ordering::Relaxed)
+        );
+    }
+    // GICv2's SGIs cannot be disabled (their enable bits read as one and
+    // ignore writes, as on the GIC-400).
+    gic::disable(S, 0);
+    let n = take(&|| gic::send_sgi(S, 0));
+    println!("sgi-self: after a disable, taken {n} time(s)");
+    PROBE_TAKEN.store(0, Ordering::Relaxed);
+    gic::enable(S, 0);
+    let n = take(&|| {});
+    println!("sgi-self: enabled again, taken {n} more time(s)");
+    PROBE.store(u32::MAX, Ordering::Relaxed);
+}
+
 /// `suspend`: PSCI CPU_SUSPEND to standby with IRQs masked returns once
 /// the armed virtual timer's interrupt is pending, and bad requests are
 /// refused.

@@ -18,6 +18,8 @@
 //!   next deadline passed (the line is high again while still active);
 //! - `timer-priority`: the virtual timer taken at each priority written
 //!   to it while running;
+//! - `sgi-self`: SGIs to itself at each priority written, held while
+//!   disabled;
 //! - `pending`: both timers' pending state as the GIC shows it, and a
 //!   set-pending write;
 //! - `suspend`: PSCI CPU_SUSPEND waits for the timer's interrupt;
@@ -183,6 +185,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             "ptimer" => irqs::timer(cpus, true, false),
             "timer-late" => irqs::timer(cpus, false, true),
             "timer-priority" => irqs::timer_priority(),
+            "sgi-self" => irqs::sgi_self(),
             "pending" => irqs::pending(),
             "suspend" => irqs::suspend(),
             "pmu" => cpu::pmu(),

@@ -298,6 +298,27 @@ impl Vgic {
         Some(e)
     }
 
+    /// The list-register entry of SGI `intid` that `vcpu` sends itself,
+    /// while it is enabled, whatever else waits: what the vectors load
+    /// themselves when they see nothing else wait (no entry in a list
+    /// register, no underflow interrupt asked for). The source of a GICv2
+    /// SGI is `vcpu` itself, in the entry; what `direct_sgi_from` records
+    /// for later queued copies is left as it was.
+    pub fn self_sgi_entry(&self, vcpu: usize, intid: u32) -> Option<LrEntry> {
+        if intid >= 16 {
+            return None;
+        }
+        let i = self.irq(vcpu, intid)?;
+        i.enabled.then_some(LrEntry {
+            intid,
+            priority: i.priority,
+            hw: false,
+            group1: i.group1,
+            eoi_maintenance: false,
+            source: vcpu as u8,
+        })
+    }
+
     /// Whether `intid` of `vcpu` is backed by a physical interrupt, which
     /// the hypervisor deactivates itself when a GICv2 guest EOIs it.
     pub fn hw_backed(&self, vcpu: usize, intid: u32) -> bool {

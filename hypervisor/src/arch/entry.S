@@ -337,6 +337,47 @@ sync_not_call:
     cmp     x0, #19
     b.hi    guest_sync_all
     ldr     x1, [sp, x0, lsl #3]
+    this_cpu x2, x3
+.ifndef PARTITA_EL2_TIME
+    // An SGI to this vCPU alone, enabled, with nothing else waiting for a
+    // list register (none holds anything, no underflow interrupt asked
+    // for, which `irq::flush` asks whenever one waits) goes into LR0 here,
+    // with the value `irq::publish_direct` published for it; anything else
+    // goes to guest_sgi1r, with x2 = this CPU's PerCpu. (x0-x19 are
+    // saved: x3-x6 are scratch.)
+    ldr     x3, [x2, #PERCPU_SGI_SELF]
+    and     x4, x1, #~(0xf << 24)   // the SGI number aside
+    cmp     x4, x3
+    b.ne    1f
+    ubfx    x4, x1, #24, #4
+    add     x5, x2, #PERCPU_SGI
+    ldr     x5, [x5, x4, lsl #3]
+    cbz     x5, 1f                  // disabled
+    mrs     x6, ich_hcr_el2
+    tbnz    x6, #1, 1f              // UIE: an interrupt waits
+    mrs     x3, ich_vtr_el2
+    and     x3, x3, #0x1f           // list registers - 1
+    add     x3, x3, #1
+    mrs     x4, ich_elrsr_el2
+    add     x4, x4, #1
+    lsr     x4, x4, x3
+    cmp     x4, #1                  // every list register empty
+    b.ne    1f
+    msr     ich_lr0_el2, x5
+    // After the list register, as `irq::load_direct` does.
+    msr     ich_hcr_el2, x6
+    ldr     x3, [x2, #PERCPU_TRAPS]
+    add     x3, x3, #1
+    str     x3, [x2, #PERCPU_TRAPS]
+    ldr     x3, [x2, #PERCPU_INJECTED]
+    add     x3, x3, #1
+    str     x3, [x2, #PERCPU_INJECTED]
+    ldr     x3, [sp, #(31 * 8)]     // ELR: past the MSR
+    add     x3, x3, #4
+    str     x3, [sp, #(31 * 8)]
+    b       restore_caller_and_eret
+1:
+.endif
     call_handler guest_sgi1r, 0, caller
 
 // A data abort (x1 its ESR; x0-x19 saved, so x0 and x2-x5 are scratch).
@@ -352,8 +393,8 @@ sync_data_abort:
     cbz     x0, guest_sync_all      // GICv3
     mrs     x3, hpfar_el2
     this_cpu x4, x5
-    ldr     x4, [x4, #PERCPU_SGIR_HPFAR]
-    cmp     x3, x4
+    ldr     x5, [x4, #PERCPU_SGIR_HPFAR]
+    cmp     x3, x5
     b.ne    guest_sync_all          // not the GICD_SGIR's page
     mrs     x3, far_el2
     and     x3, x3, #0xfff
@@ -371,6 +412,49 @@ sync_data_abort:
     cmp     x2, #19
     b.hi    guest_sync_all
     ldr     x1, [sp, x2, lsl #3]
+.ifndef PARTITA_EL2_TIME
+    // As GICv3's ICC_SGI1R_EL1 above: an SGI to this vCPU alone (by its
+    // target list, or filter 2, "itself"), enabled, with no list register
+    // holding anything and no underflow interrupt asked for, goes into
+    // LR0 here (x0 is the GICH's page: GICV2_FRAMES' second word).
+    and     w3, w1, #0xfffffff0     // the SGI number aside
+    ldr     x5, [x4, #PERCPU_SGI_SELF]
+    cmp     x3, x5
+    b.eq    2f
+    mov     w5, #0x2000000          // TargetListFilter 2: itself
+    cmp     w3, w5
+    b.ne    1f
+2:  and     x3, x1, #0xf
+    add     x5, x4, #PERCPU_SGI
+    ldr     x5, [x5, x3, lsl #3]
+    cbz     x5, 1f                  // disabled
+    adrp    x0, GICV2_FRAMES
+    add     x0, x0, :lo12:GICV2_FRAMES
+    ldr     x0, [x0, #8]
+    ldr     w6, [x0]                // GICH_HCR
+    tbnz    w6, #1, 1f              // UIE: an interrupt waits
+    ldr     w3, [x0, #4]            // GICH_VTR
+    and     w3, w3, #0x3f           // list registers - 1
+    add     w3, w3, #1
+    ldr     w7, [x0, #0x30]         // GICH_ELRSR0
+    add     x7, x7, #1
+    lsr     x7, x7, x3
+    cmp     x7, #1                  // every list register empty
+    b.ne    1f
+    str     w5, [x0, #0x100]        // GICH_LR0
+    str     w6, [x0]                // GICH_HCR, after it
+    ldr     x3, [x4, #PERCPU_TRAPS]
+    add     x3, x3, #1
+    str     x3, [x4, #PERCPU_TRAPS]
+    ldr     x3, [x4, #PERCPU_INJECTED]
+    add     x3, x3, #1
+    str     x3, [x4, #PERCPU_INJECTED]
+    ldr     x3, [sp, #(31 * 8)]     // ELR: past the store
+    add     x3, x3, #4
+    str     x3, [sp, #(31 * 8)]
+    b       restore_caller_and_eret
+1:
+.endif
     call_handler guest_sgir, 0, caller
 
 guest_sync_all:
