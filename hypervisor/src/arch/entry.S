@@ -212,6 +212,22 @@ park_on:
     add     \reg, \tmp, \reg, lsl #PERCPU_SHIFT
 .endm
 
+// After a vector loaded an SGI a vCPU sent itself: the trap and the
+// injection counted in this CPU's PerCpu (\cpu), the guest's access
+// stepped past, and back to it (x3 is scratch).
+.macro sgi_loaded cpu
+    ldr     x3, [\cpu, #PERCPU_TRAPS]
+    add     x3, x3, #1
+    str     x3, [\cpu, #PERCPU_TRAPS]
+    ldr     x3, [\cpu, #PERCPU_INJECTED]
+    add     x3, x3, #1
+    str     x3, [\cpu, #PERCPU_INJECTED]
+    ldr     x3, [sp, #(31 * 8)]     // ELR
+    add     x3, x3, #4
+    str     x3, [sp, #(31 * 8)]
+    b       restore_caller_and_eret
+.endm
+
 .macro vector handler, kind=2, frame=all
     .balign 0x80
     save_caller
@@ -366,21 +382,12 @@ sync_not_call:
     msr     ich_lr0_el2, x5
     // After the list register, as `irq::load_direct` does.
     msr     ich_hcr_el2, x6
-    ldr     x3, [x2, #PERCPU_TRAPS]
-    add     x3, x3, #1
-    str     x3, [x2, #PERCPU_TRAPS]
-    ldr     x3, [x2, #PERCPU_INJECTED]
-    add     x3, x3, #1
-    str     x3, [x2, #PERCPU_INJECTED]
-    ldr     x3, [sp, #(31 * 8)]     // ELR: past the MSR
-    add     x3, x3, #4
-    str     x3, [sp, #(31 * 8)]
-    b       restore_caller_and_eret
+    sgi_loaded x2
 1:
 .endif
     call_handler guest_sgi1r, 0, caller
 
-// A data abort (x1 its ESR; x0-x19 saved, so x0 and x2-x5 are scratch).
+// A data abort (x1 its ESR; x0-x19 saved, so x0 and x2-x7 are scratch).
 // On GICv2, a word store from x0-x19 that the vGIC would emulate
 // (`Trap::decode`: ISV, a translation, access-flag or permission fault)
 // at the GICD_SGIR of the partition running here (its page published by
@@ -443,16 +450,7 @@ sync_data_abort:
     b.ne    1f
     str     w5, [x0, #0x100]        // GICH_LR0
     str     w6, [x0]                // GICH_HCR, after it
-    ldr     x3, [x4, #PERCPU_TRAPS]
-    add     x3, x3, #1
-    str     x3, [x4, #PERCPU_TRAPS]
-    ldr     x3, [x4, #PERCPU_INJECTED]
-    add     x3, x3, #1
-    str     x3, [x4, #PERCPU_INJECTED]
-    ldr     x3, [sp, #(31 * 8)]     // ELR: past the store
-    add     x3, x3, #4
-    str     x3, [sp, #(31 * 8)]
-    b       restore_caller_and_eret
+    sgi_loaded x4
 1:
 .endif
     call_handler guest_sgir, 0, caller
