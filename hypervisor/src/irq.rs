@@ -325,7 +325,7 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess
         g.redist_access(frame, off % 0x20000, a.width, write, &mut Hw { p })
     };
     if a.write {
-        // A timer's enable, priority or group may have changed.
+        // A timer's or an SGI's enable, priority or group may have changed.
         for v in 0..p.pcpus.len() {
             publish_direct(p, &g, v);
         }
@@ -493,11 +493,13 @@ fn load_direct(gic: &arch::gic::Gic, here: &cpu::PerCpu, e: &vgic::LrEntry) -> b
     true
 }
 
-/// Publishes, for the interrupt vector's direct path (`entry.S`), the
-/// list-register values of vCPU `vcpu`'s timers as `g` (the partition's
-/// vGIC, locked) now configures them, if it runs on its CPU. Every change
-/// to their configuration is a guest's write to the vGIC's registers,
-/// which publishes after it; a vCPU's entry publishes before it runs.
+/// Publishes, for the vectors' direct paths (`entry.S`), what they need
+/// of vCPU `vcpu` if it runs on its CPU: the list-register values of its
+/// timers and of each SGI it may send itself, as `g` (the partition's
+/// vGIC, locked) now configures them, how it names itself in an SGI, and
+/// (GICv2) where its GICD_SGIR is. Every change to that configuration is
+/// a guest's write to the vGIC's registers, which publishes after it; a
+/// vCPU's entry publishes before it runs.
 /// Under the lock, a vCPU entering after a write sees its result, and one
 /// that entered before is published by it.
 pub fn publish_direct(p: &Partition, g: &Vgic, vcpu: usize) {
