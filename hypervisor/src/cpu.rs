@@ -4,7 +4,8 @@
 
 use crate::arch;
 use crate::arch::gic::SGI_KICK;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::partition::Partition;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub const MAX_CPUS: usize = 8;
 /// The kick's requests.
@@ -51,6 +52,9 @@ pub struct PerCpu {
     requests: AtomicU32,
     /// (partition + 1) << 8 | vcpu while a vCPU runs here; 0 when parked.
     running: AtomicUsize,
+    /// That partition, for a trap's handler (`guest`): one load where its
+    /// index would be checked against the partitions and scaled.
+    partition: AtomicPtr<Partition>,
     /// The running vCPU has new pending virtual interrupts to load into
     /// list registers before it resumes.
     flush: AtomicBool,
@@ -83,6 +87,7 @@ static PER_CPU: [PerCpu; MAX_CPUS] = [const {
         sgir_hpfar: AtomicU64::new(NO_PAGE),
         requests: AtomicU32::new(0),
         running: AtomicUsize::new(0),
+        partition: AtomicPtr::new(core::ptr::null_mut()),
         flush: AtomicBool::new(false),
         posted: AtomicU64::new(0),
         traps: AtomicU64::new(0),
@@ -169,14 +174,29 @@ impl PerCpu {
         }
     }
 
+    /// The partition and vCPU running here, for a trap's handler.
+    pub fn guest(&self) -> Option<(&'static Partition, usize)> {
+        let v = self.running.load(Ordering::Acquire);
+        let p = self.partition.load(Ordering::Relaxed);
+        // SAFETY: `set_running` stores only `&'static Partition`s, and
+        // stores it before `running` (Release), read above (Acquire).
+        (v != 0).then(|| (unsafe { &*p }, v & 0xff))
+    }
+
     /// Records the vCPU this CPU runs. Its direct list-register values are
     /// published after an entry (`irq::publish_direct`) and forgotten here
     /// at a leave (a publisher that saw the vCPU still running may store
     /// them again, harmlessly: nothing reads them before the next entry
     /// publishes its own).
-    pub fn set_running(&self, r: Option<(usize, usize)>) {
-        self.running
-            .store(r.map_or(0, |(p, v)| ((p + 1) << 8) | v), Ordering::Release);
+    pub fn set_running(&self, r: Option<(&'static Partition, usize)>) {
+        if let Some((p, _)) = r {
+            self.partition
+                .store(core::ptr::from_ref(p).cast_mut(), Ordering::Relaxed);
+        }
+        self.running.store(
+            r.map_or(0, |(p, v)| ((p.index + 1) << 8) | v),
+            Ordering::Release,
+        );
         if r.is_none() {
             for d in &self.direct {
                 d.store(0, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 
 use crate::arch::gic::{MAINTENANCE, SGI_KICK};
 use crate::arch::MutexGuard;
-use crate::arch::{self, TrapFrame};
+use crate::arch::{self, CallFrame};
 use crate::cpu;
 use crate::partition::Partition;
 use crate::system;
@@ -309,22 +309,22 @@ fn maintenance() {
 
 /// A trapped access to the partition's distributor or redistributors.
 /// Returns false when the address is not one of them.
-pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess) -> bool {
+pub fn emulate(frame: &mut CallFrame, p: &Partition, vcpu: usize, a: MmioAccess) -> bool {
     let (gicd, gicr) = (p.gic_dist, p.gic_redist);
-    let write = a.write.then(|| a.store_value(frame.reg(a.reg)));
+    let write = a.write().then(|| a.store_value(frame.access_reg(a.reg())));
     let dist = (gicd..gicd + 0x10000).contains(&a.ipa);
     if !dist && (gicr == 0 || !(gicr..gicr + 0x20000 * p.pcpus.len() as u64).contains(&a.ipa)) {
         return false;
     }
     let mut g = p.vgic.lock();
     let r = if dist {
-        g.dist_access(vcpu, a.ipa - gicd, a.width, write, &mut Hw { p })
+        g.dist_access(vcpu, a.ipa - gicd, a.width(), write, &mut Hw { p })
     } else {
         let off = a.ipa - gicr;
         let frame = (off / 0x20000) as usize;
-        g.redist_access(frame, off % 0x20000, a.width, write, &mut Hw { p })
+        g.redist_access(frame, off % 0x20000, a.width(), write, &mut Hw { p })
     };
-    if a.write {
+    if a.write() {
         // A timer's or an SGI's enable, priority or group may have changed.
         for v in 0..p.pcpus.len() {
             publish_direct(p, &g, v);
@@ -336,13 +336,13 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess
             p,
             "{}: vcpu {vcpu} {} unemulated GIC register at {:#x}",
             p.name,
-            if a.write { "wrote" } else { "read" },
+            if a.write() { "wrote" } else { "read" },
             a.ipa
         );
         0
     });
-    if !a.write {
-        frame.set_reg(a.reg, a.load_result(v));
+    if !a.write() {
+        frame.set_access_reg(a.reg(), a.load_result(v));
     }
     true
 }
@@ -351,11 +351,11 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess
 /// path as GICv3's ICC_SGI1R_EL1, with its direct one for an SGI to
 /// itself. Looked for before any other device: it is the one distributor
 /// register written at run time. False for any other access.
-pub fn sgir_write(frame: &TrapFrame, p: &Partition, vcpu: usize, a: &MmioAccess) -> bool {
-    if !a.write || p.gic_redist != 0 || a.ipa != p.gic_dist + vgic::GICD_SGIR {
+pub fn sgir_write(frame: &CallFrame, p: &Partition, vcpu: usize, a: MmioAccess) -> bool {
+    if !a.write() || p.gic_redist != 0 || a.ipa != p.gic_dist + vgic::GICD_SGIR {
         return false;
     }
-    sgir(p, vcpu, a.store_value(frame.reg(a.reg)));
+    sgir(p, vcpu, a.store_value(frame.access_reg(a.reg())));
     true
 }
 

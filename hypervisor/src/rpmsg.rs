@@ -10,7 +10,7 @@
 //! been back in its guest (a kick it sends itself, see `resume`): none is
 //! dropped or reordered, and none waits for its sender to notify again.
 
-use crate::arch::TrapFrame;
+use crate::arch::CallFrame;
 use crate::arch::Yield;
 use crate::console::guest_warn;
 use crate::cpu;
@@ -335,8 +335,11 @@ pub fn quiesce(p: &Partition) {
 }
 
 /// A trapped access to one of the partition's virtio-mmio windows; false
-/// when the address is in none of them.
-pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
+/// when the address is in none of them. A register read is served here,
+/// inline in the trap's handler (the receiver's status read is one per
+/// message); writes and odd widths go to `write`.
+#[inline(always)]
+pub fn emulate(frame: &mut CallFrame, p: &Partition, a: MmioAccess) -> bool {
     let Some(port) = p
         .virtio
         .iter()
@@ -345,23 +348,32 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
         return false;
     };
     let off = a.ipa - port.base;
+    if a.width() == 4 && !a.write() {
+        let v = system().links[port.link].lock().read(port.side, off);
+        frame.set_access_reg(a.reg(), a.load_result(u64::from(v)));
+    } else {
+        write(frame, p, port, off, a);
+    }
+    true
+}
+
+/// The rest of `emulate`: a register write (a notify moves messages), or
+/// an access of another width than a word, which is ignored.
+#[inline(never)]
+fn write(frame: &mut CallFrame, p: &Partition, port: &VirtioPort, off: u64, a: MmioAccess) {
     let mut l = system().links[port.link].lock();
-    if a.width != 4 {
+    if a.width() != 4 {
         debug!(
             "{}: {}-byte access to virtio register {off:#x} ignored",
-            p.name, a.width
+            p.name,
+            a.width()
         );
-        if !a.write {
-            frame.set_reg(a.reg, 0);
+        if !a.write() {
+            frame.set_access_reg(a.reg(), 0);
         }
-        return true;
+        return;
     }
-    if !a.write {
-        let v = l.read(port.side, off);
-        frame.set_reg(a.reg, a.load_result(u64::from(v)));
-        return true;
-    }
-    let v = a.store_value(frame.reg(a.reg)) as u32;
+    let v = a.store_value(frame.access_reg(a.reg())) as u32;
     let mem = memories(port.link);
     let effect = l.dev[port.side].write(off, v, &mem[port.side]);
     match effect {
@@ -392,7 +404,6 @@ pub fn emulate(frame: &mut TrapFrame, p: &Partition, a: &MmioAccess) -> bool {
         Effect::Invalid(f) => fail(port.link, &mut l, port.side, f),
         Effect::Refused => debug!("{}: virtio write {v:#x} to {off:#x} refused", p.name),
     }
-    true
 }
 
 /// `p`'s side of the link it reaches through its remoteproc of partition

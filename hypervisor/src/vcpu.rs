@@ -13,7 +13,7 @@ use partita_core::control;
 use partita_core::guest_cpu::{self, SysRegAnswer};
 use partita_core::lifecycle::Psci;
 use partita_core::psci;
-use partita_core::trap::{self, sysreg, MmioAccess, SysRegAccess, SysRegName, Trap};
+use partita_core::trap::{self, sysreg, MmioAccess, Syndrome, SysRegAccess, SysRegName, Trap};
 use partita_core::vuart::Effect;
 
 const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
@@ -23,7 +23,7 @@ const ICC_SGI0R_EL1: u32 = sysreg(3, 0, 12, 11, 7);
 const NOT_SUPPORTED: u64 = u64::MAX; // SMCCC: -1
 
 /// Runs vCPU `vcpu` of `p` on this CPU from its first instruction.
-pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
+pub fn enter(p: &'static Partition, vcpu: usize, entry: u64, context: u64) -> ! {
     let me = arch::cpu_index();
     arch::configure_vcpu(&VcpuSetup {
         vttbr: p.vttbr(),
@@ -33,7 +33,7 @@ pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
     // An SGI posted for a vCPU that ran here before is not this one's
     // (its senders have left: a partition restarts only once all have).
     cpu::get(me).take_posted();
-    cpu::get(me).set_running(Some((p.index, vcpu)));
+    cpu::get(me).set_running(Some((p, vcpu)));
     irq::publish_direct(p, &p.vgic.lock(), vcpu);
     guest_info!(
         p,
@@ -44,9 +44,15 @@ pub fn enter(p: &Partition, vcpu: usize, entry: u64, context: u64) -> ! {
     arch::run_guest(cpu::stack_top(me), &TrapFrame::boot(entry, context))
 }
 
+/// The partition and vCPU a guest's exception comes from.
 fn current() -> (&'static Partition, usize) {
-    let (p, v) = cpu::current().expect("a guest exception comes from a running vCPU");
-    (&system().partitions[p], v)
+    guest_of(cpu::this())
+}
+
+#[inline(always)]
+fn guest_of(here: &PerCpu) -> (&'static Partition, usize) {
+    here.guest()
+        .expect("a guest exception comes from a running vCPU")
 }
 
 /// An HVC or SMC, with the syndrome the vectors read: they send only
@@ -65,10 +71,8 @@ extern "C" fn guest_call(frame: &mut CallFrame, esr: u64) {
         // and no lock.
         frame.x[0] = v;
     } else {
-        let (p, vcpu) = here
-            .running()
-            .expect("a guest exception comes from a running vCPU");
-        service(frame, &system().partitions[p], vcpu);
+        let (p, vcpu) = guest_of(here);
+        service(frame, p, vcpu);
     }
     irq::flush_if_needed(here);
 }
@@ -96,10 +100,8 @@ extern "C" fn guest_sgir(frame: &mut CallFrame, v: u64) {
 #[inline(always)]
 fn sgi_write(frame: &mut CallFrame, here: &PerCpu, v: u64, send: fn(&Partition, usize, u64)) {
     PerCpu::count(&here.traps);
-    let (p, vcpu) = here
-        .running()
-        .expect("a guest exception comes from a running vCPU");
-    send(&system().partitions[p], vcpu, v);
+    let (p, vcpu) = guest_of(here);
+    send(p, vcpu, v);
     frame.elr += 4;
     irq::flush_if_needed(here);
 }
@@ -110,10 +112,7 @@ fn sgi_write(frame: &mut CallFrame, here: &PerCpu, v: u64, send: fn(&Partition, 
 extern "C" fn guest_sync(frame: &mut TrapFrame, esr: u64) {
     // This CPU's state, found once for the whole trap.
     let here = cpu::this();
-    let (p, vcpu) = here
-        .running()
-        .expect("a guest exception comes from a running vCPU");
-    let p = &system().partitions[p];
+    let (p, vcpu) = guest_of(here);
     let s = arch::syndrome_with(esr);
     PerCpu::count(&here.traps);
     handle_sync(frame, p, vcpu, &s);
@@ -133,13 +132,6 @@ fn handle_sync(
             // A trapped SMC returns to the SMC itself (ELR points at it).
             frame.elr += 4;
             service(frame, p, vcpu)
-        }
-        Trap::Mmio(a) => mmio(frame, p, vcpu, a, s.far),
-        Trap::DataAbort { ipa, write, fsc } => {
-            guest_warn!(p, "{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
-                p.name, if write { "write" } else { "read" });
-            p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            arch::inject_data_abort(frame, s.far, write);
         }
         Trap::InstructionAbort { ipa, fsc } => {
             if !arch::inject_instruction_abort(frame, s.far) {
@@ -163,11 +155,61 @@ fn handle_sync(
             frame.elr += 4;
         }
         Trap::SysReg(r) => system_register(frame, p, vcpu, &r),
-        Trap::Other { .. } => {
+        // Data aborts go to `guest_access` (`entry.S`), never here.
+        Trap::Other { .. } | Trap::Mmio(_) | Trap::DataAbort { .. } => {
             report_fatal("unhandled guest exception", frame);
             life::crash(p, vcpu)
         }
     }
+}
+
+/// A data abort: an access to an emulated device, or outside the
+/// partition's memory and devices. The vector saved x0-x19 and x30, and
+/// the register an access names if it is another (see
+/// `CallFrame::access_reg`).
+#[no_mangle]
+extern "C" fn guest_access(frame: &mut CallFrame, esr: u64) {
+    let here = cpu::this();
+    let (p, vcpu) = guest_of(here);
+    PerCpu::count(&here.traps);
+    access(frame, p, vcpu, &arch::syndrome_with(esr));
+    irq::flush_if_needed(here);
+}
+
+#[inline(always)]
+fn access(frame: &mut CallFrame, p: &Partition, vcpu: usize, s: &Syndrome) {
+    match MmioAccess::decode(s) {
+        // The virtio windows before the vGIC: their accesses carry every
+        // rpmsg message at run time, the vGIC's are mostly set-up.
+        Some(a) if irq::sgir_write(frame, p, vcpu, a) || crate::rpmsg::emulate(frame, p, a) => {
+            frame.elr += 4
+        }
+        Some(a) => mmio(frame, p, vcpu, a, s.far),
+        None => {
+            let write = s.esr & (1 << 6) != 0;
+            outside(frame, p, vcpu, s.ipa(), write, (s.esr & 0x3f) as u8, s.far)
+        }
+    }
+}
+
+/// A data abort at `ipa` that no device of the partition emulates, or
+/// without the syndrome that emulating one needs: the guest gets an abort
+/// of its own.
+#[cold]
+#[inline(never)]
+fn outside(
+    frame: &mut CallFrame,
+    p: &Partition,
+    vcpu: usize,
+    ipa: u64,
+    write: bool,
+    fsc: u8,
+    far: u64,
+) {
+    guest_warn!(p, "{}: vcpu {vcpu} {} at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory and devices; data abort injected",
+        p.name, if write { "write" } else { "read" });
+    p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    arch::inject_data_abort(frame, far, write);
 }
 
 /// A trapped system register or instruction other than the GIC's: set/way
@@ -292,14 +334,12 @@ fn service(frame: &mut CallFrame, p: &'static Partition, vcpu: usize) {
     }
 }
 
-/// A trapped load or store: the partition's emulated devices, or an abort.
-fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
-    // The virtio windows before the vGIC: their accesses carry every rpmsg
-    // message at run time, the vGIC's are mostly set-up.
-    if irq::sgir_write(frame, p, vcpu, &a)
-        || crate::rpmsg::emulate(frame, p, &a)
-        || irq::emulate(frame, p, vcpu, &a)
-    {
+/// A trapped load or store that is neither GICD_SGIR's nor a virtio
+/// window's (`guest_access`): the vGIC's registers, the console's, or an
+/// abort.
+#[inline(never)]
+fn mmio(frame: &mut CallFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
+    if irq::emulate(frame, p, vcpu, a) {
         frame.elr += 4;
         return;
     }
@@ -311,8 +351,12 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
         let off = a.ipa - con.base;
         let mut st = con.state.lock();
         let (uart, line) = &mut *st;
-        if a.write {
-            match uart.write(off, a.width, a.store_value(frame.reg(a.reg)) as u32) {
+        if a.write() {
+            match uart.write(
+                off,
+                a.width(),
+                a.store_value(frame.access_reg(a.reg())) as u32,
+            ) {
                 Some(Effect::Transmit(b)) => {
                     if let Some(l) = line.push(b) {
                         crate::console::guest_line(p.index, &p.name, l, false);
@@ -335,7 +379,7 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
                 ),
             }
         } else {
-            let v = uart.read(off, a.width).unwrap_or_else(|| {
+            let v = uart.read(off, a.width()).unwrap_or_else(|| {
                 guest_note!(
                     p,
                     "{}: read of unknown PL011 register {off:#x} returns 0",
@@ -343,7 +387,7 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
                 );
                 0
             });
-            frame.set_reg(a.reg, a.load_result(u64::from(v)));
+            frame.set_access_reg(a.reg(), a.load_result(u64::from(v)));
         }
         drop(st);
         p.resample_console();
@@ -354,9 +398,10 @@ fn mmio(frame: &mut TrapFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
         p,
         "{}: {} of {} bytes at IPA {:#x} outside its memory and devices; data abort injected",
         p.name,
-        if a.write { "write" } else { "read" },
-        a.width,
+        if a.write() { "write" } else { "read" },
+        a.width(),
         a.ipa
     );
-    arch::inject_data_abort(frame, far, a.write);
+    p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    arch::inject_data_abort(frame, far, a.write());
 }

@@ -139,19 +139,43 @@ pub fn registers() {
         report(case, &regs, &want);
     }
 
-    // An emulated load into a callee-saved register: the distributor's
-    // GICD_TYPER into w25.
+    // Emulated loads of the distributor's GICD_TYPER into registers the
+    // vector saves in every frame (w5, w19, w30), into ones it saves only
+    // for such an access (w20-w29), and into the zero register; a store
+    // of the zero register (to GICD_ISENABLER1: enables nothing).
     let typer_at = gic::gicd() + 4;
     let typer: u32;
     // SAFETY: a read-only register of our own distributor, with a load
     // whose syndrome the hypervisor can emulate (no writeback).
     unsafe { asm!("ldr {0:w}, [{1}]", out(reg) typer, in(reg) typer_at) };
-    let mut regs = patterns;
-    regs[0] = typer_at;
-    with_registers!(&mut regs, "ldr w25, [x0]");
-    let mut want = patterns;
-    want[25] = u64::from(typer);
-    report("mmio load into w25", &regs, &want);
+    for (case, n) in [
+        ("mmio load into w5", 5),
+        ("mmio load into w19", 19),
+        ("mmio load into w20", 20),
+        ("mmio load into w25", 25),
+        ("mmio load into w29", 29),
+        ("mmio load into w30", 30),
+        ("mmio load into wzr", 31),
+        ("mmio store of wzr", 32),
+    ] {
+        let mut regs = patterns;
+        regs[0] = typer_at;
+        match n {
+            5 => with_registers!(&mut regs, "ldr w5, [x0]"),
+            19 => with_registers!(&mut regs, "ldr w19, [x0]"),
+            20 => with_registers!(&mut regs, "ldr w20, [x0]"),
+            25 => with_registers!(&mut regs, "ldr w25, [x0]"),
+            29 => with_registers!(&mut regs, "ldr w29, [x0]"),
+            30 => with_registers!(&mut regs, "ldr w30, [x0]"),
+            31 => with_registers!(&mut regs, "ldr wzr, [x0]"),
+            _ => with_registers!(&mut regs, "str wzr, [x0, #0x100]"),
+        }
+        let mut want = patterns;
+        if n <= 30 {
+            want[n] = u64::from(typer);
+        }
+        report(case, &regs, &want);
+    }
 
     // Interrupts taken at EL2 while every register holds its pattern:
     // the timer's, and on GICv2 its maintenance interrupt, then the

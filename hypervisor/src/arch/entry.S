@@ -255,7 +255,8 @@ el2_vectors:
     // null call is answered on four (`null_call`). A write of
     // ICC_SGI1R_EL1 from x0-x19 goes to guest_sgi1r on those as well
     // (`sync_not_call`), and so does GICv2's GICD_SGIR to guest_sgir
-    // (`sync_data_abort`). Every other trap may name any register.
+    // (`sync_data_abort`). A data abort goes to guest_access with the
+    // register it names saved. Every other trap may name any register.
     .balign 0x80
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #16 * 0]
@@ -387,37 +388,41 @@ sync_not_call:
 .endif
     call_handler guest_sgi1r, 0, caller
 
-// A data abort (x1 its ESR; x0-x19 saved, so x0 and x2-x7 are scratch).
+// A data abort (x1 its ESR; x0-x19 saved, so x0 and x2-x7 are scratch)
+// goes to guest_access, which needs only the register its instruction
+// syndrome names (none without one): on the caller-saved frame, unless
+// that is one of x20-x29.
 // On GICv2, a word store from x0-x19 that the vGIC would emulate
-// (`Trap::decode`: ISV, a translation, access-flag or permission fault)
-// at the GICD_SGIR of the partition running here (its page published by
-// `irq::publish_direct` in HPFAR_EL2's form) goes to guest_sgir with the value stored, on
-// the caller-saved registers, as GICv3's ICC_SGI1R_EL1 does.
+// (`Trap::decode`: a translation, access-flag or permission fault) at the
+// GICD_SGIR of the partition running here (its page published by
+// `irq::publish_direct` in HPFAR_EL2's form) goes to guest_sgir with the
+// value stored, as GICv3's ICC_SGI1R_EL1 does.
 sync_data_abort:
-    tbz     w1, #6, guest_sync_all  // a load
+    tbz     w1, #24, access_caller  // no syndrome: names no register
+    ubfx    x2, x1, #16, #5         // SRT
+    cmp     x2, #19
+    b.hi    access_high
+    tbz     w1, #6, access_caller   // a load
     adrp    x0, GICV2_FRAMES
     ldr     x0, [x0, :lo12:GICV2_FRAMES]
-    cbz     x0, guest_sync_all      // GICv3
+    cbz     x0, access_caller       // GICv3
     mrs     x3, hpfar_el2
     this_cpu x4, x5
     ldr     x5, [x4, #PERCPU_SGIR_HPFAR]
     cmp     x3, x5
-    b.ne    guest_sync_all          // not the GICD_SGIR's page
+    b.ne    access_caller           // not the GICD_SGIR's page
     mrs     x3, far_el2
     and     x3, x3, #0xfff
     cmp     x3, #GICD_SGIR
-    b.ne    guest_sync_all
+    b.ne    access_caller
     and     w0, w1, #0x1c00000      // ISV, SAS
-    mov     w2, #0x1800000          // ISV, a word
-    cmp     w0, w2
-    b.ne    guest_sync_all
+    mov     w3, #0x1800000          // ISV, a word
+    cmp     w0, w3
+    b.ne    access_caller
     ubfx    x0, x1, #2, #4          // DFSC >> 2: 1 to 3
     sub     x0, x0, #1
     cmp     x0, #2
-    b.hi    guest_sync_all
-    ubfx    x2, x1, #16, #5         // SRT
-    cmp     x2, #19
-    b.hi    guest_sync_all
+    b.hi    access_caller
     ldr     x1, [sp, x2, lsl #3]
 .ifndef PARTITA_EL2_TIME
     // As GICv3's ICC_SGI1R_EL1 above: an SGI to this vCPU alone (by its
@@ -454,6 +459,14 @@ sync_data_abort:
 1:
 .endif
     call_handler guest_sgir, 0, caller
+
+access_caller:
+    call_handler guest_access, 0, caller
+access_high:                        // x20-x30 or the zero register
+    cmp     x2, #29
+    b.hi    access_caller
+    save_callee
+    call_handler guest_access, 0, all
 
 guest_sync_all:
     save_callee

@@ -53,8 +53,9 @@ entry_asm!(".set PARTITA_EL2_TIME, 1");
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallFrame {
     pub x: [u64; 19],
-    callee: [u64; 11],
-    pub x30: u64,
+    /// x19-x30: x30 always saved, x19 with x18, the others only when the
+    /// frame is a `TrapFrame` or an access names them.
+    rest: [u64; 12],
     pub elr: u64,
     pub spsr: u64,
     _pad: u64,
@@ -76,7 +77,32 @@ pub struct TrapFrame {
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == core::mem::size_of::<CallFrame>());
 const _: () =
     assert!(core::mem::offset_of!(TrapFrame, elr) == core::mem::offset_of!(CallFrame, elr));
-const _: () = assert!(core::mem::offset_of!(CallFrame, x30) == 30 * 8);
+const _: () = assert!(core::mem::offset_of!(CallFrame, rest) == 19 * 8);
+
+impl CallFrame {
+    /// Reads the register an emulated load or store names (`SRT`; 31 is
+    /// the zero register). The vectors save it whichever it is: x0-x19
+    /// and x30 are in every frame, x20-x29 are saved for an access that
+    /// names one of them (`entry.S`, `sync_data_abort`).
+    pub fn access_reg(&self, n: u8) -> u64 {
+        let n = usize::from(n);
+        match n {
+            0..=18 => self.x[n],
+            19..=30 => self.rest[n - 19],
+            _ => 0,
+        }
+    }
+
+    /// Writes that register; a load into the zero register is lost.
+    pub fn set_access_reg(&mut self, n: u8, v: u64) {
+        let n = usize::from(n);
+        match n {
+            0..=18 => self.x[n] = v,
+            19..=30 => self.rest[n - 19] = v,
+            _ => {}
+        }
+    }
+}
 
 impl core::ops::Deref for TrapFrame {
     type Target = CallFrame;
@@ -425,7 +451,7 @@ pub fn take_interrupts_at_el2() {
 
 /// Injects a synchronous external abort into the guest at EL1, as the
 /// hardware would deliver a data abort to the guest's own vectors.
-pub fn inject_data_abort(frame: &mut TrapFrame, far: u64, write: bool) {
+pub fn inject_data_abort(frame: &mut CallFrame, far: u64, write: bool) {
     let e = partita_core::trap::abort_entry(frame.spsr, VBAR_EL1.get());
     let esr = partita_core::trap::injected_data_abort_esr(e.from_lower_el, write);
     inject(frame, &e, esr, far);
@@ -456,7 +482,7 @@ pub fn inject_undefined(frame: &mut TrapFrame) {
 
 /// Takes a synchronous exception to the guest's EL1 as the hardware would:
 /// syndrome, fault address, return state, then its vector.
-fn inject(frame: &mut TrapFrame, e: &partita_core::trap::AbortEntry, esr: u64, far: u64) {
+fn inject(frame: &mut CallFrame, e: &partita_core::trap::AbortEntry, esr: u64, far: u64) {
     ESR_EL1.set(esr);
     FAR_EL1.set(far);
     ELR_EL1.set(frame.elr);
