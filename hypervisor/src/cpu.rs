@@ -223,6 +223,11 @@ impl PerCpu {
         self.sgi_self.store(me.unwrap_or(NO_SGI), Ordering::Relaxed);
     }
 
+    /// Interrupts this CPU (see `kick`) through `gic`.
+    pub fn kick(&self, gic: &arch::gic::Gic) {
+        gic.send_sgi(self.sgi_target.load(Ordering::Relaxed), SGI_KICK);
+    }
+
     /// The list-register value the direct path injects for `ppi` (27..=30)
     /// of the vCPU running here; 0 for the whole handler.
     pub fn set_direct(&self, ppi: u32, lr: u64) {
@@ -244,8 +249,7 @@ pub fn current() -> Option<(usize, usize)> {
 /// Interrupts CPU `cpu`, wherever it is: it looks at its lifecycle work
 /// (when parked) or loads list registers (when running).
 pub fn kick(cpu: usize) {
-    let target = get(cpu).sgi_target.load(Ordering::Relaxed);
-    crate::system().gic.send_sgi(target, SGI_KICK);
+    get(cpu).kick(&crate::system().gic);
 }
 
 /// Records, at boot, how the GIC reaches each CPU.

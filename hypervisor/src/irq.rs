@@ -193,25 +193,7 @@ pub fn handle_physical(iar: u32) {
         match id {
             SGI_KICK => {
                 sys.gic.deactivate(iar);
-                match here.take_posted() {
-                    0 => {}
-                    v => load_posted(here, v),
-                }
-                let requests = here.take_requests();
-                if requests & cpu::STOP != 0 {
-                    if let Some((p, v)) = here.running() {
-                        let p = &sys.partitions[p];
-                        let leaving = p.life.lock().leave(v);
-                        if let Some(kick) = leaving {
-                            crate::life::leave(p, kick);
-                        }
-                    }
-                }
-                if requests & cpu::RESUME != 0 {
-                    crate::rpmsg::resume();
-                }
-                // Whoever made something pending for the vCPU here asked
-                // for the flush before kicking (`Hw::notify`).
+                kicked(sys, here);
             }
             // Level-sensitive: its condition (list registers run low, or
             // an EOI to act on) is dealt with before it is deactivated.
@@ -273,6 +255,42 @@ pub fn handle_physical(iar: u32) {
         }
     }
     flush_if_needed(here);
+}
+
+/// The kick SGI (`iar`, its acknowledge value), taken from a guest: the
+/// vectors send it here rather than to `handle_physical`, whose dispatch
+/// and registers an SGI to another CPU's vCPU paid for on its receiving
+/// side.
+pub fn kick_taken(iar: u32) {
+    let sys = system();
+    let here = cpu::this();
+    sys.gic.complete(iar);
+    kicked(sys, here);
+    flush_if_needed(here);
+}
+
+/// What the kick asks, once it is deactivated: a posted SGI to load, the
+/// vCPU to leave (`STOP`), a pump to resume (`RESUME`). Whoever made
+/// something pending for the vCPU here asked for the flush before kicking
+/// (`Hw::notify`); the caller does it.
+#[inline(always)]
+fn kicked(sys: &crate::System, here: &'static cpu::PerCpu) {
+    match here.take_posted() {
+        0 => {}
+        v => load_posted(&sys.gic, here, v),
+    }
+    let requests = here.take_requests();
+    if requests & cpu::STOP != 0 {
+        if let Some((p, v)) = here.guest() {
+            let leaving = p.life.lock().leave(v);
+            if let Some(kick) = leaving {
+                crate::life::leave(p, kick);
+            }
+        }
+    }
+    if requests & cpu::RESUME != 0 {
+        crate::rpmsg::resume();
+    }
 }
 
 /// The list registers ran low with interrupts still waiting, or the guest
@@ -428,16 +446,20 @@ fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bo
         return false;
     };
     let target = cpu::get(pcpu);
-    if target.running() != Some((p.index, to)) {
+    if !target
+        .guest()
+        .is_some_and(|(q, v)| core::ptr::eq(q, p) && v == to)
+    {
         return false;
     }
     let Some(e) = g.direct_sgi_from(from, to, intid) else {
         return false;
     };
-    if !target.post(system().gic.lr_encode(&e)) {
+    let gic = &system().gic;
+    if !target.post(gic.lr_encode(&e)) {
         return false;
     }
-    cpu::kick(pcpu);
+    target.kick(gic);
     true
 }
 
@@ -448,11 +470,10 @@ fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bo
 /// of line: inlined into the interrupt handler, it cost the timer's
 /// direct path 6 instructions.
 #[inline(never)]
-fn load_posted(here: &cpu::PerCpu, v: u64) {
-    let Some((p, vcpu)) = here.running() else {
+fn load_posted(gic: &arch::gic::Gic, here: &cpu::PerCpu, v: u64) {
+    let Some((p, vcpu)) = here.guest() else {
         return;
     };
-    let gic = &system().gic;
     let intid = gic.lr_intid(v);
     let free = gic.empty_lrs() & gic.lr_mask();
     match held(gic, !free & gic.lr_mask(), intid) {
@@ -462,7 +483,6 @@ fn load_posted(here: &cpu::PerCpu, v: u64) {
         ),
         None if free != 0 => gic.write_lr(free.trailing_zeros() as usize, v),
         None => {
-            let p = &system().partitions[p];
             p.vgic.lock().raise(vcpu, intid, &mut Hw { p });
             return;
         }

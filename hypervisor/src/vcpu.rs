@@ -88,11 +88,11 @@ extern "C" fn guest_sgi1r(frame: &mut CallFrame, v: u64, here: &'static PerCpu) 
 
 /// GICv2: a word stored (value `v`, in its low half) from x0..x19 to
 /// the partition's GICD_SGIR, which the vectors send here as they send
-/// ICC_SGI1R_EL1 to `guest_sgi1r`. From any other register it comes
-/// through `guest_sync`.
+/// ICC_SGI1R_EL1 to `guest_sgi1r`, with this CPU's state. From any other
+/// register it comes through `guest_access`.
 #[no_mangle]
-extern "C" fn guest_sgir(frame: &mut CallFrame, v: u64) {
-    sgi_write(frame, cpu::this(), v & 0xffff_ffff, irq::sgir)
+extern "C" fn guest_sgir(frame: &mut CallFrame, v: u64, here: &'static PerCpu) {
+    sgi_write(frame, here, v & 0xffff_ffff, irq::sgir)
 }
 
 /// The two above: the SGI register written with `v`, carried out by
@@ -256,6 +256,12 @@ fn system_register(frame: &mut TrapFrame, p: &Partition, vcpu: usize, r: &SysReg
 #[no_mangle]
 extern "C" fn guest_irq(_frame: &mut CallFrame, iar: u64) {
     irq::handle_physical(iar as u32);
+}
+
+/// The kick SGI from a guest, which the vectors tell from the rest.
+#[no_mangle]
+extern "C" fn guest_kick(_frame: &mut CallFrame, iar: u64) {
+    irq::kick_taken(iar as u32);
 }
 
 #[no_mangle]

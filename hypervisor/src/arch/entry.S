@@ -458,6 +458,7 @@ sync_data_abort:
     sgi_loaded x4
 1:
 .endif
+    mov     x2, x4                  // this CPU's PerCpu
     call_handler guest_sgir, 0, caller
 
 access_caller:
@@ -511,11 +512,17 @@ irq_injected:
     add     sp, sp, #FRAME_SIZE
     eret
 
-// The rest of an interrupt's frame, x0 its acknowledge value.
+// The rest of an interrupt's frame, x0 its acknowledge value; the kick
+// (an SGI from another CPU: a posted SGI, a request) has its own handler.
 irq_handler:
     save_caller_from_x4 x2, x3
     mov     x1, x0
+    and     w2, w0, #0x3ff
+    cmp     w2, #SGI_KICK
+    b.eq    irq_kick
     call_handler guest_irq, 1, caller
+irq_kick:
+    call_handler guest_kick, 1, caller
 
 restore_all_and_eret:
     ldp     x20, x21, [sp, #16 * 10]

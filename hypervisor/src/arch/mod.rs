@@ -24,6 +24,7 @@ macro_rules! entry_asm {
             ".equ CONTROL_NULL, {null}",
             ".equ DIRECT_FIRST_PPI, {first}",
             ".equ MAX_CPUS, {cpus}",
+            ".equ SGI_KICK, {kick}",
             include_str!("entry.S"),
             shift = const crate::cpu::SIZE_SHIFT,
             injected = const crate::cpu::OFFSET_INJECTED,
@@ -35,6 +36,7 @@ macro_rules! entry_asm {
             null = const partita_core::control::NULL,
             first = const crate::cpu::DIRECT_FIRST_PPI,
             cpus = const crate::cpu::MAX_CPUS,
+            kick = const crate::arch::gic::SGI_KICK,
         );
     };
 }
