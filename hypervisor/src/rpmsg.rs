@@ -169,17 +169,25 @@ impl GuestMemory for PartitionMemory<'_> {
     }
 }
 
-fn memories(link: usize) -> [PartitionMemory<'static>; 2] {
+/// The partitions on the two sides of `link`, in side order.
+fn ends(link: usize) -> [&'static Partition; 2] {
     let sys = system();
     let d = sys.config.links[link].domains;
-    [
-        PartitionMemory {
-            ranges: &sys.partitions[d[0]].memory,
-        },
-        PartitionMemory {
-            ranges: &sys.partitions[d[1]].memory,
-        },
-    ]
+    [&sys.partitions[d[0]], &sys.partitions[d[1]]]
+}
+
+/// The same, where partition `p` is known to be `port`'s side: only its
+/// peer is looked up.
+fn ends_from(p: &'static Partition, port: &VirtioPort) -> [&'static Partition; 2] {
+    let peer = partition_of(port.link, 1 - port.side);
+    match port.side {
+        0 => [p, peer],
+        _ => [peer, p],
+    }
+}
+
+fn memories(ends: &[&'static Partition; 2]) -> [PartitionMemory<'static>; 2] {
+    ends.map(|p| PartitionMemory { ranges: &p.memory })
 }
 
 fn partition_of(link: usize, side: usize) -> &'static Partition {
@@ -188,7 +196,11 @@ fn partition_of(link: usize, side: usize) -> &'static Partition {
 }
 
 fn raise(link: usize, side: usize) {
-    let p = partition_of(link, side);
+    raise_in(partition_of(link, side), link, side)
+}
+
+/// `raise`, with side `side`'s partition `p` at hand.
+fn raise_in(p: &Partition, link: usize, side: usize) {
     if let Some(port) = p.virtio.iter().find(|v| v.link == link && v.side == side) {
         p.vgic.lock().raise(0, port.spi, &mut Hw { p });
     }
@@ -211,15 +223,10 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
 /// lock (`l` holds it for the first), at most `PER_TRAP` of them; if more
 /// wait, `port` (the side this CPU's partition trapped on) notes them and
 /// the CPU kicks itself to go on after it has been back in its guest.
-/// Raises whichever interrupts the drivers asked for.
-/// `mem` is `memories(link)`, which a write to the device has at hand.
-fn pump(
-    link: usize,
-    mut l: Guard,
-    from: usize,
-    port: &VirtioPort,
-    mut mem: [PartitionMemory<'static>; 2],
-) {
+/// Raises whichever interrupts the drivers asked for. `ends` are the
+/// link's partitions (`ends`), which a write to the device has at hand.
+fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'static Partition; 2]) {
+    let mut mem = memories(&ends);
     // One message, or none, is the common case: the loop for more is
     // kept out of line, where what it keeps across messages costs nothing
     // here.
@@ -236,15 +243,11 @@ fn pump(
     drop(l);
     if total.messages > 0 {
         let n = u64::from(total.messages);
-        partition_of(link, from)
-            .rpmsg_out
-            .fetch_add(n, Ordering::Relaxed);
-        partition_of(link, 1 - from)
-            .rpmsg_in
-            .fetch_add(n, Ordering::Relaxed);
+        ends[from].rpmsg_out.fetch_add(n, Ordering::Relaxed);
+        ends[1 - from].rpmsg_in.fetch_add(n, Ordering::Relaxed);
     }
     for side in (0..2).filter(|&s| total.interrupt[s]) {
-        raise(link, side);
+        raise_in(ends[side], link, side);
     }
 }
 
@@ -299,7 +302,7 @@ pub fn resume() {
                     system().links[port.link].lock(),
                     from,
                     port,
-                    memories(port.link),
+                    ends(port.link),
                 );
             }
         }
@@ -339,7 +342,7 @@ pub fn quiesce(p: &Partition) {
 /// inline in the trap's handler (the receiver's status read is one per
 /// message); writes and odd widths go to `write`.
 #[inline(always)]
-pub fn emulate(frame: &mut CallFrame, p: &Partition, a: MmioAccess) -> bool {
+pub fn emulate(frame: &mut CallFrame, p: &'static Partition, a: MmioAccess) -> bool {
     let Some(port) = p
         .virtio
         .iter()
@@ -360,7 +363,7 @@ pub fn emulate(frame: &mut CallFrame, p: &Partition, a: MmioAccess) -> bool {
 /// The rest of `emulate`: a register write (a notify moves messages), or
 /// an access of another width than a word, which is ignored.
 #[inline(never)]
-fn write(frame: &mut CallFrame, p: &Partition, port: &VirtioPort, off: u64, a: MmioAccess) {
+fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u64, a: MmioAccess) {
     let mut l = system().links[port.link].lock();
     if a.width() != 4 {
         debug!(
@@ -374,8 +377,10 @@ fn write(frame: &mut CallFrame, p: &Partition, port: &VirtioPort, off: u64, a: M
         return;
     }
     let v = a.store_value(frame.access_reg(a.reg())) as u32;
-    let mem = memories(port.link);
-    let effect = l.dev[port.side].write(off, v, &mem[port.side]);
+    // The device sees its own partition's memory (to check rings made
+    // ready); the peer is looked up only for a pump.
+    let own = PartitionMemory { ranges: &p.memory };
+    let effect = l.dev[port.side].write(off, v, &own);
     match effect {
         // Transmit: this side's messages move. Receive buffers posted: the
         // other side's waiting messages can move.
@@ -385,7 +390,7 @@ fn write(frame: &mut CallFrame, p: &Partition, port: &VirtioPort, off: u64, a: M
             } else {
                 1 - port.side
             };
-            pump(port.link, l, from, port, mem);
+            pump(port.link, l, from, port, ends_from(p, port));
         }
         // Messages that waited for this side's driver move now, without
         // waiting for its first notify: the buffers it posted before
@@ -393,11 +398,11 @@ fn write(frame: &mut CallFrame, p: &Partition, port: &VirtioPort, off: u64, a: M
         // it has received).
         Effect::DriverOk => {
             changed(port.link, &mut l, port.side, false);
-            pump(port.link, l, 1 - port.side, port, mem);
+            pump(port.link, l, 1 - port.side, port, ends_from(p, port));
         }
         // The same when its receive queue becomes ready after DRIVER_OK.
         Effect::QueueReady(q) if usize::from(q) == RX && l.dev[port.side].driver_ok() => {
-            pump(port.link, l, 1 - port.side, port, mem);
+            pump(port.link, l, 1 - port.side, port, ends_from(p, port));
         }
         Effect::QueueReady(_) | Effect::None => {}
         Effect::Reset => changed(port.link, &mut l, port.side, false),
@@ -432,7 +437,8 @@ pub fn vdev_ready(
     let align = u32::try_from(align).map_err(|_| ControlError::BadLink)?;
     let mut l = system().links[port.link].lock();
     let was_live = l.dev[port.side].driver_ok();
-    let mem = memories(port.link);
+    let ends = ends(port.link);
+    let mem = memories(&ends);
     if let Err(f) = l.dev[port.side].attach(rings, size, align, &mem[port.side]) {
         // Its old rings are gone with the reset: the peer sees it down.
         if was_live {
@@ -444,7 +450,7 @@ pub fn vdev_ready(
         });
     }
     changed(port.link, &mut l, port.side, false);
-    pump(port.link, l, 1 - port.side, port, mem);
+    pump(port.link, l, 1 - port.side, port, ends);
     Ok(())
 }
 
@@ -471,6 +477,6 @@ pub fn kick(p: &Partition, target: usize, vring: u64) -> Result<(), ControlError
         _ => return Err(ControlError::BadLink),
     };
     let l = system().links[port.link].lock();
-    pump(port.link, l, from, port, memories(port.link));
+    pump(port.link, l, from, port, ends(port.link));
     Ok(())
 }

@@ -177,7 +177,7 @@ extern "C" fn guest_access(frame: &mut CallFrame, esr: u64) {
 }
 
 #[inline(always)]
-fn access(frame: &mut CallFrame, p: &Partition, vcpu: usize, s: &Syndrome) {
+fn access(frame: &mut CallFrame, p: &'static Partition, vcpu: usize, s: &Syndrome) {
     match MmioAccess::decode(s) {
         // The virtio windows before the vGIC: their accesses carry every
         // rpmsg message at run time, the vGIC's are mostly set-up.
