@@ -433,34 +433,79 @@ fn send_sgi_queued(p: &Partition, mut g: MutexGuard<Vgic>, vcpu: usize, targets:
 
 /// SGI `intid` from `from` to vCPU `to` of `p` (another one, running on
 /// its CPU; the vGIC's lock held): if it can go straight into a list
-/// register there (`Vgic::direct_sgi_from`), its value is posted in that
-/// CPU's slot and the kick sent, and the kick's handler loads it
-/// (`load_posted`) without the lock, the pending set or the flush. False
-/// when it cannot (the vCPU is not running, the SGI is disabled, others
-/// wait for the vCPU, or an earlier post is not loaded yet). Out of line,
-/// as `sgir` is, for the size of `guest_sync`.
+/// register there (`Vgic::direct_sgi_from`), it is posted (`post_to`).
+/// False when it cannot (the vCPU is not running, the SGI is disabled,
+/// others wait for the vCPU, or an earlier post is not loaded yet). Out
+/// of line, as `sgir` is, for the size of `guest_sync`.
 #[inline(never)]
 fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bool {
     let to = to as usize;
-    let Some(&pcpu) = p.pcpus.get(to).filter(|_| to != from) else {
+    if to == from {
         return false;
-    };
-    let target = cpu::get(pcpu);
-    if !target
-        .guest()
-        .is_some_and(|(q, v)| core::ptr::eq(q, p) && v == to)
-    {
+    }
+    // Checked before the entry is made: `direct_sgi_from` records the
+    // source for a queued copy.
+    if !running(p, to) {
         return false;
     }
     let Some(e) = g.direct_sgi_from(from, to, intid) else {
         return false;
     };
+    post_to(p, to, &e)
+}
+
+/// Emulated SPI `intid` of `p` raised (the vGIC's lock held; an rpmsg
+/// device's): posted to its target vCPU as `post_sgi` posts an SGI, when
+/// `Vgic::direct_spi` allows and that vCPU runs on another CPU. False to
+/// raise it through the pending set.
+pub fn post_spi(p: &Partition, g: &mut Vgic, intid: u32) -> bool {
+    match g.direct_spi(intid) {
+        Some((to, e)) => {
+            p.pcpus.get(to) != Some(&arch::cpu_index()) && running(p, to) && post_to(p, to, &e)
+        }
+        None => false,
+    }
+}
+
+/// Whether vCPU `to` of `p` runs on its CPU.
+#[inline(always)]
+fn running(p: &Partition, to: usize) -> bool {
+    p.pcpus.get(to).is_some_and(|&pcpu| {
+        cpu::get(pcpu)
+            .guest()
+            .is_some_and(|(q, v)| core::ptr::eq(q, p) && v == to)
+    })
+}
+
+/// Posts entry `e` in the slot of the CPU running vCPU `to` of `p` and
+/// kicks it; its handler loads it (`load_posted`) without the vGIC's lock,
+/// the pending set or the flush. The caller holds the vGIC's lock from
+/// its look at that CPU (`running`) to here: a vCPU leaves under it too
+/// (`leave_cpu`), taking back what was posted. False while an earlier
+/// post is not loaded yet.
+#[inline(always)]
+fn post_to(p: &Partition, to: usize, e: &vgic::LrEntry) -> bool {
+    let target = cpu::get(p.pcpus[to]);
     let gic = &system().gic;
-    if !target.post(gic.lr_encode(&e)) {
+    if !target.post(gic.lr_encode(e)) {
         return false;
     }
     target.kick(gic);
     true
+}
+
+/// The vCPU running here (`vcpu` of `p`) leaves this CPU. Under its
+/// vGIC's lock, which every poster holds (`post_to`): an SGI or SPI
+/// posted for it and not yet loaded is not lost, but pending in the vGIC,
+/// as the pending set would have kept it.
+pub fn leave_cpu(p: &Partition, here: &cpu::PerCpu) {
+    let mut g = p.vgic.lock();
+    let vcpu = here.guest().map(|(_, v)| v);
+    here.set_running(None);
+    let posted = here.take_posted();
+    if let (Some(vcpu), true) = (vcpu, posted != 0) {
+        g.raise(vcpu, system().gic.lr_intid(posted), &mut Hw { p });
+    }
 }
 
 /// Loads list-register value `v`, which another CPU posted for the vCPU

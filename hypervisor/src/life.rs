@@ -38,7 +38,7 @@ pub fn leave(p: &Partition, kick: u32) -> ! {
     for ppi in [crate::irq::VTIMER, crate::irq::PTIMER] {
         sys.gic.clear_local(ppi, sys.config.cpus[me].mpidr);
     }
-    cpu::get(me).set_running(None);
+    crate::irq::leave_cpu(p, cpu::get(me));
     ask_to_leave(p, kick);
     arch::park(cpu::stack_top(me))
 }

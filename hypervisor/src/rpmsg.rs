@@ -202,7 +202,10 @@ fn raise(link: usize, side: usize) {
 /// `raise`, with side `side`'s partition `p` at hand.
 fn raise_in(p: &Partition, link: usize, side: usize) {
     if let Some(port) = p.virtio.iter().find(|v| v.link == link && v.side == side) {
-        p.vgic.lock().raise(0, port.spi, &mut Hw { p });
+        let mut g = p.vgic.lock();
+        if !crate::irq::post_spi(p, &mut g, port.spi) {
+            g.raise(0, port.spi, &mut Hw { p });
+        }
     }
 }
 

@@ -298,6 +298,33 @@ impl Vgic {
         Some(e)
     }
 
+    /// Emulated SPI `intid` raised: its target vCPU and list-register
+    /// entry, if it may go straight into a list register there (the
+    /// distributor and the SPI enabled, the SPI not already pending,
+    /// nothing else waiting for that vCPU), as `next_for_lr` would give
+    /// it; `None` to raise it through the pending set.
+    pub fn direct_spi(&self, intid: u32) -> Option<(usize, LrEntry)> {
+        if intid < SPI_BASE || !self.enabled() {
+            return None;
+        }
+        let i = self.irq(0, intid)?;
+        let t = usize::from(i.target);
+        if i.hw || !i.enabled || i.pending || *self.summary.get(t)? != 0 {
+            return None;
+        }
+        Some((
+            t,
+            LrEntry {
+                intid,
+                priority: i.priority,
+                hw: false,
+                group1: i.group1,
+                eoi_maintenance: !i.edge,
+                source: 0,
+            },
+        ))
+    }
+
     /// The list-register entry of SGI `intid` that `vcpu` sends itself,
     /// while it is enabled, whatever else waits: what the vectors load
     /// themselves when they see nothing else wait (no entry in a list
@@ -921,6 +948,35 @@ mod tests {
         assert!(e.intid == 3 && e.source == 0 && !g.has_pending(1));
         assert_eq!(g.direct_sgi_from(0, 9, 3), None, "no vCPU 9");
         assert_eq!(g.direct_sgi_from(9, 1, 3), None, "no vCPU 9");
+    }
+
+    #[test]
+    fn direct_spis_only_when_deliverable_and_nothing_waits_for_their_target() {
+        let (mut g, mut be) = v3();
+        assert_eq!(g.direct_spi(33), None, "not enabled yet");
+        g.dist_access(0, 0x104, 4, Some(1 << 1), &mut be).unwrap();
+        assert_eq!(g.direct_spi(33), None, "distributor disabled");
+        g.dist_access(0, 0x000, 4, Some(0b10), &mut be).unwrap();
+        // Routed to vCPU 1: the entry goes there, level-sensitive (EOI
+        // maintenance) until configured edge.
+        g.dist_access(0, 0x6000 + 8 * 33, 8, Some(1), &mut be)
+            .unwrap();
+        let (t, e) = g.direct_spi(33).unwrap();
+        assert!(t == 1 && e.intid == 33 && !e.hw && e.eoi_maintenance && !g.has_pending(1));
+        g.dist_access(0, 0xc08, 4, Some(0b10 << 2), &mut be)
+            .unwrap();
+        assert!(!g.direct_spi(33).unwrap().1.eoi_maintenance, "edge");
+        assert_eq!(g.direct_spi(34), None, "passed through");
+        assert_eq!(g.direct_spi(40), None, "not owned");
+        assert_eq!(g.direct_spi(27), None, "a PPI is no SPI");
+        // Another interrupt waiting for vCPU 1: no overtaking.
+        g.redist_access(1, 0x10100, 4, Some(1), &mut be).unwrap();
+        g.send_sgi(0, 0b10, 0, &mut be);
+        assert_eq!(g.direct_spi(33), None);
+        assert_eq!(g.next_for_lr(1).map(|e| e.intid), Some(0));
+        // Already pending: through the pending set.
+        g.raise(0, 33, &mut be);
+        assert_eq!(g.direct_spi(33), None);
     }
 
     #[test]
