@@ -13,7 +13,7 @@ use partita_core::control;
 use partita_core::guest_cpu::{self, SysRegAnswer};
 use partita_core::lifecycle::Psci;
 use partita_core::psci;
-use partita_core::trap::{self, sysreg, MmioAccess, Syndrome, SysRegAccess, SysRegName, Trap};
+use partita_core::trap::{self, sysreg, MmioAccess, SysRegAccess, SysRegName, Trap};
 use partita_core::vuart::Effect;
 
 const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
@@ -30,8 +30,9 @@ pub fn enter(p: &'static Partition, vcpu: usize, entry: u64, context: u64) -> ! 
         vmpidr: psci::vmpidr(vcpu),
     });
     system().gic.set_virtual_interface(false);
-    // An SGI posted for a vCPU that ran here before is not this one's
-    // (its senders have left: a partition restarts only once all have).
+    // Nothing posted for a vCPU that ran here before can wait (it took
+    // back its posts as it left, `irq::leave_cpu`); cleared all the same,
+    // as what is loaded here must be this vCPU's.
     cpu::get(me).take_posted();
     cpu::get(me).set_running(Some((p, vcpu)));
     irq::publish_direct(p, &p.vgic.lock(), vcpu);
@@ -172,13 +173,8 @@ extern "C" fn guest_access(frame: &mut CallFrame, esr: u64) {
     let here = cpu::this();
     let (p, vcpu) = guest_of(here);
     PerCpu::count(&here.traps);
-    access(frame, p, vcpu, &arch::syndrome_with(esr));
-    irq::flush_if_needed(here);
-}
-
-#[inline(always)]
-fn access(frame: &mut CallFrame, p: &'static Partition, vcpu: usize, s: &Syndrome) {
-    match MmioAccess::decode(s) {
+    let s = arch::syndrome_with(esr);
+    match MmioAccess::decode(&s) {
         // The virtio windows before the vGIC: their accesses carry every
         // rpmsg message at run time, the vGIC's are mostly set-up.
         Some(a) if irq::sgir_write(frame, p, vcpu, a) || crate::rpmsg::emulate(frame, p, a) => {
@@ -186,10 +182,11 @@ fn access(frame: &mut CallFrame, p: &'static Partition, vcpu: usize, s: &Syndrom
         }
         Some(a) => mmio(frame, p, vcpu, a, s.far),
         None => {
-            let write = s.esr & (1 << 6) != 0;
-            outside(frame, p, vcpu, s.ipa(), write, (s.esr & 0x3f) as u8, s.far)
+            let write = esr & (1 << 6) != 0;
+            outside(frame, p, vcpu, s.ipa(), write, (esr & 0x3f) as u8, s.far)
         }
     }
+    irq::flush_if_needed(here);
 }
 
 /// A data abort at `ipa` that no device of the partition emulates, or
