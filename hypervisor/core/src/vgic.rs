@@ -36,6 +36,32 @@ struct Irq {
     target: u8,
 }
 
+impl Irq {
+    /// Its list-register entry as `intid`, from vCPU `source` (GICv2 SGIs):
+    /// the hardware bit for a passed-through interrupt, EOI maintenance for
+    /// a level-sensitive emulated SPI, whose line is sampled again then.
+    fn entry(&self, intid: u32, source: usize) -> LrEntry {
+        LrEntry {
+            intid,
+            priority: self.priority,
+            hw: self.hw,
+            group1: self.group1,
+            eoi_maintenance: !self.hw && !self.edge && intid >= SPI_BASE,
+            source: source as u8,
+        }
+    }
+
+    /// `entry` for an SGI, which is never passed through nor
+    /// level-sensitive: known so, not tested, on the SGI fast paths.
+    fn sgi_entry(&self, intid: u32, source: usize) -> LrEntry {
+        LrEntry {
+            hw: false,
+            eoi_maintenance: false,
+            ..self.entry(intid, source)
+        }
+    }
+}
+
 /// A virtual interrupt to put in a list register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LrEntry {
@@ -261,14 +287,7 @@ impl Vgic {
     /// the fast path that skips the pending set.
     pub fn direct_entry(&self, vcpu: usize, intid: u32) -> Option<LrEntry> {
         let i = self.irq(vcpu, intid)?;
-        (i.hw && i.enabled && (intid < SPI_BASE || self.enabled())).then_some(LrEntry {
-            intid,
-            priority: i.priority,
-            hw: true,
-            group1: i.group1,
-            eoi_maintenance: false,
-            source: 0,
-        })
+        (i.hw && i.enabled && (intid < SPI_BASE || self.enabled())).then(|| i.entry(intid, 0))
     }
 
     /// The list-register entry for SGI `intid` that `vcpu` sends itself, if
@@ -286,14 +305,7 @@ impl Vgic {
             return None;
         }
         let i = self.irq(to, intid)?;
-        let e = i.enabled.then_some(LrEntry {
-            intid,
-            priority: i.priority,
-            hw: false,
-            group1: i.group1,
-            eoi_maintenance: false,
-            source: from as u8,
-        })?;
+        let e = i.enabled.then(|| i.sgi_entry(intid, from))?;
         self.sgi_source[to][intid as usize] = from as u8;
         Some(e)
     }
@@ -312,17 +324,7 @@ impl Vgic {
         if i.hw || !i.enabled || i.pending || *self.summary.get(t)? != 0 {
             return None;
         }
-        Some((
-            t,
-            LrEntry {
-                intid,
-                priority: i.priority,
-                hw: false,
-                group1: i.group1,
-                eoi_maintenance: !i.edge,
-                source: 0,
-            },
-        ))
+        Some((t, i.entry(intid, 0)))
     }
 
     /// The list-register entry of SGI `intid` that `vcpu` sends itself,
@@ -336,14 +338,7 @@ impl Vgic {
             return None;
         }
         let i = self.irq(vcpu, intid)?;
-        i.enabled.then_some(LrEntry {
-            intid,
-            priority: i.priority,
-            hw: false,
-            group1: i.group1,
-            eoi_maintenance: false,
-            source: vcpu as u8,
-        })
+        i.enabled.then(|| i.sgi_entry(intid, vcpu))
     }
 
     /// Whether `intid` of `vcpu` is backed by a physical interrupt, which
@@ -398,18 +393,11 @@ impl Vgic {
             self.queue(vcpu, intid, false);
             return None;
         }
-        let e = LrEntry {
-            intid,
-            priority: i.priority,
-            hw: i.hw,
-            group1: i.group1,
-            eoi_maintenance: !i.hw && !i.edge && intid >= SPI_BASE,
-            source: if intid < 16 {
-                self.sgi_source[vcpu][intid as usize]
-            } else {
-                0
-            },
+        let source = match intid {
+            0..=15 => self.sgi_source[vcpu][intid as usize],
+            _ => 0,
         };
+        let e = i.entry(intid, usize::from(source));
         self.queue(vcpu, intid, false);
         if let Some(i) = self.irq_mut(vcpu, intid) {
             i.pending = false;
