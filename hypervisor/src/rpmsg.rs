@@ -116,12 +116,30 @@ impl VirtioPort {
 /// A partition's memory, reached through the EL2 identity map after every
 /// range is checked against it.
 struct PartitionMemory<'a> {
+    /// Its first range, where its rings and buffers nearly always lie:
+    /// checked inline, in registers, before the rest (a check of each
+    /// ring access and buffer of every message).
+    first: Range,
     ranges: &'a [Range],
 }
 
+impl<'a> PartitionMemory<'a> {
+    fn of(p: &'a Partition) -> Self {
+        PartitionMemory {
+            first: p.memory[0],
+            ranges: &p.memory,
+        }
+    }
+}
+
 impl GuestMemory for PartitionMemory<'_> {
+    #[inline(always)]
     fn check(&self, addr: u64, len: u64) -> Result<(), Fault> {
-        if partita_core::sdt::within(self.ranges, addr, len) {
+        // `end - base` cannot wrap once `addr >= base`.
+        let inside_first = addr
+            .checked_add(len)
+            .is_some_and(|end| addr >= self.first.base && end - self.first.base <= self.first.size);
+        if inside_first || partita_core::sdt::within(self.ranges, addr, len) {
             Ok(())
         } else {
             Err(Fault::OutsideMemory { addr, len })
@@ -133,7 +151,9 @@ impl GuestMemory for PartitionMemory<'_> {
         // A ring's index or flags is read with one load of its size: the
         // driver stores it with one, and bytes read one by one could take
         // halves of two values (a receive index going 255, 256, 257 read
-        // as 1 failed a link in a soak). The rest is plain bytes.
+        // as 1 failed a link in a soak). A descriptor or rpmsg header (16
+        // bytes) is two doubleword loads rather than a call to `memcpy`.
+        // The rest is plain bytes.
         // SAFETY: checked to lie in the partition's memory, which the EL2
         // identity map covers as normal memory; each load is aligned.
         unsafe {
@@ -144,6 +164,12 @@ impl GuestMemory for PartitionMemory<'_> {
                 4 if addr.is_multiple_of(4) => {
                     buf.copy_from_slice(&core::ptr::read_volatile(addr as *const u32).to_le_bytes())
                 }
+                16 if addr.is_multiple_of(8) => {
+                    let a = core::ptr::read_volatile(addr as *const u64);
+                    let b = core::ptr::read_volatile((addr + 8) as *const u64);
+                    buf[..8].copy_from_slice(&a.to_le_bytes());
+                    buf[8..].copy_from_slice(&b.to_le_bytes());
+                }
                 n => core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), n),
             }
         }
@@ -153,7 +179,7 @@ impl GuestMemory for PartitionMemory<'_> {
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
         self.check(addr, data.len() as u64)?;
         // As in `read`: an index or flags with one store, which the driver
-        // reads with one load.
+        // reads with one load; a used entry (id, length) with two.
         // SAFETY: as in `read`.
         unsafe {
             match *data {
@@ -162,6 +188,13 @@ impl GuestMemory for PartitionMemory<'_> {
                 }
                 [a, b, c, d] if addr.is_multiple_of(4) => {
                     core::ptr::write_volatile(addr as *mut u32, u32::from_le_bytes([a, b, c, d]))
+                }
+                [a, b, c, d, e, f, g, h] if addr.is_multiple_of(4) => {
+                    core::ptr::write_volatile(addr as *mut u32, u32::from_le_bytes([a, b, c, d]));
+                    core::ptr::write_volatile(
+                        (addr + 4) as *mut u32,
+                        u32::from_le_bytes([e, f, g, h]),
+                    );
                 }
                 _ => core::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()),
             }
@@ -213,7 +246,7 @@ fn ends_from(p: &'static Partition, port: &VirtioPort) -> [&'static Partition; 2
 }
 
 fn memories(ends: &[&'static Partition; 2]) -> [PartitionMemory<'static>; 2] {
-    ends.map(|p| PartitionMemory { ranges: &p.memory })
+    ends.map(PartitionMemory::of)
 }
 
 fn partition_of(link: usize, side: usize) -> &'static Partition {
@@ -408,7 +441,7 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
     let v = a.store_value(frame.access_reg(a.reg())) as u32;
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
-    let own = PartitionMemory { ranges: &p.memory };
+    let own = PartitionMemory::of(p);
     let effect = l.dev[port.side].write(off, v, &own);
     match effect {
         // Transmit: this side's messages move. Receive buffers posted: the
