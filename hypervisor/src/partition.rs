@@ -181,16 +181,7 @@ impl Partition {
         // virtio windows stay unmapped: every access traps.
         let virtio: Vec<crate::rpmsg::VirtioPort> = sys
             .links_of(index)
-            .map(|(link, side)| {
-                let l = &sys.links[link];
-                crate::rpmsg::VirtioPort::new(
-                    l.windows[side],
-                    l.spis[side],
-                    link,
-                    side,
-                    l.mmio(side),
-                )
-            })
+            .map(|(link, side)| crate::rpmsg::VirtioPort::new(&sys.links[link], link, side))
             .collect();
         // A remoteproc device's interrupt is the control interrupt (below).
         emulated_spis.extend(virtio.iter().filter(|v| v.mmio).map(|v| v.spi));

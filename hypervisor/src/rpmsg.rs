@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use log::debug;
 use partita_core::control::ControlError;
 use partita_core::rpmsg::{Link, Moved, RX, TX};
-use partita_core::sdt::Range;
+use partita_core::sdt::{Range, RpmsgLink};
 use partita_core::trap::MmioAccess;
 use partita_core::virtio::{Effect, Fault, GuestMemory, QUEUE_MAX};
 use spin::mutex::{SpinMutex, SpinMutexGuard};
@@ -90,6 +90,10 @@ pub struct VirtioPort {
     pub spi: u32,
     pub link: usize,
     pub side: usize,
+    /// The other side's partition and interrupt, which every message
+    /// this side sends reaches.
+    pub peer: usize,
+    pub peer_spi: u32,
     /// A virtio-mmio window at `base`; otherwise the partition's
     /// remoteproc virtio device, driven by control calls, whose interrupt
     /// `spi` is its control interrupt.
@@ -101,13 +105,16 @@ pub struct VirtioPort {
 }
 
 impl VirtioPort {
-    pub fn new(base: u64, spi: u32, link: usize, side: usize, mmio: bool) -> Self {
+    /// Side `side` of `link`, one of the configuration's.
+    pub fn new(l: &RpmsgLink, link: usize, side: usize) -> Self {
         VirtioPort {
-            base,
-            spi,
+            base: l.windows[side],
+            spi: l.spis[side],
             link,
             side,
-            mmio,
+            peer: l.domains[1 - side],
+            peer_spi: l.spis[1 - side],
+            mmio: l.mmio(side),
             resume: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
@@ -238,7 +245,7 @@ fn ends(link: usize) -> [&'static Partition; 2] {
 /// The same, where partition `p` is known to be `port`'s side: only its
 /// peer is looked up.
 fn ends_from(p: &'static Partition, port: &VirtioPort) -> [&'static Partition; 2] {
-    let peer = partition_of(port.link, 1 - port.side);
+    let peer = &system().partitions[port.peer];
     match port.side {
         0 => [p, peer],
         _ => [peer, p],
@@ -255,16 +262,18 @@ fn partition_of(link: usize, side: usize) -> &'static Partition {
 }
 
 fn raise(link: usize, side: usize) {
-    raise_in(partition_of(link, side), link, side)
+    let p = partition_of(link, side);
+    if let Some(port) = p.virtio.iter().find(|v| v.link == link && v.side == side) {
+        raise_spi(p, port.spi);
+    }
 }
 
-/// `raise`, with side `side`'s partition `p` at hand.
-fn raise_in(p: &Partition, link: usize, side: usize) {
-    if let Some(port) = p.virtio.iter().find(|v| v.link == link && v.side == side) {
-        let mut g = p.vgic.lock();
-        if !crate::irq::post_spi(p, &mut g, port.spi) {
-            g.raise(0, port.spi, &mut Hw { p });
-        }
+/// Raises `p`'s interrupt `spi`, one of its links' (posted, when that
+/// finds its vCPU running on another CPU).
+fn raise_spi(p: &Partition, spi: u32) {
+    let mut g = p.vgic.lock();
+    if !crate::irq::post_spi(p, &mut g, spi) {
+        g.raise(0, spi, &mut Hw { p });
     }
 }
 
@@ -309,7 +318,12 @@ fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'stat
         ends[1 - from].rpmsg_in.fetch_add(n, Ordering::Relaxed);
     }
     for side in (0..2).filter(|&s| total.interrupt[s]) {
-        raise_in(ends[side], link, side);
+        let spi = if side == port.side {
+            port.spi
+        } else {
+            port.peer_spi
+        };
+        raise_spi(ends[side], spi);
     }
 }
 
