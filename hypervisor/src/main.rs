@@ -266,7 +266,17 @@ extern "C" fn primary_main(bootloader_dtb: u64) -> ! {
     let links = config
         .links
         .iter()
-        .map(|l| rpmsg::LinkLock::new(partita_core::rpmsg::Link::configured(l.config())))
+        .enumerate()
+        .map(|(i, l)| {
+            let regs = [0, 1].map(|side| {
+                partitions[l.domains[side]]
+                    .virtio
+                    .iter()
+                    .find(|v| v.link == i && v.side == side)
+                    .and_then(|v| v.regs)
+            });
+            rpmsg::LinkLock::new(partita_core::rpmsg::Link::configured(l.config()), regs)
+        })
         .collect();
     let mut cpu_owner = alloc::vec![None; config.cpus.len()];
     for (i, d) in config.domains.iter().enumerate() {

@@ -3,6 +3,7 @@
 
 use crate::arch::Mutex;
 use crate::arch::{self, mmu::HeapTables};
+use crate::rpmsg::RegisterPage;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +11,7 @@ use partita_core::guest_fdt;
 use partita_core::layout::{self, GuestLayout};
 use partita_core::lifecycle::Lifecycle;
 use partita_core::package::Package;
-use partita_core::pagetable::{Attrs, PageTable};
+use partita_core::pagetable::{Attrs, PageTable, PAGE_SIZE};
 use partita_core::sdt::GicVersion;
 use partita_core::sdt::{Domain, Range, SystemConfig};
 use partita_core::tree::Tree;
@@ -178,11 +179,33 @@ impl Partition {
                     .map_err(|e| fail(d, alloc::format!("mapping {} {r}: {e:?}", dev.path)))?;
             }
         }
-        // virtio windows stay unmapped: every access traps.
-        let virtio: Vec<crate::rpmsg::VirtioPort> = sys
+        // Each page of virtio-mmio windows is a register page, mapped
+        // read-only: reads are loads, writes trap.
+        let mut virtio: Vec<crate::rpmsg::VirtioPort> = sys
             .links_of(index)
             .map(|(link, side)| crate::rpmsg::VirtioPort::new(&sys.links[link], link, side))
             .collect();
+        let mut pages: Vec<(u64, &'static RegisterPage)> = Vec::new();
+        for port in virtio.iter_mut().filter(|v| v.mmio) {
+            let at = port.base & !(PAGE_SIZE - 1);
+            let page = match pages.iter().find(|(b, _)| *b == at) {
+                Some(&(_, page)) => page,
+                None => {
+                    let page = RegisterPage::new();
+                    let pa = page as *const RegisterPage as u64;
+                    s2.map(&mut tables, at, pa, PAGE_SIZE, Attrs::READ_ONLY)
+                        .map_err(|e| {
+                            fail(
+                                d,
+                                alloc::format!("mapping virtio window {:#x}: {e:?}", port.base),
+                            )
+                        })?;
+                    pages.push((at, page));
+                    page
+                }
+            };
+            port.regs = Some(page.window(port.base));
+        }
         // A remoteproc device's interrupt is the control interrupt (below).
         emulated_spis.extend(virtio.iter().filter(|v| v.mmio).map(|v| v.spi));
         emulated_spis.extend(

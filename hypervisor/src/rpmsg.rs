@@ -20,10 +20,14 @@ use crate::system;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use log::debug;
 use partita_core::control::ControlError;
+use partita_core::pagetable::PAGE_SIZE;
 use partita_core::rpmsg::{Link, Moved, RX, TX};
+use partita_core::sdt::VIRTIO_WINDOW;
 use partita_core::sdt::{Range, RpmsgLink};
 use partita_core::trap::MmioAccess;
-use partita_core::virtio::{Effect, Fault, GuestMemory, QUEUE_MAX};
+use partita_core::virtio::{
+    Effect, Fault, GuestMemory, INTERRUPT_ACK, INTERRUPT_STATUS, QUEUE_MAX, QUEUE_NOTIFY,
+};
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 use spin::RelaxStrategy;
 
@@ -48,13 +52,46 @@ const YIELD_SPINS: u32 = 256;
 pub struct LinkLock {
     state: SpinMutex<Link, Yield>,
     waiting: AtomicU32,
+    /// Each virtio-mmio side's registers as its partition reads them.
+    regs: [Option<&'static Window>; 2],
 }
 
 impl LinkLock {
-    pub fn new(link: Link) -> Self {
-        LinkLock {
+    /// `link`, whose virtio-mmio sides' partitions read their registers in
+    /// `regs`.
+    pub fn new(link: Link, regs: [Option<&'static Window>; 2]) -> Self {
+        let l = LinkLock {
             state: SpinMutex::new(link),
             waiting: AtomicU32::new(0),
+            regs,
+        };
+        l.publish(&l.state.lock());
+        l
+    }
+
+    /// Writes both sides' registers where their partitions read them:
+    /// after any change but the two of every message (`publish_status`).
+    /// Under the lock, so what a driver reads is the state that lock last
+    /// left.
+    fn publish(&self, l: &Link) {
+        for (side, w) in self.regs.iter().enumerate() {
+            if let Some(w) = *w {
+                for off in Link::registers() {
+                    w.store(off, l.read(side, off));
+                }
+                crate::arch::clean_dcache(w.word(0), VIRTIO_WINDOW);
+            }
+        }
+    }
+
+    /// The same for InterruptStatus alone, the one register that a
+    /// message (its used buffers) or an acknowledge changes.
+    fn publish_status(&self, l: &Link) {
+        for (side, w) in self.regs.iter().enumerate() {
+            if let Some(w) = *w {
+                w.store(INTERRUPT_STATUS, l.dev[side].interrupt_status);
+                crate::arch::clean_dcache_line(w.word(INTERRUPT_STATUS));
+            }
         }
     }
 
@@ -84,6 +121,45 @@ impl LinkLock {
     }
 }
 
+/// A virtio-mmio window's registers as its partition reads them (see
+/// `RegisterPage`), each at its offset.
+#[repr(transparent)]
+pub struct Window([AtomicU32; (VIRTIO_WINDOW / 4) as usize]);
+
+impl Window {
+    fn word(&self, off: u64) -> u64 {
+        &self.0[(off / 4) as usize] as *const AtomicU32 as u64
+    }
+
+    fn store(&self, off: u64, v: u32) {
+        self.0[(off / 4) as usize].store(v, Ordering::Relaxed);
+    }
+}
+
+/// A page of a partition's stage 2 that holds virtio-mmio windows, mapped
+/// read-only: a register read is a load rather than a trap (a driver
+/// reads InterruptStatus for every interrupt). Writes still trap, and the
+/// hypervisor writes each register's value here as it changes. A driver
+/// maps its device as Device memory, which its loads take from memory
+/// itself, so each change is cleaned from EL2's cache.
+#[repr(C, align(4096))]
+pub struct RegisterPage([Window; (PAGE_SIZE / VIRTIO_WINDOW) as usize]);
+
+impl RegisterPage {
+    /// A page of zeroes, never freed: its partition's stage 2 maps it.
+    pub fn new() -> &'static RegisterPage {
+        // SAFETY: all zeroes is a valid `AtomicU32`, so a valid page.
+        alloc::boxed::Box::leak(unsafe {
+            alloc::boxed::Box::<RegisterPage>::new_zeroed().assume_init()
+        })
+    }
+
+    /// The window at `base`, in this page.
+    pub fn window(&self, base: u64) -> &Window {
+        &self.0[((base % PAGE_SIZE) / VIRTIO_WINDOW) as usize]
+    }
+}
+
 /// One side of a link, as a partition sees it.
 pub struct VirtioPort {
     pub base: u64,
@@ -98,6 +174,8 @@ pub struct VirtioPort {
     /// remoteproc virtio device, driven by control calls, whose interrupt
     /// `spi` is its control interrupt.
     pub mmio: bool,
+    /// Where the partition reads the window's registers (virtio-mmio).
+    pub regs: Option<&'static Window>,
     /// Messages from side `i` (this one or its peer) were left at a
     /// trap's budget by one of this partition's CPUs, which has kicked
     /// itself to continue.
@@ -115,6 +193,7 @@ impl VirtioPort {
             peer: l.domains[1 - side],
             peer_spi: l.spis[1 - side],
             mmio: l.mmio(side),
+            regs: None,
             resume: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
@@ -286,6 +365,7 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
         system().config.links[link].path
     );
     l.dev[side].fail();
+    system().links[link].publish(l);
     p.faults.fetch_add(1, Ordering::Relaxed);
     raise(link, side);
 }
@@ -310,6 +390,8 @@ fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'stat
     };
     if total.more {
         l = pump_more(link, l, from, port, &mut mem, &mut total);
+    } else if total.messages + total.dropped_ns > 0 {
+        system().links[link].publish_status(&l);
     }
     drop(l);
     if total.messages > 0 {
@@ -337,15 +419,19 @@ fn pump_more(
     mem: &mut [PartitionMemory<'static>; 2],
     total: &mut Moved,
 ) -> Guard {
+    let lock = &system().links[link];
     for _ in 1..PER_TRAP {
-        // Let a waiting peer in between two messages.
-        l = system().links[link].yield_to_waiters(l);
+        // Let a waiting peer in between two messages, with the registers
+        // as the last one left them.
+        lock.publish_status(&l);
+        l = lock.yield_to_waiters(l);
         match l.pump(from, mem, 1) {
             Ok(m) => {
                 total.messages += m.messages;
                 total.interrupt[0] |= m.interrupt[0];
                 total.interrupt[1] |= m.interrupt[1];
                 if !m.more {
+                    lock.publish_status(&l);
                     return l;
                 }
             }
@@ -355,6 +441,7 @@ fn pump_more(
             }
         }
     }
+    lock.publish_status(&l);
     port.resume[from].store(true, Ordering::Relaxed);
     let me = crate::arch::cpu_index();
     cpu::get(me).request_resume();
@@ -388,7 +475,9 @@ pub fn resume() {
 /// Side `side` of `link` went down or came up: the other side sees it in
 /// its PEER_READY word and a configuration-change interrupt.
 fn changed(link: usize, l: &mut Link, side: usize, reset: bool) {
-    if let Some(peer) = l.side_changed(side, reset) {
+    let peer = l.side_changed(side, reset);
+    system().links[link].publish(l);
+    if let Some(peer) = peer {
         raise(link, peer);
     }
 }
@@ -413,50 +502,46 @@ pub fn quiesce(p: &Partition) {
     }
 }
 
-/// A trapped access to one of the partition's virtio-mmio windows; false
-/// when the address is in none of them. A register read is served here,
-/// inline in the trap's handler (the receiver's status read is one per
-/// message); writes and odd widths go to `write`.
+/// A trapped write to one of the partition's virtio-mmio windows; false
+/// when the address is in none of them. Reads do not trap: a window's
+/// page is a `RegisterPage`, which its partition reads as memory.
 #[inline(always)]
 pub fn emulate(frame: &mut CallFrame, p: &'static Partition, a: MmioAccess) -> bool {
     let Some(port) = p
         .virtio
         .iter()
-        .find(|v| v.mmio && a.ipa >= v.base && a.ipa - v.base < partita_core::sdt::VIRTIO_WINDOW)
+        .find(|v| v.mmio && a.ipa >= v.base && a.ipa - v.base < VIRTIO_WINDOW)
     else {
         return false;
     };
-    let off = a.ipa - port.base;
-    if a.width() == 4 && !a.write() {
-        let v = system().links[port.link].lock().read(port.side, off);
-        frame.set_access_reg(a.reg(), a.load_result(u64::from(v)));
-    } else {
-        write(frame, p, port, off, a);
-    }
+    write(frame, p, port, a.ipa - port.base, a);
     true
 }
 
-/// The rest of `emulate`: a register write (a notify moves messages), or
-/// an access of another width than a word, which is ignored.
+/// The rest of `emulate`: a register write (a notify moves messages); one
+/// of another width than a word is ignored.
 #[inline(never)]
 fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u64, a: MmioAccess) {
-    let mut l = system().links[port.link].lock();
     if a.width() != 4 {
         debug!(
-            "{}: {}-byte access to virtio register {off:#x} ignored",
+            "{}: {}-byte write to virtio register {off:#x} ignored",
             p.name,
             a.width()
         );
-        if !a.write() {
-            frame.set_access_reg(a.reg(), 0);
-        }
         return;
     }
+    let lock = &system().links[port.link];
+    let mut l = lock.lock();
     let v = a.store_value(frame.access_reg(a.reg())) as u32;
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
     let own = PartitionMemory::of(p);
     let effect = l.dev[port.side].write(off, v, &own);
+    match off {
+        QUEUE_NOTIFY => {}
+        INTERRUPT_ACK => lock.publish_status(&l),
+        _ => lock.publish(&l),
+    }
     match effect {
         // Transmit: this side's messages move. Receive buffers posted: the
         // other side's waiting messages can move.

@@ -175,9 +175,13 @@ extern "C" fn guest_access(frame: &mut CallFrame, esr: u64) {
     PerCpu::count(&here.traps);
     let s = arch::syndrome_with(esr);
     match MmioAccess::decode(&s) {
-        // The virtio windows before the vGIC: their accesses carry every
-        // rpmsg message at run time, the vGIC's are mostly set-up.
-        Some(a) if irq::sgir_write(frame, p, vcpu, a) || crate::rpmsg::emulate(frame, p, a) => {
+        // The virtio windows before the vGIC: their writes carry every
+        // rpmsg message at run time, the vGIC's are mostly set-up. Their
+        // reads do not trap (see `rpmsg::RegisterPage`).
+        Some(a)
+            if irq::sgir_write(frame, p, vcpu, a)
+                || (a.write() && crate::rpmsg::emulate(frame, p, a)) =>
+        {
             frame.elr += 4
         }
         Some(a) => mmio(frame, p, vcpu, a, s.far),

@@ -374,6 +374,20 @@ pub enum Effect {
     Invalid(Fault),
 }
 
+/// Every register offset `VirtioMmio::read` may answer with a value other
+/// than zero, in either version.
+pub const REGISTERS: [u64; 19] = [
+    0x000, 0x004, 0x008, 0x00c, 0x010, 0x034, 0x038, 0x03c, 0x040, 0x044, 0x060, 0x070, 0x080,
+    0x084, 0x090, 0x094, 0x0a0, 0x0a4, 0x0fc,
+];
+
+/// InterruptStatus, the one register a driver reads for every interrupt.
+pub const INTERRUPT_STATUS: u64 = 0x060;
+/// InterruptACK.
+pub const INTERRUPT_ACK: u64 = 0x064;
+/// QueueNotify.
+pub const QUEUE_NOTIFY: u64 = 0x050;
+
 /// The legacy transport's per-queue registers.
 #[derive(Clone, Copy, Debug, Default)]
 struct LegacyQueue {
@@ -548,6 +562,8 @@ impl VirtioMmio {
         self.interrupt_status |= INT_USED;
     }
 
+    /// A register's value as the driver reads it: zero at every offset
+    /// outside [`REGISTERS`].
     pub fn read(&self, off: u64) -> u32 {
         let sel = self.queue_sel as usize;
         let q = self.queues.get(sel);
@@ -566,7 +582,7 @@ impl VirtioMmio {
             0x038 => q.map_or(0, |q| u32::from(q.size)),
             0x03c => legacy().map_or(0, |l| l.align),
             0x040 => legacy().map_or(0, |l| l.pfn),
-            0x060 => self.interrupt_status,
+            INTERRUPT_STATUS => self.interrupt_status,
             0x070 => self.status,
             // What follows is version 2's alone.
             _ if self.legacy() => 0,
@@ -631,8 +647,8 @@ impl VirtioMmio {
     pub fn write(&mut self, off: u64, v: u32, m: &impl GuestMemory) -> Effect {
         // The two writes of every message, before the rest.
         match off {
-            0x050 => return Effect::Notify(v as u16),
-            0x064 => {
+            QUEUE_NOTIFY => return Effect::Notify(v as u16),
+            INTERRUPT_ACK => {
                 self.interrupt_status &= !v;
                 return Effect::None;
             }

@@ -299,6 +299,15 @@ pub fn clean_dcache(start: u64, len: u64) {
     barrier::dsb(barrier::SY);
 }
 
+/// Cleans the cache line holding `addr` to the point of coherency, for a
+/// reader in the inner shareable domain that does not look in caches (a
+/// partition reading a register page as Device memory).
+pub fn clean_dcache_line(addr: u64) {
+    // SAFETY: cache maintenance by address has no memory effects.
+    unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack)) };
+    barrier::dsb(barrier::ISH);
+}
+
 /// Cleans (and with `invalidate`, invalidates) `[start, start + len)` to
 /// the point of coherency in every cache of the inner shareable domain:
 /// what a partition's set/way maintenance becomes (by VA, so no other
