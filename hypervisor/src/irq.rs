@@ -329,11 +329,11 @@ fn maintenance() {
 /// Returns false when the address is not one of them.
 pub fn emulate(frame: &mut CallFrame, p: &Partition, vcpu: usize, a: MmioAccess) -> bool {
     let (gicd, gicr) = (p.gic_dist, p.gic_redist);
-    let write = a.write().then(|| a.store_value(frame.access_reg(a.reg())));
     let dist = (gicd..gicd + 0x10000).contains(&a.ipa);
     if !dist && (gicr == 0 || !(gicr..gicr + 0x20000 * p.pcpus.len() as u64).contains(&a.ipa)) {
         return false;
     }
+    let write = a.write().then(|| a.store_value(frame.access_reg(a.reg())));
     let mut g = p.vgic.lock();
     let r = if dist {
         g.dist_access(vcpu, a.ipa - gicd, a.width(), write, &mut Hw { p })

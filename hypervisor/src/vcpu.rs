@@ -14,7 +14,7 @@ use partita_core::guest_cpu::{self, SysRegAnswer};
 use partita_core::lifecycle::Psci;
 use partita_core::psci;
 use partita_core::trap::{self, sysreg, MmioAccess, SysRegAccess, SysRegName, Trap};
-use partita_core::vuart::Effect;
+use partita_core::vuart::{Effect, VirtualPl011};
 
 const ICC_SGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 5);
 const ICC_ASGI1R_EL1: u32 = sysreg(3, 0, 12, 11, 6);
@@ -342,62 +342,16 @@ fn service(frame: &mut CallFrame, p: &'static Partition, vcpu: usize) {
 }
 
 /// A trapped load or store that is neither GICD_SGIR's nor a virtio
-/// window's (`guest_access`): the vGIC's registers, the console's, or an
-/// abort.
+/// window's (`guest_access`): the console's, the vGIC's registers, or an
+/// abort. The console first: a driver reads its flags before each
+/// character it sends.
 #[inline(never)]
 fn mmio(frame: &mut CallFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
-    if irq::emulate(frame, p, vcpu, a) {
+    if console(frame, p, a) {
         frame.elr += 4;
         return;
     }
-    if let Some(con) = p
-        .console
-        .as_ref()
-        .filter(|c| a.ipa >= c.base && a.ipa - c.base < 0x1000)
-    {
-        let off = a.ipa - con.base;
-        let mut st = con.state.lock();
-        let (uart, line) = &mut *st;
-        if a.write() {
-            match uart.write(
-                off,
-                a.width(),
-                a.store_value(frame.access_reg(a.reg())) as u32,
-            ) {
-                Some(Effect::Transmit(b)) => {
-                    if let Some(l) = line.push(b) {
-                        crate::console::guest_line(p.index, &p.name, l, false);
-                    }
-                }
-                // A driver masking its transmit interrupt has written all
-                // it had: show the focused partition's unfinished line (a
-                // shell prompt) now rather than at its newline.
-                Some(Effect::None) if off == 0x38 && p.index == crate::console::focus() => {
-                    let l = line.take_pending();
-                    if !l.is_empty() {
-                        crate::console::guest_line(p.index, &p.name, l, true);
-                    }
-                }
-                Some(Effect::None) => {}
-                None => guest_note!(
-                    p,
-                    "{}: write to unknown PL011 register {off:#x} ignored",
-                    p.name
-                ),
-            }
-        } else {
-            let v = uart.read(off, a.width()).unwrap_or_else(|| {
-                guest_note!(
-                    p,
-                    "{}: read of unknown PL011 register {off:#x} returns 0",
-                    p.name
-                );
-                0
-            });
-            frame.set_access_reg(a.reg(), a.load_result(u64::from(v)));
-        }
-        drop(st);
-        p.resample_console();
+    if irq::emulate(frame, p, vcpu, a) {
         frame.elr += 4;
         return;
     }
@@ -411,4 +365,65 @@ fn mmio(frame: &mut CallFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
     );
     p.faults.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     arch::inject_data_abort(frame, far, a.write());
+}
+
+/// An access to the partition's emulated console; false when `a` is not
+/// one.
+fn console(frame: &mut CallFrame, p: &Partition, a: MmioAccess) -> bool {
+    let Some(con) = p
+        .console
+        .as_ref()
+        .filter(|c| a.ipa >= c.base && a.ipa - c.base < 0x1000)
+    else {
+        return false;
+    };
+    let off = a.ipa - con.base;
+    let mut st = con.state.lock();
+    let (uart, line) = &mut *st;
+    if a.write() {
+        match uart.write(
+            off,
+            a.width(),
+            a.store_value(frame.access_reg(a.reg())) as u32,
+        ) {
+            Some(Effect::Transmit(b)) => {
+                if let Some(l) = line.push(b) {
+                    crate::console::guest_line(p.index, &p.name, l, false);
+                }
+            }
+            // A driver masking its transmit interrupt has written all
+            // it had: show the focused partition's unfinished line (a
+            // shell prompt) now rather than at its newline.
+            Some(Effect::None) if off == 0x38 && p.index == crate::console::focus() => {
+                let l = line.take_pending();
+                if !l.is_empty() {
+                    crate::console::guest_line(p.index, &p.name, l, true);
+                }
+            }
+            Some(Effect::None) => {}
+            None => guest_note!(
+                p,
+                "{}: write to unknown PL011 register {off:#x} ignored",
+                p.name
+            ),
+        }
+    } else {
+        let v = uart.read(off, a.width()).unwrap_or_else(|| {
+            guest_note!(
+                p,
+                "{}: read of unknown PL011 register {off:#x} returns 0",
+                p.name
+            );
+            0
+        });
+        frame.set_access_reg(a.reg(), a.load_result(u64::from(v)));
+    }
+    // A read of the flags (a driver's poll before each character it
+    // sends) leaves the interrupt line as it was.
+    let changed = a.write() || VirtualPl011::read_changes(off);
+    drop(st);
+    if changed {
+        p.resample_console();
+    }
+    true
 }
