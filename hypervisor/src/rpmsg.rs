@@ -85,13 +85,17 @@ impl LinkLock {
     }
 
     /// The same for InterruptStatus alone, the one register that a
-    /// message (its used buffers) or an acknowledge changes.
+    /// message (its used buffers: either side's) or an acknowledge
+    /// changes.
     fn publish_status(&self, l: &Link) {
-        for (side, w) in self.regs.iter().enumerate() {
-            if let Some(w) = *w {
-                w.store(INTERRUPT_STATUS, l.dev[side].interrupt_status);
-                crate::arch::clean_dcache_line(w.word(INTERRUPT_STATUS));
-            }
+        self.publish_status_of(l, 0);
+        self.publish_status_of(l, 1);
+    }
+
+    fn publish_status_of(&self, l: &Link, side: usize) {
+        if let Some(w) = self.regs[side] {
+            w.store(INTERRUPT_STATUS, l.dev[side].interrupt_status);
+            crate::arch::clean_dcache_line(w.word(INTERRUPT_STATUS));
         }
     }
 
@@ -533,14 +537,19 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
     let lock = &system().links[port.link];
     let mut l = lock.lock();
     let v = a.store_value(frame.access_reg(a.reg())) as u32;
+    // The second trap of every interrupt a driver takes: nothing but its
+    // own status changes.
+    if off == INTERRUPT_ACK {
+        l.dev[port.side].acknowledge(v);
+        lock.publish_status_of(&l, port.side);
+        return;
+    }
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
     let own = PartitionMemory::of(p);
     let effect = l.dev[port.side].write(off, v, &own);
-    match off {
-        QUEUE_NOTIFY => {}
-        INTERRUPT_ACK => lock.publish_status(&l),
-        _ => lock.publish(&l),
+    if off != QUEUE_NOTIFY {
+        lock.publish(&l);
     }
     match effect {
         // Transmit: this side's messages move. Receive buffers posted: the

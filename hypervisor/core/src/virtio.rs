@@ -557,6 +557,11 @@ impl VirtioMmio {
         Ok(())
     }
 
+    /// An InterruptACK write: the interrupt causes `v` names are handled.
+    pub fn acknowledge(&mut self, v: u32) {
+        self.interrupt_status &= !v;
+    }
+
     /// Notes used buffers for the interrupt status.
     pub fn signal_used(&mut self) {
         self.interrupt_status |= INT_USED;
@@ -649,7 +654,7 @@ impl VirtioMmio {
         match off {
             QUEUE_NOTIFY => return Effect::Notify(v as u16),
             INTERRUPT_ACK => {
-                self.interrupt_status &= !v;
+                self.acknowledge(v);
                 return Effect::None;
             }
             _ => {}
