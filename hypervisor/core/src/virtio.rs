@@ -170,6 +170,7 @@ impl Queue {
     }
 
     /// The head of the next available chain, without taking it.
+    #[inline(always)]
     pub fn peek(&self, m: &impl GuestMemory) -> Result<Option<u16>, Fault> {
         if !self.ready {
             return Ok(None);
@@ -266,6 +267,7 @@ impl Queue {
     }
 
     /// Returns chain `head` to the driver, `len` bytes written.
+    #[inline(always)]
     pub fn push_used(
         &mut self,
         m: &mut impl GuestMemory,
@@ -306,6 +308,7 @@ impl Queue {
     }
 
     /// Whether the driver wants an interrupt for used buffers.
+    #[inline(always)]
     pub fn wants_interrupt(&self, m: &impl GuestMemory) -> Result<bool, Fault> {
         Ok(read_u16(m, self.avail)? & AVAIL_F_NO_INTERRUPT == 0)
     }
