@@ -42,6 +42,7 @@
 #include <linux/of.h>
 #include <linux/of_irq.h>
 #include <linux/platform_device.h>
+#include <linux/reboot.h>
 #include <linux/remoteproc.h>
 #include <linux/slab.h>
 #include <linux/virtio_ids.h>
@@ -123,6 +124,9 @@ struct partita_rproc {
 	struct partita_rsc_table table;
 	/* Shuts remoteproc down after the partition powered itself off. */
 	struct work_struct ended;
+	/* The system powers off or reboots: `ended` is not scheduled again. */
+	bool closing;
+	struct notifier_block reboot;
 	/* Stops the hypervisor's use of the vrings before the vdev goes. */
 	struct rproc_subdev subdev;
 	bool subdev_added;
@@ -478,6 +482,28 @@ static void partita_rproc_ended(struct work_struct *work)
 }
 
 /*
+ * The system powers off or reboots: a shutdown that a partition's own
+ * power-off started must end before device_shutdown() walks the devices.
+ * Run beside it, it can unbind the remoteproc vdev while device_shutdown()
+ * holds a reference to its virtio device, whose release, run when that
+ * reference goes, then finds no vdev (an Oops in rproc_virtio_dev_release).
+ * The interrupt thread schedules the work under rproc->lock, so after
+ * `closing` is set under it none is scheduled again.
+ */
+static int partita_rproc_reboot(struct notifier_block *nb,
+				unsigned long action, void *data)
+{
+	struct partita_rproc *p = container_of(nb, struct partita_rproc,
+					       reboot);
+
+	mutex_lock(&p->rproc->lock);
+	p->closing = true;
+	mutex_unlock(&p->rproc->lock);
+	flush_work(&p->ended);
+	return NOTIFY_DONE;
+}
+
+/*
  * The control interrupt: a state change (a crash is remoteproc's to
  * handle) or used buffers in the vrings. Threaded, so rpmsg's callbacks
  * run in process context, where announced channels can be created; and
@@ -503,7 +529,8 @@ static irqreturn_t partita_rproc_irq(int irq, void *data)
 	}
 	/* Stopped while remoteproc has it running: it powered itself off. */
 	if (s == PARTITA_STOPPED) {
-		schedule_work(&p->ended);
+		if (!p->closing)
+			schedule_work(&p->ended);
 		goto out;
 	}
 	for (i = 0; p->vdev && i <= rproc->max_notifyid; i++)
@@ -539,6 +566,10 @@ static int partita_rproc_add(struct device *dev, struct device_node *np)
 	p->vdev = of_property_read_bool(np, "partita,rpmsg-vdev");
 	p->subdev.stop = partita_subdev_stop;
 	ret = devm_work_autocancel(dev, &p->ended, partita_rproc_ended);
+	if (ret)
+		return ret;
+	p->reboot.notifier_call = partita_rproc_reboot;
+	ret = devm_register_reboot_notifier(dev, &p->reboot);
 	if (ret)
 		return ret;
 
