@@ -70,17 +70,22 @@ impl LinkLock {
     }
 
     /// Writes both sides' registers where their partitions read them:
-    /// after any change but the two of every message (`publish_status`).
+    /// after any change but the two of every message (`publish_status`);
+    /// a side's own write changes its registers and, when it makes its
+    /// driver ready or not, its peer's PEER_READY (`publish_side`).
     /// Under the lock, so what a driver reads is the state that lock last
     /// left.
     fn publish(&self, l: &Link) {
-        for (side, w) in self.regs.iter().enumerate() {
-            if let Some(w) = *w {
-                for off in Link::registers() {
-                    w.store(off, l.read(side, off));
-                }
-                crate::arch::clean_dcache(w.word(0), VIRTIO_WINDOW);
+        self.publish_side(l, 0);
+        self.publish_side(l, 1);
+    }
+
+    fn publish_side(&self, l: &Link, side: usize) {
+        if let Some(w) = self.regs[side] {
+            for off in Link::registers() {
+                w.store(off, l.read(side, off));
             }
+            crate::arch::clean_dcache(w.word(0), VIRTIO_WINDOW);
         }
     }
 
@@ -547,9 +552,14 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
     let own = PartitionMemory::of(p);
+    let was_ok = l.dev[port.side].driver_ok();
     let effect = l.dev[port.side].write(off, v, &own);
     if off != QUEUE_NOTIFY {
-        lock.publish(&l);
+        lock.publish_side(&l, port.side);
+        // The peer reads whether this driver is ready in its PEER_READY.
+        if l.dev[port.side].driver_ok() != was_ok {
+            lock.publish_side(&l, 1 - port.side);
+        }
     }
     match effect {
         // Transmit: this side's messages move. Receive buffers posted: the
