@@ -552,9 +552,10 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
     let own = PartitionMemory::of(p);
-    let was_ok = l.dev[port.side].driver_ok();
+    // A notify changes no register; any other write may.
+    let was_ok = (off != QUEUE_NOTIFY).then(|| l.dev[port.side].driver_ok());
     let effect = l.dev[port.side].write(off, v, &own);
-    if off != QUEUE_NOTIFY {
+    if let Some(was_ok) = was_ok {
         lock.publish_side(&l, port.side);
         // The peer reads whether this driver is ready in its PEER_READY.
         if l.dev[port.side].driver_ok() != was_ok {
