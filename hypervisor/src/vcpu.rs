@@ -6,7 +6,7 @@ use crate::console::{guest_info, guest_note, guest_warn};
 use crate::cpu::{self, PerCpu};
 use crate::irq;
 use crate::life;
-use crate::partition::Partition;
+use crate::partition::{Partition, VirtualConsole};
 use crate::{report_fatal, system};
 use log::debug;
 use partita_core::control;
@@ -351,6 +351,13 @@ fn mmio(frame: &mut CallFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u
         frame.elr += 4;
         return;
     }
+    gic_or_abort(frame, p, vcpu, a, far);
+}
+
+/// The rest of `mmio`, out of line so the console's read saves no more
+/// registers than it uses.
+#[inline(never)]
+fn gic_or_abort(frame: &mut CallFrame, p: &Partition, vcpu: usize, a: MmioAccess, far: u64) {
     if irq::emulate(frame, p, vcpu, a) {
         frame.elr += 4;
         return;
@@ -378,52 +385,65 @@ fn console(frame: &mut CallFrame, p: &Partition, a: MmioAccess) -> bool {
         return false;
     };
     let off = a.ipa - con.base;
-    let mut st = con.state.lock();
-    let (uart, line) = &mut *st;
     if a.write() {
-        match uart.write(
-            off,
-            a.width(),
-            a.store_value(frame.access_reg(a.reg())) as u32,
-        ) {
-            Some(Effect::Transmit(b)) => {
-                if let Some(l) = line.push(b) {
-                    crate::console::guest_line(p.index, &p.name, l, false);
-                }
-            }
-            // A driver masking its transmit interrupt has written all
-            // it had: show the focused partition's unfinished line (a
-            // shell prompt) now rather than at its newline.
-            Some(Effect::None) if off == 0x38 && p.index == crate::console::focus() => {
-                let l = line.take_pending();
-                if !l.is_empty() {
-                    crate::console::guest_line(p.index, &p.name, l, true);
-                }
-            }
-            Some(Effect::None) => {}
-            None => guest_note!(
-                p,
-                "{}: write to unknown PL011 register {off:#x} ignored",
-                p.name
-            ),
-        }
-    } else {
-        let v = uart.read(off, a.width()).unwrap_or_else(|| {
-            guest_note!(
-                p,
-                "{}: read of unknown PL011 register {off:#x} returns 0",
-                p.name
-            );
-            0
-        });
-        frame.set_access_reg(a.reg(), a.load_result(u64::from(v)));
+        console_write(frame, p, con, off, a);
+        return true;
     }
+    let v = con.state.lock().0.read(off, a.width());
+    let v = v.unwrap_or_else(|| {
+        guest_note!(
+            p,
+            "{}: read of unknown PL011 register {off:#x} returns 0",
+            p.name
+        );
+        0
+    });
+    frame.set_access_reg(a.reg(), a.load_result(u64::from(v)));
     // A read of the flags (a driver's poll before each character it
     // sends) leaves the interrupt line as it was.
-    let changed = a.write() || VirtualPl011::read_changes(off);
-    drop(st);
-    if changed {
+    if VirtualPl011::read_changes(off) {
         p.resample_console();
     }
     true
+}
+
+/// A store to the console: a character sent, or a register set.
+#[inline(never)]
+fn console_write(
+    frame: &mut CallFrame,
+    p: &Partition,
+    con: &VirtualConsole,
+    off: u64,
+    a: MmioAccess,
+) {
+    let mut st = con.state.lock();
+    let (uart, line) = &mut *st;
+    match uart.write(
+        off,
+        a.width(),
+        a.store_value(frame.access_reg(a.reg())) as u32,
+    ) {
+        Some(Effect::Transmit(b)) => {
+            if let Some(l) = line.push(b) {
+                crate::console::guest_line(p.index, &p.name, l, false);
+            }
+        }
+        // A driver masking its transmit interrupt has written all
+        // it had: show the focused partition's unfinished line (a
+        // shell prompt) now rather than at its newline.
+        Some(Effect::None) if off == 0x38 && p.index == crate::console::focus() => {
+            let l = line.take_pending();
+            if !l.is_empty() {
+                crate::console::guest_line(p.index, &p.name, l, true);
+            }
+        }
+        Some(Effect::None) => {}
+        None => guest_note!(
+            p,
+            "{}: write to unknown PL011 register {off:#x} ignored",
+            p.name
+        ),
+    }
+    drop(st);
+    p.resample_console();
 }
