@@ -22,8 +22,7 @@ use log::debug;
 use partita_core::control::ControlError;
 use partita_core::pagetable::PAGE_SIZE;
 use partita_core::rpmsg::{Link, Moved, RX, TX};
-use partita_core::sdt::VIRTIO_WINDOW;
-use partita_core::sdt::{Range, RpmsgLink};
+use partita_core::sdt::{Range, RpmsgLink, VIRTIO_WINDOW};
 use partita_core::trap::MmioAccess;
 use partita_core::virtio::{
     Effect, Fault, GuestMemory, INTERRUPT_ACK, INTERRUPT_STATUS, QUEUE_MAX, QUEUE_NOTIFY,
@@ -85,7 +84,7 @@ impl LinkLock {
             for off in Link::registers() {
                 w.store(off, l.read(side, off));
             }
-            crate::arch::clean_dcache(w.word(0), VIRTIO_WINDOW);
+            crate::arch::clean_dcache(w.address(0), VIRTIO_WINDOW);
         }
     }
 
@@ -100,7 +99,7 @@ impl LinkLock {
     fn publish_status_of(&self, l: &Link, side: usize) {
         if let Some(w) = self.regs[side] {
             w.store(INTERRUPT_STATUS, l.dev[side].interrupt_status);
-            crate::arch::clean_dcache_line(w.word(INTERRUPT_STATUS));
+            crate::arch::clean_dcache_line(w.address(INTERRUPT_STATUS));
         }
     }
 
@@ -136,7 +135,8 @@ impl LinkLock {
 pub struct Window([AtomicU32; (VIRTIO_WINDOW / 4) as usize]);
 
 impl Window {
-    fn word(&self, off: u64) -> u64 {
+    /// Where the register at `off` is, for cache maintenance.
+    fn address(&self, off: u64) -> u64 {
         &self.0[(off / 4) as usize] as *const AtomicU32 as u64
     }
 
