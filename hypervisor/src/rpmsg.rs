@@ -230,10 +230,11 @@ impl<'a> PartitionMemory<'a> {
 impl GuestMemory for PartitionMemory<'_> {
     #[inline(always)]
     fn check(&self, addr: u64, len: u64) -> Result<(), Fault> {
-        // `end - base` cannot wrap once `addr >= base`.
-        let inside_first = addr
-            .checked_add(len)
-            .is_some_and(|end| addr >= self.first.base && end - self.first.base <= self.first.size);
+        // Its offset in the first range (below it, the offset wraps past
+        // the size: no range wraps, the SDT's check) must leave room for
+        // `len`; no sum that could overflow.
+        let off = addr.wrapping_sub(self.first.base);
+        let inside_first = off <= self.first.size && len <= self.first.size - off;
         if inside_first || partita_core::sdt::within(self.ranges, addr, len) {
             Ok(())
         } else {
@@ -243,60 +244,81 @@ impl GuestMemory for PartitionMemory<'_> {
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
         self.check(addr, buf.len() as u64)?;
-        // A ring's index or flags is read with one load of its size: the
-        // driver stores it with one, and bytes read one by one could take
-        // halves of two values (a receive index going 255, 256, 257 read
-        // as 1 failed a link in a soak). A descriptor or rpmsg header (16
-        // bytes) is two doubleword loads rather than a call to `memcpy`.
-        // The rest is plain bytes.
         // SAFETY: checked to lie in the partition's memory, which the EL2
-        // identity map covers as normal memory; each load is aligned.
-        unsafe {
-            match buf.len() {
-                2 if addr.is_multiple_of(2) => {
-                    buf.copy_from_slice(&core::ptr::read_volatile(addr as *const u16).to_le_bytes())
-                }
-                4 if addr.is_multiple_of(4) => {
-                    buf.copy_from_slice(&core::ptr::read_volatile(addr as *const u32).to_le_bytes())
-                }
-                16 if addr.is_multiple_of(8) => {
-                    let a = core::ptr::read_volatile(addr as *const u64);
-                    let b = core::ptr::read_volatile((addr + 8) as *const u64);
-                    buf[..8].copy_from_slice(&a.to_le_bytes());
-                    buf[8..].copy_from_slice(&b.to_le_bytes());
-                }
-                n => core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), n),
-            }
-        }
+        // identity map covers as normal memory.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
         self.check(addr, data.len() as u64)?;
-        // As in `read`: an index or flags with one store, which the driver
-        // reads with one load; a used entry (id, length) with two.
         // SAFETY: as in `read`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+        Ok(())
+    }
+
+    // A ring's index or flags is one load or store of its size, as the
+    // driver's: bytes one by one could take halves of two values (a
+    // receive index going 255, 256, 257 read as 1 failed a link in a
+    // soak). A misaligned one is outside every ring, which are checked
+    // aligned when made ready.
+    #[inline(always)]
+    fn read_u16(&self, addr: u64) -> Result<u16, Fault> {
+        self.check(addr, 2)?;
+        if !addr.is_multiple_of(2) {
+            return Err(Fault::Misaligned { addr });
+        }
+        // SAFETY: checked to lie in the partition's memory, which the EL2
+        // identity map covers as normal memory; aligned.
+        Ok(unsafe { core::ptr::read_volatile(addr as *const u16) })
+    }
+
+    #[inline(always)]
+    fn write_u16(&mut self, addr: u64, v: u16) -> Result<(), Fault> {
+        self.check(addr, 2)?;
+        if !addr.is_multiple_of(2) {
+            return Err(Fault::Misaligned { addr });
+        }
+        // SAFETY: as in `read_u16`.
+        unsafe { core::ptr::write_volatile(addr as *mut u16, v) };
+        Ok(())
+    }
+
+    /// Two doubleword loads where the 16 bytes are aligned (a descriptor
+    /// always is; an rpmsg header nearly always), not a call to `memcpy`.
+    #[inline(always)]
+    fn read_pair(&self, addr: u64) -> Result<[u64; 2], Fault> {
+        self.check(addr, 16)?;
+        let p = addr as *const u64;
+        // SAFETY: checked to lie in the partition's memory, which the EL2
+        // identity map covers as normal memory; aligned, or read unaligned.
         unsafe {
-            match *data {
-                [a, b] if addr.is_multiple_of(2) => {
-                    core::ptr::write_volatile(addr as *mut u16, u16::from_le_bytes([a, b]))
-                }
-                [a, b, c, d] if addr.is_multiple_of(4) => {
-                    core::ptr::write_volatile(addr as *mut u32, u32::from_le_bytes([a, b, c, d]))
-                }
-                [a, b, c, d, e, f, g, h] if addr.is_multiple_of(4) => {
-                    core::ptr::write_volatile(addr as *mut u32, u32::from_le_bytes([a, b, c, d]));
-                    core::ptr::write_volatile(
-                        (addr + 4) as *mut u32,
-                        u32::from_le_bytes([e, f, g, h]),
-                    );
-                }
-                _ => core::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()),
-            }
+            Ok(if addr.is_multiple_of(8) {
+                [p.read_volatile(), p.add(1).read_volatile()]
+            } else {
+                [p.read_unaligned(), p.add(1).read_unaligned()]
+            })
+        }
+    }
+
+    /// Two word stores: the used ring is checked 4-aligned when made
+    /// ready.
+    #[inline(always)]
+    fn write_used(&mut self, addr: u64, id: u32, len: u32) -> Result<(), Fault> {
+        self.check(addr, 8)?;
+        if !addr.is_multiple_of(4) {
+            return Err(Fault::Misaligned { addr });
+        }
+        let p = addr as *mut u32;
+        // SAFETY: as in `read_u16`.
+        unsafe {
+            p.write_volatile(id);
+            p.add(1).write_volatile(len);
         }
         Ok(())
     }
 
+    #[inline(always)]
     fn copy_from(
         &mut self,
         to: u64,
@@ -338,10 +360,6 @@ fn ends_from(p: &'static Partition, port: &VirtioPort) -> [&'static Partition; 2
         0 => [p, peer],
         _ => [peer, p],
     }
-}
-
-fn memories(ends: &[&'static Partition; 2]) -> [PartitionMemory<'static>; 2] {
-    ends.map(PartitionMemory::of)
 }
 
 fn partition_of(link: usize, side: usize) -> &'static Partition {
@@ -386,11 +404,12 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
 /// Raises whichever interrupts the drivers asked for. `ends` are the
 /// link's partitions (`ends`), which a write to the device has at hand.
 fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'static Partition; 2]) {
-    let mut mem = memories(&ends);
+    let mut sm = PartitionMemory::of(ends[from]);
+    let mut dm = PartitionMemory::of(ends[1 - from]);
     // One message, or none, is the common case: the loop for more is
     // kept out of line, where what it keeps across messages costs nothing
     // here.
-    let mut total = match l.pump(from, &mut mem, 1) {
+    let mut total = match l.pump(from, &mut sm, &mut dm, 1) {
         Ok(m) => m,
         Err(f) => {
             fail(link, &mut l, f.side, f.fault);
@@ -398,7 +417,7 @@ fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'stat
         }
     };
     if total.more {
-        l = pump_more(link, l, from, port, &mut mem, &mut total);
+        l = pump_more(link, l, from, port, ends, &mut total);
     } else if total.messages + total.dropped_ns > 0 {
         system().links[link].publish_status(&l);
     }
@@ -425,16 +444,18 @@ fn pump_more(
     mut l: Guard,
     from: usize,
     port: &VirtioPort,
-    mem: &mut [PartitionMemory<'static>; 2],
+    ends: [&'static Partition; 2],
     total: &mut Moved,
 ) -> Guard {
     let lock = &system().links[link];
+    let mut sm = PartitionMemory::of(ends[from]);
+    let mut dm = PartitionMemory::of(ends[1 - from]);
     for _ in 1..PER_TRAP {
         // Let a waiting peer in between two messages, with the registers
         // as the last one left them.
         lock.publish_status(&l);
         l = lock.yield_to_waiters(l);
-        match l.pump(from, mem, 1) {
+        match l.pump(from, &mut sm, &mut dm, 1) {
             Ok(m) => {
                 total.messages += m.messages;
                 total.interrupt[0] |= m.interrupt[0];
@@ -619,8 +640,8 @@ pub fn vdev_ready(
     let mut l = system().links[port.link].lock();
     let was_live = l.dev[port.side].driver_ok();
     let ends = ends(port.link);
-    let mem = memories(&ends);
-    if let Err(f) = l.dev[port.side].attach(rings, size, align, &mem[port.side]) {
+    let own = PartitionMemory::of(ends[port.side]);
+    if let Err(f) = l.dev[port.side].attach(rings, size, align, &own) {
         // Its old rings are gone with the reset: the peer sees it down.
         if was_live {
             changed(port.link, &mut l, port.side, false);

@@ -86,10 +86,6 @@ impl Default for Link {
     }
 }
 
-fn blame<T>(side: usize, r: Result<T, Fault>) -> Result<T, SideFault> {
-    r.map_err(|fault| SideFault { side, fault })
-}
-
 /// Where a walk through a chain stands: its current buffer, the offset in
 /// it, and the descriptors still to come.
 struct Cursor {
@@ -150,16 +146,14 @@ fn read_prefix(q: &Queue, c: &Chain, m: &impl GuestMemory, buf: &mut [u8]) -> Re
 /// the other, a contiguous run at a time. Both chains were found long
 /// enough when taken; one that shrank since is its driver's fault. A
 /// fault names the side as `copy_from` does: 0 the sender, 1 the receiver.
+/// For chains of more than one buffer: the pump copies one to one itself.
+#[inline(never)]
 fn copy<M: GuestMemory>(
-    (tq, tx, sm): (&Queue, &Chain, &M),
-    (rq, rx, dm): (&Queue, &Chain, &mut M),
+    (tq, tx, sm): (&Queue, Chain, &M),
+    (rq, rx, dm): (&Queue, Chain, &mut M),
     len: u32,
 ) -> Result<(), (usize, Fault)> {
-    // One buffer each, as Linux and OpenAMP send and post them.
-    if tx.n == 1 && rx.n == 1 {
-        return dm.copy_from(rx.first.addr, sm, tx.first.addr, len as usize);
-    }
-    let (mut s, mut d) = (Cursor::new(tx), Cursor::new(rx));
+    let (mut s, mut d) = (Cursor::new(&tx), Cursor::new(&rx));
     let mut left = len;
     while left > 0 {
         let a = s.room(tq, sm, false).map_err(|f| (0, f))?;
@@ -244,99 +238,70 @@ impl Link {
         })
     }
 
-    /// Side `side` has no receive buffer for a message that waits: asks
-    /// its driver to notify when it posts one, then looks again, since a
-    /// buffer it posted before it saw the request came with no notify.
-    #[cold]
-    fn ask_for_buffers<M: GuestMemory>(
-        &mut self,
-        side: usize,
-        m: &mut M,
-    ) -> Result<Option<u16>, SideFault> {
-        let q = &mut self.dev[side].queues[RX];
-        blame(side, q.set_notify(m, true))?;
-        // The flag's store before the index's load; the driver orders
-        // its index's store before its load of the flag the same way.
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        blame(side, q.peek(m))
-    }
-
     /// Moves up to `budget` messages side `from` has queued, in order, into
-    /// receive buffers of the other side, until either runs out. `mem[i]`
-    /// is side i's memory. A fault is blamed on the side whose queue or
-    /// buffer caused it; the messages moved before it stay moved.
-    /// Inlined: the hypervisor's trap path is measured in instructions.
+    /// receive buffers of the other side, until either runs out. `sm` is
+    /// the sender's memory, `dm` the receiver's. A fault is blamed on the
+    /// side whose queue or buffer caused it; the messages moved before it
+    /// stay moved. Inlined: the hypervisor's trap path is measured in
+    /// instructions, and the two memories, passed apart, can stay in
+    /// registers.
     #[inline(always)]
     pub fn pump<M: GuestMemory>(
         &mut self,
         from: usize,
-        mem: &mut [M; 2],
+        sm: &mut M,
+        dm: &mut M,
         budget: u32,
     ) -> Result<Moved, SideFault> {
         let to = 1 - from;
+        let buffer_size = self.buffer_size;
+        // Each side's device is taken once, by reference.
+        let [d0, d1] = &mut self.dev;
+        let (src, dst) = if from == 0 { (d0, d1) } else { (d1, d0) };
+        let sender = |fault| SideFault { side: from, fault };
+        let receiver = |fault| SideFault { side: to, fault };
         let mut moved = Moved::default();
-        if !self.dev[from].driver_ok() {
+        if !src.driver_ok() {
             return Ok(moved);
         }
+        let receiver_ok = dst.driver_ok();
+        let receiver_ns = dst.negotiated() & F_NS != 0;
+        let (tq, rq) = (&mut src.queues[TX], &mut dst.queues[RX]);
         // The sender's message is checked first, whether or not the
         // receiver is ready: a malformed queue is found at its notify.
-        while let Some(tx_head) = blame(from, self.dev[from].queues[TX].peek(&mem[from]))? {
+        while let Some(tx_head) = tq.peek(sm).map_err(sender)? {
             if moved.messages + moved.dropped_ns >= budget {
                 moved.more = true;
                 break;
             }
-            let tq = &self.dev[from].queues[TX];
-            let tx = blame(from, tq.chain(&mem[from], tx_head, false))?;
-            let mut hdr = [0u8; 16];
-            if tx.first.len >= HEADER {
-                blame(from, mem[from].read(tx.first.addr, &mut hdr))?;
-            } else if tx.len >= HEADER {
-                blame(from, read_prefix(tq, &tx, &mem[from], &mut hdr))?;
-            } else {
-                return Err(SideFault {
-                    side: from,
-                    fault: Fault::BadLength {
-                        len: HEADER,
-                        room: tx.len,
-                    },
-                });
-            }
-            let len = HEADER + u32::from(u16::from_le_bytes([hdr[12], hdr[13]]));
-            if len > self.buffer_size {
-                return Err(SideFault {
-                    side: from,
-                    fault: Fault::TooLong {
-                        len,
-                        max: self.buffer_size,
-                    },
-                });
+            let tx = tq.chain(sm, tx_head, false).map_err(sender)?;
+            // src, dst (4 bytes each); reserved (4), len, flags (2 each).
+            let [addrs, rest] = header(tq, tx, sm).map_err(sender)?;
+            let len = HEADER + u32::from((rest >> 32) as u16);
+            if len > buffer_size {
+                return Err(sender(Fault::TooLong {
+                    len,
+                    max: buffer_size,
+                }));
             }
             if len > tx.len {
-                return Err(SideFault {
-                    side: from,
-                    fault: Fault::BadLength { len, room: tx.len },
-                });
+                return Err(sender(Fault::BadLength { len, room: tx.len }));
             }
-            if !self.dev[to].driver_ok() {
+            if !receiver_ok {
                 moved.waiting = true;
                 break;
             }
             // A receiver without the name service gets no announcements
             // (5.12.3: F_NS); the sender's buffer is returned all the same.
-            if u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) == NS_ADDR
-                && self.dev[to].negotiated() & F_NS == 0
-            {
-                blame(
-                    from,
-                    self.dev[from].queues[TX].push_used(&mut mem[from], tx_head, 0),
-                )?;
-                self.dev[from].queues[TX].advance();
+            if (addrs >> 32) as u32 == NS_ADDR && !receiver_ns {
+                tq.push_used(sm, tx_head, 0).map_err(sender)?;
+                tq.advance();
                 moved.dropped_ns += 1;
                 continue;
             }
-            let rx_head = match blame(to, self.dev[to].queues[RX].peek(&mem[to]))? {
+            let rx_head = match rq.peek(dm).map_err(receiver)? {
                 Some(h) => h,
-                None => match self.ask_for_buffers(to, &mut mem[to])? {
+                None => match ask_for_buffers(rq, dm).map_err(receiver)? {
                     Some(h) => h,
                     None => {
                         moved.waiting = true;
@@ -344,43 +309,33 @@ impl Link {
                     }
                 },
             };
-            let (tq, rq) = (&self.dev[from].queues[TX], &self.dev[to].queues[RX]);
-            let rx = blame(to, rq.chain(&mem[to], rx_head, true))?;
-            if rx.len < self.buffer_size {
-                return Err(SideFault {
-                    side: to,
-                    fault: Fault::SmallBuffer {
-                        room: rx.len,
-                        need: self.buffer_size,
-                    },
-                });
+            let rx = rq.chain(dm, rx_head, true).map_err(receiver)?;
+            if rx.len < buffer_size {
+                return Err(receiver(Fault::SmallBuffer {
+                    room: rx.len,
+                    need: buffer_size,
+                }));
             }
-            let (a, b) = mem.split_at_mut(1);
-            let (sm, dm) = if from == 0 {
-                (&a[0], &mut b[0])
+            // One buffer each, as Linux and OpenAMP send and post them.
+            if tx.n == 1 && rx.n == 1 {
+                dm.copy_from(rx.first.addr, sm, tx.first.addr, len as usize)
             } else {
-                (&b[0], &mut a[0])
-            };
-            copy((tq, &tx, sm), (rq, &rx, dm), len).map_err(|(side, fault)| SideFault {
+                copy((tq, tx, sm), (rq, rx, dm), len)
+            }
+            .map_err(|(side, fault)| SideFault {
                 side: if side == 0 { from } else { to },
                 fault,
             })?;
-            blame(
-                to,
-                self.dev[to].queues[RX].push_used(&mut mem[to], rx_head, len),
-            )?;
-            self.dev[to].queues[RX].advance();
-            blame(
-                from,
-                self.dev[from].queues[TX].push_used(&mut mem[from], tx_head, 0),
-            )?;
-            self.dev[from].queues[TX].advance();
+            rq.push_used(dm, rx_head, len).map_err(receiver)?;
+            rq.advance();
+            tq.push_used(sm, tx_head, 0).map_err(sender)?;
+            tq.advance();
             moved.messages += 1;
         }
         // Nothing waits for the receiver's buffers: it need not notify
         // when it posts more (one trap less for each it posts).
-        if !moved.waiting && self.dev[to].driver_ok() {
-            blame(to, self.dev[to].queues[RX].want_notify(&mut mem[to], false))?;
+        if !moved.waiting && receiver_ok {
+            rq.want_notify(dm, false).map_err(receiver)?;
         }
         // Used buffers: the receiver's when messages arrived, the sender's
         // when any of its buffers came back.
@@ -389,18 +344,54 @@ impl Link {
         if moved.messages + moved.dropped_ns > 0 {
             core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         }
-        for (side, q, used) in [
-            (to, RX, moved.messages > 0),
-            (from, TX, moved.messages + moved.dropped_ns > 0),
-        ] {
-            if used {
-                self.dev[side].signal_used();
-                moved.interrupt[side] |=
-                    blame(side, self.dev[side].queues[q].wants_interrupt(&mem[side]))?;
-            }
+        if moved.messages > 0 {
+            moved.interrupt[to] = rq.wants_interrupt(dm).map_err(receiver)?;
+            dst.signal_used();
+        }
+        if moved.messages + moved.dropped_ns > 0 {
+            moved.interrupt[from] = tq.wants_interrupt(sm).map_err(sender)?;
+            src.signal_used();
         }
         Ok(moved)
     }
+}
+
+/// A message's rpmsg header, from the sender's chain `c`, as
+/// `GuestMemory::read_pair` gives it.
+#[inline(always)]
+fn header<M: GuestMemory>(q: &Queue, c: Chain, m: &M) -> Result<[u64; 2], Fault> {
+    if c.first.len >= HEADER {
+        m.read_pair(c.first.addr)
+    } else {
+        split_header(q, c, m)
+    }
+}
+
+/// The same for a header split across descriptors.
+#[cold]
+fn split_header<M: GuestMemory>(q: &Queue, c: Chain, m: &M) -> Result<[u64; 2], Fault> {
+    if c.len < HEADER {
+        return Err(Fault::BadLength {
+            len: HEADER,
+            room: c.len,
+        });
+    }
+    let mut hdr = [0u8; HEADER as usize];
+    read_prefix(q, &c, m, &mut hdr)?;
+    let (lo, hi) = hdr.split_at(8);
+    Ok([lo, hi].map(|h| u64::from_le_bytes(h.try_into().unwrap_or_default())))
+}
+
+/// A receiver has no buffer for a message that waits: asks its driver to
+/// notify when it posts one, then looks again, since a buffer it posted
+/// before it saw the request came with no notify.
+#[cold]
+fn ask_for_buffers<M: GuestMemory>(q: &mut Queue, m: &mut M) -> Result<Option<u16>, Fault> {
+    q.set_notify(m, true)?;
+    // The flag's store before the index's load; the driver orders its
+    // index's store before its load of the flag the same way.
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    q.peek(m)
 }
 
 #[cfg(test)]
@@ -411,6 +402,21 @@ mod tests {
     use std::vec::Vec;
 
     const BUF: u32 = 512;
+
+    impl Link {
+        /// The pump with both memories in side order, as the tests keep
+        /// them.
+        fn pump_sides(
+            &mut self,
+            from: usize,
+            m: &mut [Ram; 2],
+            budget: u32,
+        ) -> Result<Moved, SideFault> {
+            let [m0, m1] = m;
+            let (sm, dm) = if from == 0 { (m0, m1) } else { (m1, m0) };
+            self.pump(from, sm, dm, budget)
+        }
+    }
     const ALL: u32 = u32::MAX;
     const NEXT: u16 = 1;
     const WRITE: u16 = 2;
@@ -554,7 +560,7 @@ mod tests {
         let (mut link, mut m, mut a, mut b) = pair();
         b.post_rx(&mut m[1], 4);
         a.send(&mut m[0], 1024, 53, b"rpmsg-raw announcement");
-        let moved = link.pump(0, &mut m, ALL).unwrap();
+        let moved = link.pump_sides(0, &mut m, ALL).unwrap();
         assert_eq!(
             moved,
             Moved {
@@ -587,8 +593,8 @@ mod tests {
                 a.send(&mut m[0], 1, 2, &[i; 100]);
                 b.send(&mut m[1], 2, 1, &[i + 100; 200]);
             }
-            assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 10);
-            assert_eq!(link.pump(1, &mut m, ALL).unwrap().messages, 10);
+            assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 10);
+            assert_eq!(link.pump_sides(1, &mut m, ALL).unwrap().messages, 10);
             let at_b: Vec<u8> = b.received(&m[1]).iter().map(|x| x[16]).collect();
             let at_a: Vec<u8> = a.received(&m[0]).iter().map(|x| x[16]).collect();
             assert_eq!(at_b, (0..10).collect::<Vec<u8>>());
@@ -616,18 +622,18 @@ mod tests {
         };
         // B's announcement waits for A's device.
         b.send(&mut m[1], 1024, NS_ADDR, b"rpmsg-raw");
-        assert!(link.pump(1, &mut m, ALL).unwrap().waiting);
+        assert!(link.pump_sides(1, &mut m, ALL).unwrap().waiting);
         let rings = [a.rx.desc, a.tx.desc];
         link.dev[0].attach(rings, 16, 4, &m[0]).unwrap();
         assert!(link.dev[0].driver_ok());
         assert_eq!(link.dev[0].negotiated(), F_NS);
         assert_eq!(link.read(1, PEER_READY), 1);
         a.post_rx(&mut m[0], 4);
-        assert_eq!(link.pump(1, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(link.pump_sides(1, &mut m, ALL).unwrap().messages, 1);
         assert_eq!(&a.received(&m[0])[0][16..], b"rpmsg-raw");
         a.send(&mut m[0], 1025, 1024, b"hello");
         b.post_rx(&mut m[1], 4);
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
         assert_eq!(&b.received(&m[1])[0][16..], b"hello");
         // Rings outside its memory, a misaligned table, a bad alignment.
         for (rings, align) in [
@@ -650,13 +656,13 @@ mod tests {
         let flags = |m: &Ram, d: &Driver| u16::from_le_bytes(m.get(d.used, 2).try_into().unwrap());
         b.post_rx(&mut m[1], 1);
         a.send(&mut m[0], 1, 2, b"one");
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
         assert_eq!(flags(&m[1], &b.rx), 1, "nothing waits: no notify");
         a.send(&mut m[0], 1, 2, b"two");
-        assert!(link.pump(0, &mut m, ALL).unwrap().waiting);
+        assert!(link.pump_sides(0, &mut m, ALL).unwrap().waiting);
         assert_eq!(flags(&m[1], &b.rx), 0, "a message waits: notify");
         b.post_rx(&mut m[1], 1);
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
         assert_eq!(flags(&m[1], &b.rx), 1);
         let got: Vec<Vec<u8>> = b
             .received(&m[1])
@@ -673,16 +679,16 @@ mod tests {
             a.send(&mut m[0], 1, 2, &[i; 10]);
         }
         assert_eq!(
-            link.pump(0, &mut m, ALL).unwrap(),
+            link.pump_sides(0, &mut m, ALL).unwrap(),
             Moved {
                 waiting: true,
                 ..Default::default()
             }
         );
         b.post_rx(&mut m[1], 2);
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 2);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 2);
         b.post_rx(&mut m[1], 8);
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 3);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 3);
         let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
         assert_eq!(got, [0, 1, 2, 3, 4]);
     }
@@ -701,10 +707,10 @@ mod tests {
             let mut b = side_with(&mut link, 1, &mut m[1], false);
             a.send(&mut m[0], 1024, NS_ADDR, b"rpmsg-raw");
             b.post_rx(&mut m[1], 16);
-            let moved = link.pump(0, &mut m, ALL).unwrap();
+            let moved = link.pump_sides(0, &mut m, ALL).unwrap();
             assert_eq!((moved.messages, moved.waiting), (0, true));
             go(&mut link, 1, &m[1]);
-            assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+            assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
             assert_eq!(&b.received(&m[1])[0][16..], b"rpmsg-raw");
         }
     }
@@ -718,11 +724,11 @@ mod tests {
         for i in 0..5u8 {
             a.send(&mut m[0], 1, 2, &[i; 10]);
         }
-        let first = link.pump(0, &mut m, 2).unwrap();
+        let first = link.pump_sides(0, &mut m, 2).unwrap();
         assert_eq!((first.messages, first.more), (2, true));
-        let second = link.pump(0, &mut m, 2).unwrap();
+        let second = link.pump_sides(0, &mut m, 2).unwrap();
         assert_eq!((second.messages, second.more), (2, true));
-        let last = link.pump(0, &mut m, 2).unwrap();
+        let last = link.pump_sides(0, &mut m, 2).unwrap();
         assert_eq!((last.messages, last.more), (1, false));
         let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
         assert_eq!(got, [0, 1, 2, 3, 4]);
@@ -738,7 +744,7 @@ mod tests {
         b.post_rx(&mut m[1], 4);
         a.send(&mut m[0], 1024, 53, b"rpmsg-raw");
         a.send(&mut m[0], 1024, 1024, b"data");
-        let moved = link.pump(0, &mut m, ALL).unwrap();
+        let moved = link.pump_sides(0, &mut m, ALL).unwrap();
         assert_eq!((moved.messages, moved.dropped_ns), (1, 1));
         let got = b.received(&m[1]);
         assert_eq!(got.len(), 1);
@@ -767,7 +773,11 @@ mod tests {
             }
             b.rx.offer(&mut m[1], 0);
             a.send_chain(&mut m[0], &payload, cuts);
-            assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1, "{cuts:?}");
+            assert_eq!(
+                link.pump_sides(0, &mut m, ALL).unwrap().messages,
+                1,
+                "{cuts:?}"
+            );
             let got = b.rx.take_used(&m[1]);
             assert_eq!(got, [(0, 496)]);
             let mut whole = Vec::new();
@@ -785,7 +795,7 @@ mod tests {
         // Header claims more payload than the buffer carries.
         a.send(&mut m[0], 1, 2, b"x");
         m[0].put(a.buf + 0x2000 + 12, &400u16.to_le_bytes());
-        let f = link.pump(0, &mut m, ALL).unwrap_err();
+        let f = link.pump_sides(0, &mut m, ALL).unwrap_err();
         assert_eq!(
             f,
             SideFault {
@@ -798,7 +808,7 @@ mod tests {
         b.rx.desc(&mut m[1], 0, 0x4000_0000, BUF, WRITE, 0);
         b.rx.offer(&mut m[1], 0);
         a.send(&mut m[0], 1, 2, b"y");
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap_err().side, 1);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap_err().side, 1);
     }
 
     #[test]
@@ -812,14 +822,14 @@ mod tests {
         for i in 0..3u8 {
             a.send(&mut m[0], 1, 2, &[i; 8]);
         }
-        assert!(link.pump(0, &mut m, ALL).unwrap().waiting);
+        assert!(link.pump_sides(0, &mut m, ALL).unwrap().waiting);
         // b's new instance sets up its device; a notify-free pump at
         // DRIVER_OK (what the binary does) delivers in order.
         let mut b = side(&mut link, 1, &mut m[1]);
         b.post_rx(&mut m[1], 4);
         assert_eq!(link.side_changed(1, false), Some(0));
         assert_eq!(link.read(0, PEER_READY), 1);
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 3);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 3);
         let got: Vec<u8> = b.received(&m[1]).iter().map(|msg| msg[16]).collect();
         assert_eq!(got, [0, 1, 2]);
         // A peer whose driver is not live is not interrupted.
@@ -836,7 +846,7 @@ mod tests {
         b.post_rx(&mut m[1], 4);
         a.send_chain(&mut m[0], &[7; 600], &[512]);
         assert_eq!(
-            link.pump(0, &mut m, ALL),
+            link.pump_sides(0, &mut m, ALL),
             Err(SideFault {
                 side: 0,
                 fault: Fault::TooLong { len: 616, max: 512 }
@@ -850,7 +860,7 @@ mod tests {
         b.rx.desc(&mut m[1], 0, b.buf, 1024, WRITE, 0);
         b.rx.offer(&mut m[1], 0);
         a.send_chain(&mut m[0], &[7; 600], &[512]);
-        assert_eq!(link.pump(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
         assert_eq!(b.rx.take_used(&m[1]), [(0, 616)]);
     }
 
@@ -862,7 +872,7 @@ mod tests {
         b.post_rx_of(&mut m[1], 1, 256);
         a.send(&mut m[0], 1, 2, b"short");
         assert_eq!(
-            link.pump(0, &mut m, ALL),
+            link.pump_sides(0, &mut m, ALL),
             Err(SideFault {
                 side: 1,
                 fault: Fault::SmallBuffer {
@@ -892,7 +902,7 @@ mod tests {
         b.rx.desc(&mut m[1], 1, b.buf + 0x200, 50, WRITE, 0);
         let (m0, m1) = m.split_at_mut(1);
         assert_eq!(
-            copy((tq, &tx, &m0[0]), (rq, &rx, &mut m1[0]), 416),
+            copy((tq, tx, &m0[0]), (rq, rx, &mut m1[0]), 416),
             Err((
                 1,
                 Fault::BadLength {
@@ -905,7 +915,7 @@ mod tests {
         b.rx.desc(&mut m1[0], 1, b.buf + 0x200, 300, WRITE, 0);
         a.tx.desc(&mut m0[0], 1, 0x1000, 216, 0, 0);
         assert_eq!(
-            copy((tq, &tx, &m0[0]), (rq, &rx, &mut m1[0]), 416),
+            copy((tq, tx, &m0[0]), (rq, rx, &mut m1[0]), 416),
             Err((
                 0,
                 Fault::OutsideMemory {
@@ -945,7 +955,7 @@ mod tests {
             quiet(&link);
             b.post_rx(&mut m[1], 2);
             a.send(&mut m[0], 1, 2, b"hello");
-            link.pump(0, &mut m, ALL).unwrap();
+            link.pump_sides(0, &mut m, ALL).unwrap();
             quiet(&link);
             link.dev[1].fail();
             quiet(&link);
@@ -980,7 +990,7 @@ mod tests {
             for _ in 0..4 {
                 let from = (rand() % 2) as usize;
                 let budget = 1 + (rand() % 4) as u32;
-                if let Err(f) = link.pump(from, &mut m, budget) {
+                if let Err(f) = link.pump_sides(from, &mut m, budget) {
                     link.dev[f.side].fail();
                 }
             }

@@ -14,6 +14,36 @@ pub trait GuestMemory {
     fn check(&self, addr: u64, len: u64) -> Result<(), Fault>;
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
+
+    /// A ring's index or flags. An implementation reads it with one load
+    /// of its size: the driver stores it with one.
+    fn read_u16(&self, addr: u64) -> Result<u16, Fault> {
+        let mut b = [0; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// 16 bytes (a descriptor, an rpmsg header) as two little-endian
+    /// doublewords.
+    fn read_pair(&self, addr: u64) -> Result<[u64; 2], Fault> {
+        let mut b = [0; 16];
+        self.read(addr, &mut b)?;
+        let (lo, hi) = b.split_at(8);
+        Ok([lo, hi].map(|h| u64::from_le_bytes(h.try_into().unwrap_or_default())))
+    }
+
+    /// A ring's index or flags, stored with one store of its size.
+    fn write_u16(&mut self, addr: u64, v: u16) -> Result<(), Fault> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    /// A used-ring entry: a chain's head and the bytes written to it.
+    fn write_used(&mut self, addr: u64, id: u32, len: u32) -> Result<(), Fault> {
+        let mut e = [0; 8];
+        e[..4].copy_from_slice(&id.to_le_bytes());
+        e[4..].copy_from_slice(&len.to_le_bytes());
+        self.write(addr, &e)
+    }
     /// Copies `len` bytes at `from` in `src` to `to` in this memory, with
     /// no copy in between. A fault says whose range was bad: `(0, _)` the
     /// source's, `(1, _)` this memory's.
@@ -102,12 +132,6 @@ const DESC_F_INDIRECT: u16 = 4;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 const USED_F_NO_NOTIFY: u16 = 1;
 
-fn read_u16(m: &impl GuestMemory, a: u64) -> Result<u16, Fault> {
-    let mut b = [0; 2];
-    m.read(a, &mut b)?;
-    Ok(u16::from_le_bytes(b))
-}
-
 /// One descriptor's buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
@@ -175,7 +199,7 @@ impl Queue {
         if !self.ready {
             return Ok(None);
         }
-        let idx = read_u16(m, self.avail + 2)?;
+        let idx = m.read_u16(self.avail + 2)?;
         if idx == self.last_avail {
             return Ok(None);
         }
@@ -189,7 +213,7 @@ impl Queue {
         // published them.
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
         let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.size);
-        let head = read_u16(m, slot)?;
+        let head = m.read_u16(slot)?;
         if head >= self.size {
             return Err(Fault::DescriptorIndex(head));
         }
@@ -209,12 +233,9 @@ impl Queue {
         if i >= self.size {
             return Err(Fault::DescriptorIndex(i));
         }
-        let mut d = [0u8; 16];
-        m.read(self.desc + 16 * u64::from(i), &mut d)?;
-        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-        let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
-        let flags = u16::from_le_bytes([d[12], d[13]]);
-        let next = u16::from_le_bytes([d[14], d[15]]);
+        // addr (8 bytes), len (4), flags (2), next (2).
+        let [addr, d] = m.read_pair(self.desc + 16 * u64::from(i))?;
+        let (len, flags, next) = (d as u32, (d >> 32) as u16, (d >> 48) as u16);
         if flags & DESC_F_INDIRECT != 0 {
             return Err(Fault::Indirect);
         }
@@ -275,15 +296,12 @@ impl Queue {
         len: u32,
     ) -> Result<(), Fault> {
         let slot = self.used + 4 + 8 * u64::from(self.used_idx % self.size);
-        let mut e = [0u8; 8];
-        e[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        e[4..].copy_from_slice(&len.to_le_bytes());
-        m.write(slot, &e)?;
+        m.write_used(slot, u32::from(head), len)?;
         self.used_idx = self.used_idx.wrapping_add(1);
         // The buffer's bytes and the entry are seen before the index that
         // publishes them, by a driver on another CPU too.
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-        m.write(self.used + 2, &self.used_idx.to_le_bytes())
+        m.write_u16(self.used + 2, self.used_idx)
     }
 
     /// Tells the driver whether to notify when it adds buffers
@@ -302,7 +320,7 @@ impl Queue {
     /// reuses without zeroing may still hold an old NO_NOTIFY.
     pub fn set_notify(&mut self, m: &mut impl GuestMemory, want: bool) -> Result<(), Fault> {
         let flags = if want { 0 } else { USED_F_NO_NOTIFY };
-        m.write(self.used, &flags.to_le_bytes())?;
+        m.write_u16(self.used, flags)?;
         self.no_notify = !want;
         Ok(())
     }
@@ -310,7 +328,7 @@ impl Queue {
     /// Whether the driver wants an interrupt for used buffers.
     #[inline(always)]
     pub fn wants_interrupt(&self, m: &impl GuestMemory) -> Result<bool, Fault> {
-        Ok(read_u16(m, self.avail)? & AVAIL_F_NO_INTERRUPT == 0)
+        Ok(m.read_u16(self.avail)? & AVAIL_F_NO_INTERRUPT == 0)
     }
 }
 
