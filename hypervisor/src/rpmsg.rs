@@ -544,12 +544,26 @@ pub fn emulate(frame: &mut CallFrame, p: &'static Partition, a: MmioAccess) -> b
     else {
         return false;
     };
-    write(frame, p, port, a.ipa - port.base, a);
+    match (a.ipa - port.base, a.width()) {
+        (INTERRUPT_ACK, 4) => acknowledge(frame, port, a),
+        (off, _) => write(frame, p, port, off, a),
+    }
     true
 }
 
-/// The rest of `emulate`: a register write (a notify moves messages); one
-/// of another width than a word is ignored.
+/// An InterruptACK, the second trap of every interrupt a driver takes:
+/// nothing but its own status changes. Apart from `write`, whose frame
+/// is larger.
+#[inline(never)]
+fn acknowledge(frame: &mut CallFrame, port: &VirtioPort, a: MmioAccess) {
+    let lock = &system().links[port.link];
+    let mut l = lock.lock();
+    l.dev[port.side].acknowledge(a.store_value(frame.access_reg(a.reg())) as u32);
+    lock.publish_status_of(&l, port.side);
+}
+
+/// The rest of `emulate`: any other register write (a notify moves
+/// messages); one of another width than a word is ignored.
 #[inline(never)]
 fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u64, a: MmioAccess) {
     if a.width() != 4 {
@@ -563,37 +577,31 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
     let lock = &system().links[port.link];
     let mut l = lock.lock();
     let v = a.store_value(frame.access_reg(a.reg())) as u32;
-    // The second trap of every interrupt a driver takes: nothing but its
-    // own status changes.
-    if off == INTERRUPT_ACK {
-        l.dev[port.side].acknowledge(v);
-        lock.publish_status_of(&l, port.side);
+    // A notify changes no register: its queue's messages move (transmit:
+    // this side's; receive buffers posted: the other side's waiting ones).
+    if off == QUEUE_NOTIFY {
+        // The queue's index is the low half (the device's `Notify`).
+        let from = if usize::from(v as u16) == TX {
+            port.side
+        } else {
+            1 - port.side
+        };
+        pump(port.link, l, from, port, ends_from(p, port));
         return;
     }
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
     let own = PartitionMemory::of(p);
-    // A notify changes no register; any other write may.
-    let was_ok = (off != QUEUE_NOTIFY).then(|| l.dev[port.side].driver_ok());
+    let was_ok = l.dev[port.side].driver_ok();
     let effect = l.dev[port.side].write(off, v, &own);
-    if let Some(was_ok) = was_ok {
-        lock.publish_side(&l, port.side);
-        // The peer reads whether this driver is ready in its PEER_READY.
-        if l.dev[port.side].driver_ok() != was_ok {
-            lock.publish_side(&l, 1 - port.side);
-        }
+    lock.publish_side(&l, port.side);
+    // The peer reads whether this driver is ready in its PEER_READY.
+    if l.dev[port.side].driver_ok() != was_ok {
+        lock.publish_side(&l, 1 - port.side);
     }
     match effect {
-        // Transmit: this side's messages move. Receive buffers posted: the
-        // other side's waiting messages can move.
-        Effect::Notify(q) => {
-            let from = if usize::from(q) == TX {
-                port.side
-            } else {
-                1 - port.side
-            };
-            pump(port.link, l, from, port, ends_from(p, port));
-        }
+        // Taken above: a notify never reaches the device's write here.
+        Effect::Notify(_) => {}
         // Messages that waited for this side's driver move now, without
         // waiting for its first notify: the buffers it posted before
         // DRIVER_OK are enough (OpenAMP's driver notifies no sooner than

@@ -259,14 +259,32 @@ impl Queue {
         head: u16,
         device_writes: bool,
     ) -> Result<Chain, Fault> {
-        let (first, mut next) = self.segment(m, head, device_writes)?;
-        let mut c = Chain {
+        let (first, next) = self.segment(m, head, device_writes)?;
+        let c = Chain {
             head,
             first,
             next: next.unwrap_or(0),
             n: 1,
             len: first.len,
         };
+        match next {
+            None => Ok(c),
+            Some(i) => self.chain_rest(m, c, i, device_writes),
+        }
+    }
+
+    /// The rest of `chain` after its first descriptor, which chains to
+    /// `i`: out of line, as Linux and OpenAMP send and post one buffer
+    /// each.
+    #[inline(never)]
+    fn chain_rest(
+        &self,
+        m: &impl GuestMemory,
+        mut c: Chain,
+        i: u16,
+        device_writes: bool,
+    ) -> Result<Chain, Fault> {
+        let mut next = Some(i);
         while let Some(i) = next {
             if c.n == self.size {
                 return Err(Fault::ChainTooLong);
