@@ -260,44 +260,44 @@ impl Queue {
         device_writes: bool,
     ) -> Result<Chain, Fault> {
         let (first, next) = self.segment(m, head, device_writes)?;
-        let c = Chain {
+        let (n, len) = match next {
+            None => (1, first.len),
+            Some(i) => self.chain_rest(m, i, first.len, device_writes)?,
+        };
+        Ok(Chain {
             head,
             first,
             next: next.unwrap_or(0),
-            n: 1,
-            len: first.len,
-        };
-        match next {
-            None => Ok(c),
-            Some(i) => self.chain_rest(m, c, i, device_writes),
-        }
+            n,
+            len,
+        })
     }
 
-    /// The rest of `chain` after its first descriptor, which chains to
-    /// `i`: out of line, as Linux and OpenAMP send and post one buffer
-    /// each.
+    /// The rest of `chain` after a first descriptor of `len` bytes that
+    /// chains to `i`: the chain's descriptors and bytes in all. Out of
+    /// line, as Linux and OpenAMP send and post one buffer each.
     #[inline(never)]
     fn chain_rest(
         &self,
         m: &impl GuestMemory,
-        mut c: Chain,
         i: u16,
+        mut len: u32,
         device_writes: bool,
-    ) -> Result<Chain, Fault> {
-        let mut next = Some(i);
+    ) -> Result<(u16, u32), Fault> {
+        let (mut n, mut next) = (1, Some(i));
         while let Some(i) = next {
-            if c.n == self.size {
+            if n == self.size {
                 return Err(Fault::ChainTooLong);
             }
             let (s, after) = self.segment(m, i, device_writes)?;
-            c.len = c.len.checked_add(s.len).ok_or(Fault::BadLength {
+            len = len.checked_add(s.len).ok_or(Fault::BadLength {
                 len: u32::MAX,
-                room: c.len,
+                room: len,
             })?;
-            c.n += 1;
+            n += 1;
             next = after;
         }
-        Ok(c)
+        Ok((n, len))
     }
 
     /// Takes the chain `peek` returned.
