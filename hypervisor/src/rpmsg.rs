@@ -417,7 +417,11 @@ fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'stat
         }
     };
     if total.more {
-        l = pump_more(link, l, from, port, ends, &mut total);
+        let (g, more) = pump_more(link, l, from, port, ends);
+        l = g;
+        total.messages += more.messages;
+        total.interrupt[0] |= more.interrupt[0];
+        total.interrupt[1] |= more.interrupt[1];
     } else if total.messages + total.dropped_ns > 0 {
         system().links[link].publish_status(&l);
     }
@@ -437,7 +441,7 @@ fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'stat
     }
 }
 
-/// The rest of `pump` after its first message, adding to `total`.
+/// The rest of `pump` after its first message: what it moved.
 #[inline(never)]
 fn pump_more(
     link: usize,
@@ -445,8 +449,8 @@ fn pump_more(
     from: usize,
     port: &VirtioPort,
     ends: [&'static Partition; 2],
-    total: &mut Moved,
-) -> Guard {
+) -> (Guard, Moved) {
+    let mut total = Moved::default();
     let lock = &system().links[link];
     let mut sm = PartitionMemory::of(ends[from]);
     let mut dm = PartitionMemory::of(ends[1 - from]);
@@ -462,12 +466,12 @@ fn pump_more(
                 total.interrupt[1] |= m.interrupt[1];
                 if !m.more {
                     lock.publish_status(&l);
-                    return l;
+                    return (l, total);
                 }
             }
             Err(f) => {
                 fail(link, &mut l, f.side, f.fault);
-                return l;
+                return (l, total);
             }
         }
     }
@@ -476,7 +480,7 @@ fn pump_more(
     let me = crate::arch::cpu_index();
     cpu::get(me).request_resume();
     cpu::kick(me);
-    l
+    (l, total)
 }
 
 /// Continues the pumps this CPU left at their budget: its kick arrived,
