@@ -378,8 +378,7 @@ fn split_header<M: GuestMemory>(q: &Queue, c: Chain, m: &M) -> Result<[u64; 2], 
     }
     let mut hdr = [0u8; HEADER as usize];
     read_prefix(q, &c, m, &mut hdr)?;
-    let (lo, hi) = hdr.split_at(8);
-    Ok([lo, hi].map(|h| u64::from_le_bytes(h.try_into().unwrap_or_default())))
+    Ok(crate::virtio::pair_from_le(&hdr))
 }
 
 /// A receiver has no buffer for a message that waits: asks its driver to

@@ -28,8 +28,7 @@ pub trait GuestMemory {
     fn read_pair(&self, addr: u64) -> Result<[u64; 2], Fault> {
         let mut b = [0; 16];
         self.read(addr, &mut b)?;
-        let (lo, hi) = b.split_at(8);
-        Ok([lo, hi].map(|h| u64::from_le_bytes(h.try_into().unwrap_or_default())))
+        Ok(pair_from_le(&b))
     }
 
     /// A ring's index or flags, stored with one store of its size.
@@ -123,6 +122,13 @@ impl core::fmt::Display for Fault {
             ),
         }
     }
+}
+
+/// 16 bytes as two little-endian doublewords, as `GuestMemory::read_pair`
+/// gives them.
+pub fn pair_from_le(b: &[u8; 16]) -> [u64; 2] {
+    let (lo, hi) = b.split_at(8);
+    [lo, hi].map(|h| u64::from_le_bytes(h.try_into().unwrap_or_default()))
 }
 
 pub const QUEUE_MAX: u16 = 256;
