@@ -230,12 +230,7 @@ impl<'a> PartitionMemory<'a> {
 impl GuestMemory for PartitionMemory<'_> {
     #[inline(always)]
     fn check(&self, addr: u64, len: u64) -> Result<(), Fault> {
-        // Its offset in the first range (below it, the offset wraps past
-        // the size: no range wraps, the SDT's check) must leave room for
-        // `len`; no sum that could overflow.
-        let off = addr.wrapping_sub(self.first.base);
-        let inside_first = off <= self.first.size && len <= self.first.size - off;
-        if inside_first || partita_core::sdt::within(self.ranges, addr, len) {
+        if self.first.holds(addr, len) || partita_core::sdt::within(self.ranges, addr, len) {
             Ok(())
         } else {
             Err(Fault::OutsideMemory { addr, len })

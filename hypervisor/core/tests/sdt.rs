@@ -419,3 +419,44 @@ fn rpmsg_links_choose_virtio_versions_and_buffer_size() {
         assert!(e.contains(why), "{bad}: {e}");
     }
 }
+
+/// `Range::holds`, the check on every address a guest hands over, against
+/// the same question asked in 128 bits, where nothing overflows: near the
+/// range's ends, below it, past it, and at the top of the address space.
+#[test]
+fn a_range_holds_exactly_the_accesses_inside_it() {
+    use proptest::prelude::*;
+    fn inside(r: Range, addr: u64, len: u64) -> bool {
+        let (a, b, n) = (u128::from(addr), u128::from(r.base), u128::from(len));
+        a >= b && a + n <= b + u128::from(r.size)
+    }
+    // Ranges that do not wrap, as the SDT's check leaves them, and
+    // addresses and lengths around their edges or anywhere.
+    let range = (any::<u64>(), any::<u64>())
+        .prop_map(|(base, size)| Range::new(base, size.min(u64::MAX - base)));
+    let near = |r: &Range| {
+        let edges = [r.base, r.base.wrapping_add(r.size), 0, u64::MAX];
+        (0..edges.len(), -20i64..20, any::<u64>(), prop::bool::ANY).prop_map(
+            move |(i, d, far, wild)| {
+                if wild {
+                    far
+                } else {
+                    edges[i].wrapping_add_signed(d)
+                }
+            },
+        )
+    };
+    proptest!(|((r, addr, len) in range.prop_flat_map(move |r| (Just(r), near(&r), prop_oneof![0u64..40, any::<u64>()])))| {
+        prop_assert_eq!(r.holds(addr, len), inside(r, addr, len), "{:?} {:#x}+{:#x}", r, addr, len);
+        prop_assert_eq!(partita_core::sdt::within(&[r], addr, len), inside(r, addr, len));
+    });
+    let r = Range::new(0x4800_0000, 0x200_0000);
+    assert!(r.holds(0x4800_0000, 0x200_0000));
+    assert!(r.holds(0x4a00_0000, 0), "an empty access at the end");
+    assert!(!r.holds(0x4a00_0000, 1));
+    assert!(!r.holds(0x47ff_ffff, 2));
+    assert!(!r.holds(0x49ff_ffff, u64::MAX), "a length that wraps");
+    let top = Range::new(u64::MAX - 0xfff, 0x1000);
+    assert!(top.holds(u64::MAX, 1));
+    assert!(!top.holds(u64::MAX, 2));
+}
