@@ -15,8 +15,9 @@ pub trait GuestMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
 
-    /// A ring's index or flags. An implementation reads it with one load
-    /// of its size: the driver stores it with one.
+    /// A ring's index or flags. The hypervisor's memory reads it with one
+    /// load of its size, as the driver stores it with one; the default,
+    /// through `read`, serves the tests' memory.
     fn read_u16(&self, addr: u64) -> Result<u16, Fault> {
         let mut b = [0; 2];
         self.read(addr, &mut b)?;
@@ -43,6 +44,7 @@ pub trait GuestMemory {
         e[4..].copy_from_slice(&len.to_le_bytes());
         self.write(addr, &e)
     }
+
     /// Copies `len` bytes at `from` in `src` to `to` in this memory, with
     /// no copy in between. A fault says whose range was bad: `(0, _)` the
     /// source's, `(1, _)` this memory's.
