@@ -225,6 +225,17 @@ impl<'a> PartitionMemory<'a> {
             ranges: &p.memory,
         }
     }
+
+    /// `check`, for a ring field the ring's alignment (checked when its
+    /// queue was made ready) keeps aligned to `align`.
+    #[inline(always)]
+    fn check_aligned(&self, addr: u64, len: u64, align: u64) -> Result<(), Fault> {
+        self.check(addr, len)?;
+        if !addr.is_multiple_of(align) {
+            return Err(Fault::Misaligned { addr });
+        }
+        Ok(())
+    }
 }
 
 impl GuestMemory for PartitionMemory<'_> {
@@ -259,10 +270,7 @@ impl GuestMemory for PartitionMemory<'_> {
     // aligned when made ready.
     #[inline(always)]
     fn read_u16(&self, addr: u64) -> Result<u16, Fault> {
-        self.check(addr, 2)?;
-        if !addr.is_multiple_of(2) {
-            return Err(Fault::Misaligned { addr });
-        }
+        self.check_aligned(addr, 2, 2)?;
         // SAFETY: checked to lie in the partition's memory, which the EL2
         // identity map covers as normal memory; aligned.
         Ok(unsafe { core::ptr::read_volatile(addr as *const u16) })
@@ -270,10 +278,7 @@ impl GuestMemory for PartitionMemory<'_> {
 
     #[inline(always)]
     fn write_u16(&mut self, addr: u64, v: u16) -> Result<(), Fault> {
-        self.check(addr, 2)?;
-        if !addr.is_multiple_of(2) {
-            return Err(Fault::Misaligned { addr });
-        }
+        self.check_aligned(addr, 2, 2)?;
         // SAFETY: as in `read_u16`.
         unsafe { core::ptr::write_volatile(addr as *mut u16, v) };
         Ok(())
@@ -300,10 +305,7 @@ impl GuestMemory for PartitionMemory<'_> {
     /// ready.
     #[inline(always)]
     fn write_used(&mut self, addr: u64, id: u32, len: u32) -> Result<(), Fault> {
-        self.check(addr, 8)?;
-        if !addr.is_multiple_of(4) {
-            return Err(Fault::Misaligned { addr });
-        }
+        self.check_aligned(addr, 8, 4)?;
         let p = addr as *mut u32;
         // SAFETY: as in `read_u16`.
         unsafe {
