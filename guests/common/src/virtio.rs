@@ -435,7 +435,7 @@ impl Sender {
         b[8..12].fill(0);
         b[12..14].copy_from_slice(&(payload.len() as u16).to_le_bytes());
         b[14..16].fill(0);
-        b[HDR..HDR + payload.len()].copy_from_slice(payload);
+        crate::copy(&mut b[HDR..], payload);
         let (base, len) = (b.as_ptr() as u64, HDR + payload.len());
         if parts > 1 {
             chain_descriptors(base, len, parts);
