@@ -23,10 +23,20 @@ const AVAIL_BYTES: usize = 2 * (3 + Q as usize);
 /// ring on the next (QueueAlign 4096, as Linux and OpenAMP use).
 #[repr(C, align(4096))]
 struct Ring {
-    desc: [[u8; 16]; Q as usize],
+    desc: [Desc; Q as usize],
     avail: [u16; 3 + Q as usize],
     _pad: [u8; PAGE as usize - 16 * Q as usize - AVAIL_BYTES],
     used: [u32; 2 + 2 * Q as usize],
+}
+
+/// A descriptor (2.7.5), its fields in the guest's (little-endian) order.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
 }
 
 #[repr(C, align(4096))]
@@ -34,7 +44,12 @@ struct Buffers([[u8; BUF]; Q as usize]);
 
 static mut RINGS: [Ring; 2] = [const {
     Ring {
-        desc: [[0; 16]; Q as usize],
+        desc: [Desc {
+            addr: 0,
+            len: 0,
+            flags: 0,
+            next: 0,
+        }; Q as usize],
         avail: [0; 3 + Q as usize],
         _pad: [0; PAGE as usize - 16 * Q as usize - AVAIL_BYTES],
         used: [0; 2 + 2 * Q as usize],
@@ -76,11 +91,12 @@ pub fn put_desc(q: usize, i: u16, addr: u64, len: u32, flags: u16) {
 
 #[inline(always)]
 pub fn put_desc_next(q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-    let mut d = [0u8; 16];
-    d[..8].copy_from_slice(&addr.to_le_bytes());
-    d[8..12].copy_from_slice(&len.to_le_bytes());
-    d[12..14].copy_from_slice(&flags.to_le_bytes());
-    d[14..16].copy_from_slice(&next.to_le_bytes());
+    let d = Desc {
+        addr,
+        len,
+        flags,
+        next,
+    };
     // SAFETY: our own ring; volatile because the device reads it.
     unsafe { write_volatile(addr_of_mut!((*ring(q)).desc[i as usize]), d) };
 }
