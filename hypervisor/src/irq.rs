@@ -451,17 +451,18 @@ fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bo
     let Some(e) = g.direct_sgi_from(from, to, intid) else {
         return false;
     };
-    post_to(p, to, &e)
+    post_to(&system().gic, p, to, &e)
 }
 
 /// Emulated SPI `intid` of `p` raised (the vGIC's lock held; an rpmsg
 /// device's): posted to its target vCPU as `post_sgi` posts an SGI, when
 /// `Vgic::direct_spi` allows and that vCPU runs on another CPU. False to
-/// raise it through the pending set.
-pub fn post_spi(p: &Partition, g: &mut Vgic, intid: u32) -> bool {
+/// raise it through the pending set. `gic` is the system's, which the
+/// caller has at hand.
+pub fn post_spi(gic: &arch::gic::Gic, p: &Partition, g: &mut Vgic, intid: u32) -> bool {
     match g.direct_spi(intid) {
         Some((to, e)) => {
-            p.pcpus.get(to) != Some(&arch::cpu_index()) && running(p, to) && post_to(p, to, &e)
+            p.pcpus.get(to) != Some(&arch::cpu_index()) && running(p, to) && post_to(gic, p, to, &e)
         }
         None => false,
     }
@@ -484,9 +485,8 @@ fn running(p: &Partition, to: usize) -> bool {
 /// (`leave_cpu`), taking back what was posted. False while an earlier
 /// post is not loaded yet.
 #[inline(always)]
-fn post_to(p: &Partition, to: usize, e: &vgic::LrEntry) -> bool {
+fn post_to(gic: &arch::gic::Gic, p: &Partition, to: usize, e: &vgic::LrEntry) -> bool {
     let target = cpu::get(p.pcpus[to]);
-    let gic = &system().gic;
     if !target.post(gic.lr_encode(e)) {
         return false;
     }

@@ -16,7 +16,7 @@ use crate::console::guest_warn;
 use crate::cpu;
 use crate::irq::Hw;
 use crate::partition::Partition;
-use crate::system;
+use crate::{system, System};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use log::debug;
 use partita_core::control::ControlError;
@@ -367,15 +367,15 @@ fn partition_of(link: usize, side: usize) -> &'static Partition {
 fn raise(link: usize, side: usize) {
     let p = partition_of(link, side);
     if let Some(port) = p.virtio.iter().find(|v| v.link == link && v.side == side) {
-        raise_spi(p, port.spi);
+        raise_spi(system(), p, port.spi);
     }
 }
 
 /// Raises `p`'s interrupt `spi`, one of its links' (posted, when that
 /// finds its vCPU running on another CPU).
-fn raise_spi(p: &Partition, spi: u32) {
+fn raise_spi(sys: &System, p: &Partition, spi: u32) {
     let mut g = p.vgic.lock();
-    if !crate::irq::post_spi(p, &mut g, spi) {
+    if !crate::irq::post_spi(&sys.gic, p, &mut g, spi) {
         g.raise(0, spi, &mut Hw { p });
     }
 }
@@ -400,7 +400,14 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
 /// the CPU kicks itself to go on after it has been back in its guest.
 /// Raises whichever interrupts the drivers asked for. `ends` are the
 /// link's partitions (`ends`), which a write to the device has at hand.
-fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'static Partition; 2]) {
+fn pump(
+    sys: &'static System,
+    link: usize,
+    mut l: Guard,
+    from: usize,
+    port: &VirtioPort,
+    ends: [&'static Partition; 2],
+) {
     let mut sm = PartitionMemory::of(ends[from]);
     let mut dm = PartitionMemory::of(ends[1 - from]);
     // One message, or none, is the common case: the loop for more is
@@ -420,7 +427,7 @@ fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'stat
         total.interrupt[0] |= more.interrupt[0];
         total.interrupt[1] |= more.interrupt[1];
     } else if total.messages + total.dropped_ns > 0 {
-        system().links[link].publish_status(&l);
+        sys.links[link].publish_status(&l);
     }
     drop(l);
     if total.messages > 0 {
@@ -434,7 +441,7 @@ fn pump(link: usize, mut l: Guard, from: usize, port: &VirtioPort, ends: [&'stat
         } else {
             port.peer_spi
         };
-        raise_spi(ends[side], spi);
+        raise_spi(sys, ends[side], spi);
     }
 }
 
@@ -492,6 +499,7 @@ pub fn resume() {
                 && port.resume[from].swap(false, Ordering::Relaxed)
             {
                 pump(
+                    system(),
                     port.link,
                     system().links[port.link].lock(),
                     from,
@@ -546,6 +554,7 @@ pub fn emulate(frame: &mut CallFrame, p: &'static Partition, a: MmioAccess) -> b
         return false;
     };
     match (a.ipa - port.base, a.width()) {
+        (QUEUE_NOTIFY, 4) => notify(frame, p, port, a),
         (INTERRUPT_ACK, 4) => acknowledge(frame, port, a),
         (off, _) => write(frame, p, port, off, a),
     }
@@ -563,8 +572,26 @@ fn acknowledge(frame: &mut CallFrame, port: &VirtioPort, a: MmioAccess) {
     lock.publish_status_of(&l, port.side);
 }
 
-/// The rest of `emulate`: any other register write (a notify moves
-/// messages); one of another width than a word is ignored.
+/// A QueueNotify, the trap of every message sent: its queue's messages
+/// move (transmit: this side's; receive buffers posted: the other side's
+/// waiting ones). A notify changes no register. Apart from `write`, with
+/// the system looked up once for the whole pump.
+#[inline(never)]
+fn notify(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, a: MmioAccess) {
+    let sys = system();
+    let l = sys.links[port.link].lock();
+    // The queue's index is the low half (the device's `Notify`).
+    let from = match usize::from(a.store_value(frame.access_reg(a.reg())) as u16) {
+        TX => port.side,
+        _ => 1 - port.side,
+    };
+    let peer = &sys.partitions[port.peer];
+    let ends = if port.side == 0 { [p, peer] } else { [peer, p] };
+    pump(sys, port.link, l, from, port, ends);
+}
+
+/// The rest of `emulate`: any other register write; one of another width
+/// than a word is ignored.
 #[inline(never)]
 fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u64, a: MmioAccess) {
     if a.width() != 4 {
@@ -578,18 +605,6 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
     let lock = &system().links[port.link];
     let mut l = lock.lock();
     let v = a.store_value(frame.access_reg(a.reg())) as u32;
-    // A notify changes no register: its queue's messages move (transmit:
-    // this side's; receive buffers posted: the other side's waiting ones).
-    if off == QUEUE_NOTIFY {
-        // The queue's index is the low half (the device's `Notify`).
-        let from = if usize::from(v as u16) == TX {
-            port.side
-        } else {
-            1 - port.side
-        };
-        pump(port.link, l, from, port, ends_from(p, port));
-        return;
-    }
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
     let own = PartitionMemory::of(p);
@@ -601,7 +616,7 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
         lock.publish_side(&l, 1 - port.side);
     }
     match effect {
-        // Taken above: a notify never reaches the device's write here.
+        // A word's notify went to `notify`; `emulate` sends none here.
         Effect::Notify(_) => {}
         // Messages that waited for this side's driver move now, without
         // waiting for its first notify: the buffers it posted before
@@ -609,11 +624,25 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
         // it has received).
         Effect::DriverOk => {
             changed(port.link, &mut l, port.side, false);
-            pump(port.link, l, 1 - port.side, port, ends_from(p, port));
+            pump(
+                system(),
+                port.link,
+                l,
+                1 - port.side,
+                port,
+                ends_from(p, port),
+            );
         }
         // The same when its receive queue becomes ready after DRIVER_OK.
         Effect::QueueReady(q) if usize::from(q) == RX && l.dev[port.side].driver_ok() => {
-            pump(port.link, l, 1 - port.side, port, ends_from(p, port));
+            pump(
+                system(),
+                port.link,
+                l,
+                1 - port.side,
+                port,
+                ends_from(p, port),
+            );
         }
         Effect::QueueReady(_) | Effect::None => {}
         Effect::Reset => changed(port.link, &mut l, port.side, false),
@@ -661,7 +690,7 @@ pub fn vdev_ready(
         });
     }
     changed(port.link, &mut l, port.side, false);
-    pump(port.link, l, 1 - port.side, port, ends);
+    pump(system(), port.link, l, 1 - port.side, port, ends);
     Ok(())
 }
 
@@ -688,6 +717,6 @@ pub fn kick(p: &Partition, target: usize, vring: u64) -> Result<(), ControlError
         _ => return Err(ControlError::BadLink),
     };
     let l = system().links[port.link].lock();
-    pump(port.link, l, from, port, ends(port.link));
+    pump(system(), port.link, l, from, port, ends(port.link));
     Ok(())
 }
