@@ -25,7 +25,7 @@ use partita_core::rpmsg::{Link, Moved, RX, TX};
 use partita_core::sdt::{Range, RpmsgLink, VIRTIO_WINDOW};
 use partita_core::trap::MmioAccess;
 use partita_core::virtio::{
-    Effect, Fault, GuestMemory, INTERRUPT_ACK, INTERRUPT_STATUS, QUEUE_MAX, QUEUE_NOTIFY,
+    Effect, Fault, GuestMemory, RingAddr, INTERRUPT_ACK, INTERRUPT_STATUS, QUEUE_MAX, QUEUE_NOTIFY,
 };
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 use spin::RelaxStrategy;
@@ -209,11 +209,12 @@ impl VirtioPort {
 }
 
 /// A partition's memory, reached through the EL2 identity map after every
-/// range is checked against it.
+/// buffer is checked against it (its rings were, once, when their queue
+/// was made ready).
 struct PartitionMemory<'a> {
-    /// Its first range, where its rings and buffers nearly always lie:
-    /// checked inline, in registers, before the rest (a check of each
-    /// ring access and buffer of every message).
+    /// Its first range, where its buffers nearly always lie: checked
+    /// inline, in registers, before the rest (a check of each buffer of
+    /// every message).
     first: Range,
     ranges: &'a [Range],
 }
@@ -224,17 +225,6 @@ impl<'a> PartitionMemory<'a> {
             first: p.memory[0],
             ranges: &p.memory,
         }
-    }
-
-    /// `check`, for a ring field the ring's alignment (checked when its
-    /// queue was made ready) keeps aligned to `align`.
-    #[inline(always)]
-    fn check_aligned(&self, addr: u64, len: u64, align: u64) -> Result<(), Fault> {
-        self.check(addr, len)?;
-        if !addr.is_multiple_of(align) {
-            return Err(Fault::Misaligned { addr });
-        }
-        Ok(())
     }
 }
 
@@ -263,29 +253,8 @@ impl GuestMemory for PartitionMemory<'_> {
         Ok(())
     }
 
-    // A ring's index or flags is one load or store of its size, as the
-    // driver's: bytes one by one could take halves of two values (a
-    // receive index going 255, 256, 257 read as 1 failed a link in a
-    // soak). A misaligned one is outside every ring, which are checked
-    // aligned when made ready.
-    #[inline(always)]
-    fn read_u16(&self, addr: u64) -> Result<u16, Fault> {
-        self.check_aligned(addr, 2, 2)?;
-        // SAFETY: checked to lie in the partition's memory, which the EL2
-        // identity map covers as normal memory; aligned.
-        Ok(unsafe { core::ptr::read_volatile(addr as *const u16) })
-    }
-
-    #[inline(always)]
-    fn write_u16(&mut self, addr: u64, v: u16) -> Result<(), Fault> {
-        self.check_aligned(addr, 2, 2)?;
-        // SAFETY: as in `read_u16`.
-        unsafe { core::ptr::write_volatile(addr as *mut u16, v) };
-        Ok(())
-    }
-
-    /// Two doubleword loads where the 16 bytes are aligned (a descriptor
-    /// always is; an rpmsg header nearly always), not a call to `memcpy`.
+    /// Two doubleword loads where the 16 bytes are aligned (an rpmsg
+    /// header nearly always is), not a call to `memcpy`.
     #[inline(always)]
     fn read_pair(&self, addr: u64) -> Result<[u64; 2], Fault> {
         self.check(addr, 16)?;
@@ -301,18 +270,38 @@ impl GuestMemory for PartitionMemory<'_> {
         }
     }
 
-    /// Two word stores: the used ring is checked 4-aligned when made
-    /// ready.
+    // A `RingAddr` is made only by a ready queue, inside rings that
+    // `Queue::validate` found aligned in its partition's memory, which the
+    // EL2 identity map covers as normal memory for the system's life.
+
     #[inline(always)]
-    fn write_used(&mut self, addr: u64, id: u32, len: u32) -> Result<(), Fault> {
-        self.check_aligned(addr, 8, 4)?;
-        let p = addr as *mut u32;
-        // SAFETY: as in `read_u16`.
+    fn ring_u16(&self, a: RingAddr) -> u16 {
+        // SAFETY: a ring field (`RingAddr`), 2-aligned.
+        unsafe { core::ptr::read_volatile(a.get() as *const u16) }
+    }
+
+    #[inline(always)]
+    fn set_ring_u16(&mut self, a: RingAddr, v: u16) {
+        // SAFETY: as in `ring_u16`.
+        unsafe { core::ptr::write_volatile(a.get() as *mut u16, v) }
+    }
+
+    #[inline(always)]
+    fn descriptor(&self, a: RingAddr) -> [u64; 2] {
+        let p = a.get() as *const u64;
+        // SAFETY: a descriptor (`RingAddr`), 16-aligned.
+        unsafe { [p.read_volatile(), p.add(1).read_volatile()] }
+    }
+
+    /// Two word stores: the used ring is 4-aligned.
+    #[inline(always)]
+    fn set_used(&mut self, a: RingAddr, id: u32, len: u32) {
+        let p = a.get() as *mut u32;
+        // SAFETY: a used entry (`RingAddr`), 4-aligned.
         unsafe {
             p.write_volatile(id);
             p.add(1).write_volatile(len);
         }
-        Ok(())
     }
 
     #[inline(always)]

@@ -15,16 +15,7 @@ pub trait GuestMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
 
-    /// A ring's index or flags. The hypervisor's memory reads it with one
-    /// load of its size, as the driver stores it with one; the default,
-    /// through `read`, serves the tests' memory.
-    fn read_u16(&self, addr: u64) -> Result<u16, Fault> {
-        let mut b = [0; 2];
-        self.read(addr, &mut b)?;
-        Ok(u16::from_le_bytes(b))
-    }
-
-    /// 16 bytes (a descriptor, an rpmsg header) as two little-endian
+    /// 16 bytes of a buffer (an rpmsg header) as two little-endian
     /// doublewords.
     fn read_pair(&self, addr: u64) -> Result<[u64; 2], Fault> {
         let mut b = [0; 16];
@@ -32,18 +23,21 @@ pub trait GuestMemory {
         Ok(pair_from_le(&b))
     }
 
-    /// A ring's index or flags, stored with one store of its size.
-    fn write_u16(&mut self, addr: u64, v: u16) -> Result<(), Fault> {
-        self.write(addr, &v.to_le_bytes())
-    }
+    // The rings' fields, at addresses only a ready queue makes (see
+    // `RingAddr`): checked once, when the queue was made ready, not at
+    // every access. Each is one access of its size, as the driver makes
+    // its own: bytes one by one could take halves of two values (a receive
+    // index going 255, 256, 257 read as 1 failed a link in a soak).
 
-    /// A used-ring entry: a chain's head and the bytes written to it.
-    fn write_used(&mut self, addr: u64, id: u32, len: u32) -> Result<(), Fault> {
-        let mut e = [0; 8];
-        e[..4].copy_from_slice(&id.to_le_bytes());
-        e[4..].copy_from_slice(&len.to_le_bytes());
-        self.write(addr, &e)
-    }
+    /// A ring's index or flags.
+    fn ring_u16(&self, a: RingAddr) -> u16;
+    /// Stores a ring's index or flags.
+    fn set_ring_u16(&mut self, a: RingAddr, v: u16);
+    /// A descriptor, as two little-endian doublewords.
+    fn descriptor(&self, a: RingAddr) -> [u64; 2];
+    /// Stores a used-ring entry: a chain's head and the bytes written to
+    /// it.
+    fn set_used(&mut self, a: RingAddr, id: u32, len: u32);
 
     /// Copies `len` bytes at `from` in `src` to `to` in this memory, with
     /// no copy in between. A fault says whose range was bad: `(0, _)` the
@@ -57,6 +51,21 @@ pub trait GuestMemory {
     ) -> Result<(), (usize, Fault)>
     where
         Self: Sized;
+}
+
+/// The address of a field of a ready queue's rings: an index or flags (2
+/// bytes, 2-aligned), an available entry (2 bytes), a descriptor (16,
+/// 16-aligned) or a used entry (8, 4-aligned). Only a ready [`Queue`]
+/// makes one, inside the rings `Queue::validate` found in its domain's
+/// memory and aligned, which cannot move or grow until the queue is
+/// stopped: a [`GuestMemory`] may access it without checking it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingAddr(u64);
+
+impl RingAddr {
+    pub fn get(self) -> u64 {
+        self.0
+    }
 }
 
 /// What a driver did wrong, for the log line and the reset.
@@ -78,6 +87,9 @@ pub enum Fault {
     ChainTooLong,
     /// Indirect descriptors were not negotiated.
     Indirect,
+    /// A ring used before its queue was made ready (never by the pump,
+    /// which takes only what `peek` found).
+    NotReady,
     /// The driver published more available entries than the queue holds.
     AvailOverrun { idx: u16, last: u16 },
     /// A buffer of the wrong direction (device-readable where the device
@@ -107,6 +119,7 @@ impl core::fmt::Display for Fault {
             Fault::DescriptorIndex(i) => write!(f, "descriptor index {i} is beyond the queue"),
             Fault::ChainTooLong => write!(f, "descriptor chain longer than the queue (a loop)"),
             Fault::Indirect => write!(f, "indirect descriptor, which was not negotiated"),
+            Fault::NotReady => write!(f, "queue used before it was made ready"),
             Fault::AvailOverrun { idx, last } => write!(
                 f,
                 "available index {idx} runs more than a queue ahead of {last}"
@@ -168,11 +181,13 @@ pub struct Chain {
 /// A split virtqueue as the driver configured it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Queue {
-    pub size: u16,
-    pub ready: bool,
-    pub desc: u64,
-    pub avail: u64,
-    pub used: u64,
+    // Private: while `ready`, the rings these place were checked in the
+    // domain's memory (`validate`), which the ring accessors rely on.
+    size: u16,
+    ready: bool,
+    desc: u64,
+    avail: u64,
+    used: u64,
     last_avail: u16,
     used_idx: u16,
     /// VRING_USED_F_NO_NOTIFY as last written to the used ring.
@@ -207,7 +222,7 @@ impl Queue {
         if !self.ready {
             return Ok(None);
         }
-        let idx = m.read_u16(self.avail + 2)?;
+        let idx = m.ring_u16(RingAddr(self.avail + 2));
         if idx == self.last_avail {
             return Ok(None);
         }
@@ -221,7 +236,7 @@ impl Queue {
         // published them.
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
         let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.size);
-        let head = m.read_u16(slot)?;
+        let head = m.ring_u16(RingAddr(slot));
         if head >= self.size {
             return Err(Fault::DescriptorIndex(head));
         }
@@ -238,11 +253,14 @@ impl Queue {
         i: u16,
         device_writes: bool,
     ) -> Result<(Segment, Option<u16>), Fault> {
+        if !self.ready {
+            return Err(Fault::NotReady);
+        }
         if i >= self.size {
             return Err(Fault::DescriptorIndex(i));
         }
         // addr (8 bytes), len (4), flags (2), next (2).
-        let [addr, d] = m.read_pair(self.desc + 16 * u64::from(i))?;
+        let [addr, d] = m.descriptor(RingAddr(self.desc + 16 * u64::from(i)));
         let (len, flags, next) = (d as u32, (d >> 32) as u16, (d >> 48) as u16);
         if flags & DESC_F_INDIRECT != 0 {
             return Err(Fault::Indirect);
@@ -321,13 +339,17 @@ impl Queue {
         head: u16,
         len: u32,
     ) -> Result<(), Fault> {
+        if !self.ready {
+            return Err(Fault::NotReady);
+        }
         let slot = self.used + 4 + 8 * u64::from(self.used_idx % self.size);
-        m.write_used(slot, u32::from(head), len)?;
+        m.set_used(RingAddr(slot), u32::from(head), len);
         self.used_idx = self.used_idx.wrapping_add(1);
         // The buffer's bytes and the entry are seen before the index that
         // publishes them, by a driver on another CPU too.
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-        m.write_u16(self.used + 2, self.used_idx)
+        m.set_ring_u16(RingAddr(self.used + 2), self.used_idx);
+        Ok(())
     }
 
     /// Tells the driver whether to notify when it adds buffers
@@ -335,26 +357,29 @@ impl Queue {
     /// ring's flags only when that changes. A driver that zeroes its
     /// rings again only notifies more than it needs to.
     #[inline(always)]
-    pub fn want_notify(&mut self, m: &mut impl GuestMemory, want: bool) -> Result<(), Fault> {
-        if self.no_notify != want {
-            return Ok(());
+    pub fn want_notify(&mut self, m: &mut impl GuestMemory, want: bool) {
+        if self.no_notify == want {
+            self.set_notify(m, want);
         }
-        self.set_notify(m, want)
     }
 
     /// The same, written whatever was written before: a ring a driver
-    /// reuses without zeroing may still hold an old NO_NOTIFY.
-    pub fn set_notify(&mut self, m: &mut impl GuestMemory, want: bool) -> Result<(), Fault> {
+    /// reuses without zeroing may still hold an old NO_NOTIFY. Nothing to
+    /// write for a queue that is not ready.
+    pub fn set_notify(&mut self, m: &mut impl GuestMemory, want: bool) {
+        if !self.ready {
+            return;
+        }
         let flags = if want { 0 } else { USED_F_NO_NOTIFY };
-        m.write_u16(self.used, flags)?;
+        m.set_ring_u16(RingAddr(self.used), flags);
         self.no_notify = !want;
-        Ok(())
     }
 
-    /// Whether the driver wants an interrupt for used buffers.
+    /// Whether the driver wants an interrupt for used buffers (none
+    /// before its queue is ready).
     #[inline(always)]
-    pub fn wants_interrupt(&self, m: &impl GuestMemory) -> Result<bool, Fault> {
-        Ok(m.read_u16(self.avail)? & AVAIL_F_NO_INTERRUPT == 0)
+    pub fn wants_interrupt(&self, m: &impl GuestMemory) -> bool {
+        self.ready && m.ring_u16(RingAddr(self.avail)) & AVAIL_F_NO_INTERRUPT == 0
     }
 }
 
@@ -800,10 +825,13 @@ pub(crate) mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    /// Guest memory for tests: one range, and a record of every write.
+    /// Guest memory for tests: one range, and a record of every ring
+    /// access (address, length), to hold against the rings they must lie
+    /// in.
     pub struct Ram {
         pub base: u64,
         pub bytes: Vec<u8>,
+        pub ring_accesses: core::cell::RefCell<Vec<(u64, u64)>>,
     }
 
     impl Ram {
@@ -811,7 +839,20 @@ pub(crate) mod tests {
             Ram {
                 base,
                 bytes: vec![0; size],
+                ring_accesses: Default::default(),
             }
+        }
+        /// A ring access: recorded, and checked against the memory (the
+        /// tests' stand-in for the hypervisor's, which does not check).
+        fn ring<const N: usize>(&self, a: RingAddr) -> core::ops::Range<usize> {
+            let addr = a.get();
+            self.ring_accesses.borrow_mut().push((addr, N as u64));
+            assert!(
+                addr.is_multiple_of(N.min(4) as u64),
+                "misaligned ring access {addr:#x}"
+            );
+            self.range(addr, N)
+                .expect("a ring access outside the memory")
         }
         fn range(&self, addr: u64, len: usize) -> Result<core::ops::Range<usize>, Fault> {
             let off = addr.checked_sub(self.base).ok_or(Fault::OutsideMemory {
@@ -857,6 +898,23 @@ pub(crate) mod tests {
             let d = self.range(to, len).map_err(|f| (1, f))?;
             self.bytes[d].copy_from_slice(&src.bytes[s]);
             Ok(())
+        }
+        fn ring_u16(&self, a: RingAddr) -> u16 {
+            let r = self.ring::<2>(a);
+            u16::from_le_bytes(self.bytes[r].try_into().unwrap())
+        }
+        fn set_ring_u16(&mut self, a: RingAddr, v: u16) {
+            let r = self.ring::<2>(a);
+            self.bytes[r].copy_from_slice(&v.to_le_bytes());
+        }
+        fn descriptor(&self, a: RingAddr) -> [u64; 2] {
+            let r = self.ring::<16>(a);
+            pair_from_le(self.bytes[r].as_ref().try_into().unwrap())
+        }
+        fn set_used(&mut self, a: RingAddr, id: u32, len: u32) {
+            let r = self.ring::<8>(a);
+            self.bytes[r.start..r.start + 4].copy_from_slice(&id.to_le_bytes());
+            self.bytes[r.start + 4..r.end].copy_from_slice(&len.to_le_bytes());
         }
     }
 
@@ -1236,8 +1294,8 @@ pub(crate) mod tests {
         let mut q = d.queues[0];
         q.push_used(&mut m, 3, 40).unwrap();
         assert_eq!(drv.take_used(&m), [(3, 40)]);
-        assert_eq!(q.wants_interrupt(&m), Ok(true));
+        assert!(q.wants_interrupt(&m));
         m.put(drv.avail, &1u16.to_le_bytes());
-        assert_eq!(q.wants_interrupt(&m), Ok(false));
+        assert!(!q.wants_interrupt(&m));
     }
 }
