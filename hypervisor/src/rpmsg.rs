@@ -569,8 +569,9 @@ fn acknowledge(frame: &mut CallFrame, port: &VirtioPort, a: MmioAccess) {
 fn notify(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, a: MmioAccess) {
     let sys = system();
     let l = sys.links[port.link].lock();
-    // The queue's index is the low half (the device's `Notify`).
-    let from = match usize::from(a.store_value(frame.access_reg(a.reg())) as u16) {
+    // The queue's index is the low half of the word stored (the device's
+    // `Notify`): the register's low half, whatever its upper bits.
+    let from = match usize::from(frame.access_reg(a.reg()) as u16) {
         TX => port.side,
         _ => 1 - port.side,
     };

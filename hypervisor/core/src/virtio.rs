@@ -87,8 +87,8 @@ pub enum Fault {
     ChainTooLong,
     /// Indirect descriptors were not negotiated.
     Indirect,
-    /// A ring used before its queue was made ready (never by the pump,
-    /// which takes only what `peek` found).
+    /// A used ring written before its queue was made ready (never by
+    /// the pump, which returns only what `peek` found).
     NotReady,
     /// The driver published more available entries than the queue holds.
     AvailOverrun { idx: u16, last: u16 },
@@ -181,10 +181,13 @@ pub struct Chain {
 /// A split virtqueue as the driver configured it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Queue {
-    // Private: while `ready`, the rings these place were checked in the
-    // domain's memory (`validate`), which the ring accessors rely on.
+    // Private: while the queue is live, the rings these place were
+    // checked in the domain's memory (`validate`), which the ring
+    // accessors rely on.
     size: u16,
-    ready: bool,
+    /// The size while the queue is ready, 0 while it is not: what every
+    /// ring index is checked against (and the one check of readiness).
+    live: u16,
     desc: u64,
     avail: u64,
     used: u64,
@@ -195,6 +198,11 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// Whether the driver made the queue ready (and its rings passed).
+    pub fn ready(&self) -> bool {
+        self.live != 0
+    }
+
     /// Checks the configuration when the driver makes the queue ready
     /// (QueueReady, or a legacy QueuePFN): size, ring alignment (2.7: 16,
     /// 2, 4) and every ring inside the domain's memory.
@@ -219,14 +227,14 @@ impl Queue {
     /// The head of the next available chain, without taking it.
     #[inline(always)]
     pub fn peek(&self, m: &impl GuestMemory) -> Result<Option<u16>, Fault> {
-        if !self.ready {
+        if self.live == 0 {
             return Ok(None);
         }
         let idx = m.ring_u16(RingAddr(self.avail + 2));
         if idx == self.last_avail {
             return Ok(None);
         }
-        if idx.wrapping_sub(self.last_avail) > self.size {
+        if idx.wrapping_sub(self.last_avail) > self.live {
             return Err(Fault::AvailOverrun {
                 idx,
                 last: self.last_avail,
@@ -235,9 +243,9 @@ impl Queue {
         // The entry and its descriptors are read after the index that
         // published them.
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-        let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.size);
+        let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.live);
         let head = m.ring_u16(RingAddr(slot));
-        if head >= self.size {
+        if head >= self.live {
             return Err(Fault::DescriptorIndex(head));
         }
         Ok(Some(head))
@@ -253,10 +261,8 @@ impl Queue {
         i: u16,
         device_writes: bool,
     ) -> Result<(Segment, Option<u16>), Fault> {
-        if !self.ready {
-            return Err(Fault::NotReady);
-        }
-        if i >= self.size {
+        // Beyond every index while the queue is not ready.
+        if i >= self.live {
             return Err(Fault::DescriptorIndex(i));
         }
         // addr (8 bytes), len (4), flags (2), next (2).
@@ -312,7 +318,7 @@ impl Queue {
     ) -> Result<(u16, u32), Fault> {
         let (mut n, mut next) = (1, Some(i));
         while let Some(i) = next {
-            if n == self.size {
+            if n == self.live {
                 return Err(Fault::ChainTooLong);
             }
             let (s, after) = self.segment(m, i, device_writes)?;
@@ -339,10 +345,10 @@ impl Queue {
         head: u16,
         len: u32,
     ) -> Result<(), Fault> {
-        if !self.ready {
+        let Some(at) = self.used_idx.checked_rem(self.live) else {
             return Err(Fault::NotReady);
-        }
-        let slot = self.used + 4 + 8 * u64::from(self.used_idx % self.size);
+        };
+        let slot = self.used + 4 + 8 * u64::from(at);
         m.set_used(RingAddr(slot), u32::from(head), len);
         self.used_idx = self.used_idx.wrapping_add(1);
         // The buffer's bytes and the entry are seen before the index that
@@ -367,7 +373,7 @@ impl Queue {
     /// reuses without zeroing may still hold an old NO_NOTIFY. Nothing to
     /// write for a queue that is not ready.
     pub fn set_notify(&mut self, m: &mut impl GuestMemory, want: bool) {
-        if !self.ready {
+        if self.live == 0 {
             return;
         }
         let flags = if want { 0 } else { USED_F_NO_NOTIFY };
@@ -379,7 +385,7 @@ impl Queue {
     /// before its queue is ready).
     #[inline(always)]
     pub fn wants_interrupt(&self, m: &impl GuestMemory) -> bool {
-        self.ready && m.ring_u16(RingAddr(self.avail)) & AVAIL_F_NO_INTERRUPT == 0
+        self.live != 0 && m.ring_u16(RingAddr(self.avail)) & AVAIL_F_NO_INTERRUPT == 0
     }
 }
 
@@ -575,7 +581,7 @@ impl VirtioMmio {
         self.status |= status::NEEDS_RESET;
         self.interrupt_status |= INT_CONFIG;
         for q in &mut self.queues {
-            q.ready = false;
+            q.live = 0;
         }
     }
 
@@ -614,7 +620,7 @@ impl VirtioMmio {
             let [d, a, u] = vring_at(desc, align, size)?;
             *q = Queue {
                 size,
-                ready: true,
+                live: size,
                 desc: d,
                 avail: a,
                 used: u,
@@ -663,7 +669,7 @@ impl VirtioMmio {
             0x070 => self.status,
             // What follows is version 2's alone.
             _ if self.legacy() => 0,
-            0x044 => q.map_or(0, |q| u32::from(q.ready)),
+            0x044 => q.map_or(0, |q| u32::from(q.ready())),
             0x080 => q.map_or(0, |q| q.desc as u32),
             0x084 => q.map_or(0, |q| (q.desc >> 32) as u32),
             0x090 => q.map_or(0, |q| q.avail as u32),
@@ -684,7 +690,7 @@ impl VirtioMmio {
         if let Err(f) = q.validate(m) {
             return Effect::Invalid(f);
         }
-        q.ready = true;
+        q.live = q.size;
         q.last_avail = 0;
         q.used_idx = 0;
         q.no_notify = false;
@@ -699,11 +705,11 @@ impl VirtioMmio {
             return Effect::Refused;
         };
         if v == 0 {
-            q.ready = false;
+            q.live = 0;
             l.pfn = 0;
             return Effect::None;
         }
-        if q.ready {
+        if q.ready() {
             return Effect::Refused;
         }
         match legacy_rings(v, self.page_size, l.align, q.size) {
@@ -753,13 +759,13 @@ impl VirtioMmio {
             0x028 if legacy => self.page_size = v,
             0x030 => self.queue_sel = v,
             0x038 if setting_up => match self.queue() {
-                Some(q) if !q.ready => q.size = v.min(u32::from(u16::MAX)) as u16,
+                Some(q) if !q.ready() => q.size = v.min(u32::from(u16::MAX)) as u16,
                 _ => return Effect::Refused,
             },
             0x03c if legacy => {
                 let sel = self.queue_sel as usize;
                 match (self.queues.get(sel), self.legacy.get_mut(sel)) {
-                    (Some(q), Some(l)) if !q.ready => l.align = v,
+                    (Some(q), Some(l)) if !q.ready() => l.align = v,
                     _ => return Effect::Refused,
                 }
             }
@@ -769,7 +775,7 @@ impl VirtioMmio {
                     return self.make_ready(m);
                 }
                 match self.queue() {
-                    Some(q) => q.ready = false,
+                    Some(q) => q.live = 0,
                     None => return Effect::Refused,
                 }
             }
@@ -801,7 +807,7 @@ impl VirtioMmio {
                 }
             }
             0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 if !legacy => {
-                let Some(q) = self.queue().filter(|q| !q.ready) else {
+                let Some(q) = self.queue().filter(|q| !q.ready()) else {
                     return Effect::Refused;
                 };
                 match off {
@@ -1249,7 +1255,7 @@ pub(crate) mod tests {
                 len: 6 + 8 * 16
             })
         );
-        assert_eq!((d.read(0x040), d.queues[0].ready), (0, false));
+        assert_eq!((d.read(0x040), d.queues[0].ready()), (0, false));
         assert_eq!(
             setup(&mut d, 4096, 0, 4096, 0x10),
             Effect::Invalid(Fault::BadQueueSize(0))
@@ -1282,7 +1288,7 @@ pub(crate) mod tests {
         assert_eq!(d.write(0x038, 8, &m), Effect::Refused);
         assert_eq!(d.write(0x03c, 64, &m), Effect::Refused);
         assert_eq!(d.write(0x040, 0, &m), Effect::None);
-        assert!(!d.queues[0].ready);
+        assert!(!d.queues[0].ready());
     }
 
     #[test]
