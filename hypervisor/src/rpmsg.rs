@@ -387,18 +387,27 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
 /// lock (`l` holds it for the first), at most `PER_TRAP` of them; if more
 /// wait, `port` (the side this CPU's partition trapped on) notes them and
 /// the CPU kicks itself to go on after it has been back in its guest.
-/// Raises whichever interrupts the drivers asked for. `ends` are the
-/// link's partitions (`ends`), which a write to the device has at hand.
+/// Raises whichever interrupts the drivers asked for. `lock` is the
+/// link's (`port.link`) and `ends` its partitions (`ends`), which the
+/// callers have at hand.
 fn pump(
     sys: &'static System,
-    link: usize,
+    lock: &'static LinkLock,
     mut l: Guard,
     from: usize,
     port: &VirtioPort,
     ends: [&'static Partition; 2],
 ) {
-    let mut sm = PartitionMemory::of(ends[from]);
-    let mut dm = PartitionMemory::of(ends[1 - from]);
+    let link = port.link;
+    // The sender's and the receiver's, apart: two registers, where the
+    // pair would be indexed by `from` again at each use.
+    let (sender, receiver) = if from == 0 {
+        (ends[0], ends[1])
+    } else {
+        (ends[1], ends[0])
+    };
+    let mut sm = PartitionMemory::of(sender);
+    let mut dm = PartitionMemory::of(receiver);
     // One message, or none, is the common case: the loop for more is
     // kept out of line, where what it keeps across messages costs nothing
     // here.
@@ -410,19 +419,23 @@ fn pump(
         }
     };
     if total.more {
-        let (g, more) = pump_more(link, l, from, port, ends);
+        let (g, more) = pump_more(lock, l, from, port, (sender, receiver));
         l = g;
         total.messages += more.messages;
         total.interrupt[0] |= more.interrupt[0];
         total.interrupt[1] |= more.interrupt[1];
-    } else if total.messages + total.dropped_ns > 0 {
-        sys.links[link].publish_status(&l);
+    } else {
+        // Only a status that changed: a sender that takes no interrupt
+        // for its transmit buffers keeps the cause set from the first.
+        for side in (0..2).filter(|&s| total.status[s]) {
+            lock.publish_status_of(&l, side);
+        }
     }
     drop(l);
     if total.messages > 0 {
         let n = u64::from(total.messages);
-        ends[from].rpmsg_out.fetch_add(n, Ordering::Relaxed);
-        ends[1 - from].rpmsg_in.fetch_add(n, Ordering::Relaxed);
+        sender.rpmsg_out.fetch_add(n, Ordering::Relaxed);
+        receiver.rpmsg_in.fetch_add(n, Ordering::Relaxed);
     }
     for side in (0..2).filter(|&s| total.interrupt[s]) {
         let spi = if side == port.side {
@@ -430,23 +443,22 @@ fn pump(
         } else {
             port.peer_spi
         };
-        raise_spi(sys, ends[side], spi);
+        raise_spi(sys, if side == from { sender } else { receiver }, spi);
     }
 }
 
 /// The rest of `pump` after its first message: what it moved.
 #[inline(never)]
 fn pump_more(
-    link: usize,
+    lock: &'static LinkLock,
     mut l: Guard,
     from: usize,
     port: &VirtioPort,
-    ends: [&'static Partition; 2],
+    (sender, receiver): (&Partition, &Partition),
 ) -> (Guard, Moved) {
     let mut total = Moved::default();
-    let lock = &system().links[link];
-    let mut sm = PartitionMemory::of(ends[from]);
-    let mut dm = PartitionMemory::of(ends[1 - from]);
+    let mut sm = PartitionMemory::of(sender);
+    let mut dm = PartitionMemory::of(receiver);
     for _ in 1..PER_TRAP {
         // Let a waiting peer in between two messages, with the registers
         // as the last one left them.
@@ -463,7 +475,7 @@ fn pump_more(
                 }
             }
             Err(f) => {
-                fail(link, &mut l, f.side, f.fault);
+                fail(port.link, &mut l, f.side, f.fault);
                 return (l, total);
             }
         }
@@ -487,14 +499,8 @@ pub fn resume() {
             if port.resume[from].load(Ordering::Relaxed)
                 && port.resume[from].swap(false, Ordering::Relaxed)
             {
-                pump(
-                    system(),
-                    port.link,
-                    system().links[port.link].lock(),
-                    from,
-                    port,
-                    ends(port.link),
-                );
+                let lock = &system().links[port.link];
+                pump(system(), lock, lock.lock(), from, port, ends(port.link));
             }
         }
     }
@@ -557,7 +563,8 @@ pub fn emulate(frame: &mut CallFrame, p: &'static Partition, a: MmioAccess) -> b
 fn acknowledge(frame: &mut CallFrame, port: &VirtioPort, a: MmioAccess) {
     let lock = &system().links[port.link];
     let mut l = lock.lock();
-    l.dev[port.side].acknowledge(a.store_value(frame.access_reg(a.reg())) as u32);
+    // A word's store: the register's low half, whatever its upper bits.
+    l.dev[port.side].acknowledge(frame.access_reg(a.reg()) as u32);
     lock.publish_status_of(&l, port.side);
 }
 
@@ -568,7 +575,8 @@ fn acknowledge(frame: &mut CallFrame, port: &VirtioPort, a: MmioAccess) {
 #[inline(never)]
 fn notify(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, a: MmioAccess) {
     let sys = system();
-    let l = sys.links[port.link].lock();
+    let lock = &sys.links[port.link];
+    let l = lock.lock();
     // The queue's index is the low half of the word stored (the device's
     // `Notify`): the register's low half, whatever its upper bits.
     let from = match usize::from(frame.access_reg(a.reg()) as u16) {
@@ -577,7 +585,7 @@ fn notify(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, a: Mm
     };
     let peer = &sys.partitions[port.peer];
     let ends = if port.side == 0 { [p, peer] } else { [peer, p] };
-    pump(sys, port.link, l, from, port, ends);
+    pump(sys, lock, l, from, port, ends);
 }
 
 /// The rest of `emulate`: any other register write; one of another width
@@ -614,25 +622,11 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
         // it has received).
         Effect::DriverOk => {
             changed(port.link, &mut l, port.side, false);
-            pump(
-                system(),
-                port.link,
-                l,
-                1 - port.side,
-                port,
-                ends_from(p, port),
-            );
+            pump(system(), lock, l, 1 - port.side, port, ends_from(p, port));
         }
         // The same when its receive queue becomes ready after DRIVER_OK.
         Effect::QueueReady(q) if usize::from(q) == RX && l.dev[port.side].driver_ok() => {
-            pump(
-                system(),
-                port.link,
-                l,
-                1 - port.side,
-                port,
-                ends_from(p, port),
-            );
+            pump(system(), lock, l, 1 - port.side, port, ends_from(p, port));
         }
         Effect::QueueReady(_) | Effect::None => {}
         Effect::Reset => changed(port.link, &mut l, port.side, false),
@@ -665,7 +659,8 @@ pub fn vdev_ready(
         .filter(|s| (1..=QUEUE_MAX).contains(s))
         .ok_or(ControlError::BadLink)?;
     let align = u32::try_from(align).map_err(|_| ControlError::BadLink)?;
-    let mut l = system().links[port.link].lock();
+    let lock = &system().links[port.link];
+    let mut l = lock.lock();
     let was_live = l.dev[port.side].driver_ok();
     let ends = ends(port.link);
     let own = PartitionMemory::of(ends[port.side]);
@@ -680,7 +675,7 @@ pub fn vdev_ready(
         });
     }
     changed(port.link, &mut l, port.side, false);
-    pump(system(), port.link, l, 1 - port.side, port, ends);
+    pump(system(), lock, l, 1 - port.side, port, ends);
     Ok(())
 }
 
@@ -706,7 +701,7 @@ pub fn kick(p: &Partition, target: usize, vring: u64) -> Result<(), ControlError
         v if v == RX as u64 => 1 - port.side,
         _ => return Err(ControlError::BadLink),
     };
-    let l = system().links[port.link].lock();
-    pump(system(), port.link, l, from, port, ends(port.link));
+    let lock = &system().links[port.link];
+    pump(system(), lock, lock.lock(), from, port, ends(port.link));
     Ok(())
 }

@@ -43,6 +43,9 @@ pub struct Moved {
     pub messages: u32,
     /// Each side's driver asked for an interrupt about used buffers.
     pub interrupt: [bool; 2],
+    /// Each side's interrupt status changed (its used-buffer cause was
+    /// clear): the register to publish again.
+    pub status: [bool; 2],
     /// Messages still waiting for a receive buffer.
     pub waiting: bool,
     /// Name-service messages not delivered: the receiver did not
@@ -346,11 +349,11 @@ impl Link {
         }
         if moved.messages > 0 {
             moved.interrupt[to] = rq.wants_interrupt(dm);
-            dst.signal_used();
+            moved.status[to] = dst.signal_used();
         }
         if moved.messages + moved.dropped_ns > 0 {
             moved.interrupt[from] = tq.wants_interrupt(sm);
-            src.signal_used();
+            moved.status[from] = src.signal_used();
         }
         Ok(moved)
     }
@@ -565,6 +568,7 @@ mod tests {
             Moved {
                 messages: 1,
                 interrupt: [true, true],
+                status: [true, true],
                 ..Default::default()
             }
         );
@@ -574,6 +578,33 @@ mod tests {
         assert_eq!(&got[0][16..], b"rpmsg-raw announcement");
         assert_eq!(a.tx.take_used(&m[0]), [(0, 0)]);
         assert_eq!(link.dev[1].read(0x060), 1);
+    }
+
+    /// A side's interrupt status changes, and is published again, only
+    /// where its used-buffer cause was clear: not for a driver that has
+    /// not acknowledged the last one, as a sender that takes no interrupt
+    /// for its transmit buffers never does.
+    #[test]
+    fn a_status_is_changed_only_where_the_cause_was_clear() {
+        let (mut link, mut m, mut a, mut b) = pair();
+        b.post_rx(&mut m[1], 4);
+        a.send(&mut m[0], 1, 2, b"one");
+        assert_eq!(
+            link.pump_sides(0, &mut m, ALL).unwrap().status,
+            [true, true]
+        );
+        a.send(&mut m[0], 1, 2, b"two");
+        assert_eq!(
+            link.pump_sides(0, &mut m, ALL).unwrap().status,
+            [false, false]
+        );
+        link.dev[1].acknowledge(1);
+        a.send(&mut m[0], 1, 2, b"three");
+        assert_eq!(
+            link.pump_sides(0, &mut m, ALL).unwrap().status,
+            [false, true]
+        );
+        assert_eq!((link.dev[0].read(0x060), link.dev[1].read(0x060)), (1, 1));
     }
 
     /// Legacy on both sides, and one side of each version: the same

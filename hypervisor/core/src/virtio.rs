@@ -640,9 +640,12 @@ impl VirtioMmio {
         self.interrupt_status &= !v;
     }
 
-    /// Notes used buffers for the interrupt status.
-    pub fn signal_used(&mut self) {
+    /// Notes used buffers for the interrupt status; whether that changed
+    /// it (a driver that takes no interrupt for them never clears it).
+    pub fn signal_used(&mut self) -> bool {
+        let was = self.interrupt_status;
         self.interrupt_status |= INT_USED;
+        self.interrupt_status != was
     }
 
     /// A register's value as the driver reads it: zero at every offset
