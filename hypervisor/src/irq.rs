@@ -445,13 +445,13 @@ fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bo
     }
     // Checked before the entry is made: `direct_sgi_from` records the
     // source for a queued copy.
-    if !running(p, to) {
+    let Some(pcpu) = running(p, to) else {
         return false;
-    }
+    };
     let Some(e) = g.direct_sgi_from(from, to, intid) else {
         return false;
     };
-    post_to(&system().gic, p, to, &e)
+    post_to(&system().gic, pcpu, &e)
 }
 
 /// Emulated SPI `intid` of `p` raised (the vGIC's lock held; an rpmsg
@@ -460,33 +460,32 @@ fn post_sgi(p: &Partition, g: &mut Vgic, from: usize, to: u32, intid: u32) -> bo
 /// raise it through the pending set. `gic` is the system's, which the
 /// caller has at hand.
 pub fn post_spi(gic: &arch::gic::Gic, p: &Partition, g: &mut Vgic, intid: u32) -> bool {
-    match g.direct_spi(intid) {
-        Some((to, e)) => {
-            p.pcpus.get(to) != Some(&arch::cpu_index()) && running(p, to) && post_to(gic, p, to, &e)
-        }
+    let Some((to, e)) = g.direct_spi(intid) else {
+        return false;
+    };
+    match running(p, to) {
+        Some(pcpu) => pcpu != arch::cpu_index() && post_to(gic, pcpu, &e),
         None => false,
     }
 }
 
-/// Whether vCPU `to` of `p` runs on its CPU.
+/// The CPU of vCPU `to` of `p`, if it runs there.
 #[inline(always)]
-fn running(p: &Partition, to: usize) -> bool {
-    p.pcpus.get(to).is_some_and(|&pcpu| {
-        cpu::get(pcpu)
-            .guest()
-            .is_some_and(|(q, v)| core::ptr::eq(q, p) && v == to)
-    })
+fn running(p: &Partition, to: usize) -> Option<usize> {
+    let &pcpu = p.pcpus.get(to)?;
+    let (q, v) = cpu::get(pcpu).guest()?;
+    (core::ptr::eq(q, p) && v == to).then_some(pcpu)
 }
 
-/// Posts entry `e` in the slot of the CPU running vCPU `to` of `p` and
-/// kicks it; its handler loads it (`load_posted`) without the vGIC's lock,
+/// Posts entry `e` in the slot of CPU `pcpu`, which runs the vCPU it is
+/// for, and kicks it; its handler loads it (`load_posted`) without the vGIC's lock,
 /// the pending set or the flush. The caller holds the vGIC's lock from
 /// its look at that CPU (`running`) to here: a vCPU leaves under it too
 /// (`leave_cpu`), taking back what was posted. False while an earlier
 /// post is not loaded yet.
 #[inline(always)]
-fn post_to(gic: &arch::gic::Gic, p: &Partition, to: usize, e: &vgic::LrEntry) -> bool {
-    let target = cpu::get(p.pcpus[to]);
+fn post_to(gic: &arch::gic::Gic, pcpu: usize, e: &vgic::LrEntry) -> bool {
+    let target = cpu::get(pcpu);
     if !target.post(gic.lr_encode(e)) {
         return false;
     }
