@@ -478,11 +478,11 @@ fn running(p: &Partition, to: usize) -> Option<usize> {
 }
 
 /// Posts entry `e` in the slot of CPU `pcpu`, which runs the vCPU it is
-/// for, and kicks it; its handler loads it (`load_posted`) without the vGIC's lock,
-/// the pending set or the flush. The caller holds the vGIC's lock from
-/// its look at that CPU (`running`) to here: a vCPU leaves under it too
-/// (`leave_cpu`), taking back what was posted. False while an earlier
-/// post is not loaded yet.
+/// for, and kicks it; its handler loads it (`load_posted`) without the
+/// vGIC's lock, the pending set or the flush. The caller holds the vGIC's
+/// lock from its look at that CPU (`running`) to here: a vCPU leaves
+/// under it too (`leave_cpu`), taking back what was posted. False while
+/// an earlier post is not loaded yet.
 #[inline(always)]
 fn post_to(gic: &arch::gic::Gic, pcpu: usize, e: &vgic::LrEntry) -> bool {
     let target = cpu::get(pcpu);
