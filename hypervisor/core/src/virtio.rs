@@ -2,8 +2,9 @@
 //! side, in version 2 or, where a link side asks for it, the legacy
 //! version 1 (4.2.4: GuestPageSize, QueuePFN and one block for the three
 //! rings). Every address and length the driver gives is an allegation:
-//! rings and buffers are checked against the domain's memory through
-//! [`GuestMemory`] before they are touched, in both versions alike;
+//! rings are checked against the domain's memory through [`GuestMemory`]
+//! when their queue is made ready (and reached only at a [`RingAddr`]
+//! inside them afterwards), buffers at every use, in both versions alike;
 //! descriptor walks are bounded by the queue size, and a malformed queue
 //! yields a [`Fault`] that the caller turns into DEVICE_NEEDS_RESET for
 //! that device alone.
