@@ -16,47 +16,51 @@ core::arch::global_asm!(include_str!("boot.S"));
 /// alignment moves 8 bytes per iteration of four instructions (a 496-byte
 /// rpmsg message cost 250). Assembly, because the compiler splits even
 /// `vld1q_u8_x4` into byte loads under strict alignment; byte-element
-/// SIMD accesses need none. Panics if `dst` is shorter.
+/// SIMD accesses need none. With IRQs masked: the guests' exception
+/// entries save the general registers only, and a handler or another
+/// task (the RTOS preempts) may use SIMD registers too (`memset` does), so
+/// an interrupt between a load and its store could change what is stored.
+/// Panics if `dst` is shorter.
 pub fn copy(dst: &mut [u8], src: &[u8]) {
     let dst = &mut dst[..src.len()];
     let bulk = src.len() & !63;
-    if bulk != 0 {
-        // SAFETY: reads the first `bulk` bytes of `src` and writes those
-        // of `dst`, of the same length; the four registers are declared
-        // clobbered.
+    let rest = (src.len() - bulk) & !15;
+    if bulk + rest != 0 {
+        // SAFETY: reads the first `bulk + rest` bytes of `src` and writes
+        // those of `dst`, of the same length; the four SIMD registers are
+        // declared clobbered; DAIF is restored as it was.
         unsafe {
             core::arch::asm!(
+                "mrs {daif}, daif",
+                "msr daifset, #2",
+                "cbz {n}, 3f",
                 "2:",
                 "ld1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{s}], #64",
                 "st1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{d}], #64",
                 "subs {n}, {n}, #64",
                 "b.ne 2b",
+                "3:",
+                "cbz {r}, 5f",
+                "4:",
+                "ld1 {{v0.16b}}, [{s}], #16",
+                "st1 {{v0.16b}}, [{d}], #16",
+                "subs {r}, {r}, #16",
+                "b.ne 4b",
+                "5:",
+                "msr daif, {daif}",
+                daif = out(reg) _,
                 s = inout(reg) src.as_ptr() => _,
                 d = inout(reg) dst.as_mut_ptr() => _,
                 n = inout(reg) bulk => _,
+                r = inout(reg) rest => _,
                 out("v0") _, out("v1") _, out("v2") _, out("v3") _,
                 options(nostack),
             )
         };
     }
-    for (d, s) in dst[bulk..].chunks_mut(16).zip(src[bulk..].chunks(16)) {
-        if let (Ok(d), Ok(s)) = (<&mut [u8; 16]>::try_from(&mut *d), <&[u8; 16]>::try_from(s)) {
-            // SAFETY: 16 bytes each, of `dst` and `src`.
-            unsafe {
-                core::arch::asm!(
-                    "ld1 {{v0.16b}}, [{s}]",
-                    "st1 {{v0.16b}}, [{d}]",
-                    s = in(reg) s.as_ptr(),
-                    d = in(reg) d.as_mut_ptr(),
-                    out("v0") _,
-                    options(nostack),
-                )
-            };
-        } else {
-            for (d, s) in d.iter_mut().zip(s) {
-                *d = *s;
-            }
-        }
+    let done = bulk + rest;
+    for (d, s) in dst[done..].iter_mut().zip(&src[done..]) {
+        *d = *s;
     }
 }
 
