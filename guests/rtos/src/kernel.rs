@@ -8,7 +8,9 @@ use guest_common::{counter, counter_freq, gic, println};
 
 pub const MAX_TASKS: usize = 8;
 const STACK: usize = 16 * 1024;
-const FRAME: usize = 34 * 8;
+/// A saved task: x0-x30, ELR, SPSR and a pad, q0-q31, FPCR and FPSR
+/// (`vectors.S`).
+const FRAME: usize = 34 * 8 + 32 * 16 + 16;
 const MAX_SEMS: usize = 8;
 const VTIMER: u32 = 27;
 
