@@ -246,13 +246,6 @@ impl GuestMemory for PartitionMemory<'_> {
         Ok(())
     }
 
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
-        self.check(addr, data.len() as u64)?;
-        // SAFETY: as in `read`.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
-        Ok(())
-    }
-
     /// Two doubleword loads where the 16 bytes are aligned (an rpmsg
     /// header nearly always is), not a call to `memcpy`.
     #[inline(always)]

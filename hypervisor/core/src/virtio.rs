@@ -14,7 +14,6 @@ pub trait GuestMemory {
     /// Whether all of `len` bytes at `addr` lie in the domain's memory.
     fn check(&self, addr: u64, len: u64) -> Result<(), Fault>;
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault>;
 
     /// 16 bytes of a buffer (an rpmsg header) as two little-endian
     /// doublewords.
@@ -890,11 +889,6 @@ pub(crate) mod tests {
         }
         fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
             buf.copy_from_slice(&self.bytes[self.range(addr, buf.len())?]);
-            Ok(())
-        }
-        fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), Fault> {
-            let r = self.range(addr, data.len())?;
-            self.bytes[r].copy_from_slice(data);
             Ok(())
         }
         fn copy_from(
