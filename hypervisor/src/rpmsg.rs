@@ -332,9 +332,13 @@ fn ends(link: usize) -> [&'static Partition; 2] {
 }
 
 /// The same, where partition `p` is known to be `port`'s side: only its
-/// peer is looked up.
-fn ends_from(p: &'static Partition, port: &VirtioPort) -> [&'static Partition; 2] {
-    let peer = &system().partitions[port.peer];
+/// peer is looked up, in `sys`.
+fn ends_from(
+    sys: &'static System,
+    p: &'static Partition,
+    port: &VirtioPort,
+) -> [&'static Partition; 2] {
+    let peer = &sys.partitions[port.peer];
     match port.side {
         0 => [p, peer],
         _ => [peer, p],
@@ -576,9 +580,7 @@ fn notify(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, a: Mm
         TX => port.side,
         _ => 1 - port.side,
     };
-    let peer = &sys.partitions[port.peer];
-    let ends = if port.side == 0 { [p, peer] } else { [peer, p] };
-    pump(sys, lock, l, from, port, ends);
+    pump(sys, lock, l, from, port, ends_from(sys, p, port));
 }
 
 /// The rest of `emulate`: any other register write; one of another width
@@ -615,11 +617,25 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
         // it has received).
         Effect::DriverOk => {
             changed(port.link, &mut l, port.side, false);
-            pump(system(), lock, l, 1 - port.side, port, ends_from(p, port));
+            pump(
+                system(),
+                lock,
+                l,
+                1 - port.side,
+                port,
+                ends_from(system(), p, port),
+            );
         }
         // The same when its receive queue becomes ready after DRIVER_OK.
         Effect::QueueReady(q) if usize::from(q) == RX && l.dev[port.side].driver_ok() => {
-            pump(system(), lock, l, 1 - port.side, port, ends_from(p, port));
+            pump(
+                system(),
+                lock,
+                l,
+                1 - port.side,
+                port,
+                ends_from(system(), p, port),
+            );
         }
         Effect::QueueReady(_) | Effect::None => {}
         Effect::Reset => changed(port.link, &mut l, port.side, false),
