@@ -53,6 +53,10 @@ pub struct Moved {
     pub dropped_ns: u32,
     /// The pump stopped at its budget with more messages queued.
     pub more: bool,
+    /// The receiver holds messages from before this pump that it has not
+    /// read (not yet posted their buffers again): it is busy, and what
+    /// the sender sends next may wait to move with more.
+    pub busy: bool,
 }
 
 /// How a link is set up, from its SDT node.
@@ -256,6 +260,20 @@ impl Link {
         dm: &mut M,
         budget: u32,
     ) -> Result<Moved, SideFault> {
+        self.pump_unless(from, sm, dm, budget, || false)
+    }
+
+    /// The same, stopping early (`Moved::more`) when `wanted` says,
+    /// between two messages, that someone waits for the caller's lock.
+    #[inline(always)]
+    pub fn pump_unless<M: GuestMemory>(
+        &mut self,
+        from: usize,
+        sm: &mut M,
+        dm: &mut M,
+        budget: u32,
+        wanted: impl Fn() -> bool,
+    ) -> Result<Moved, SideFault> {
         let to = 1 - from;
         let buffer_size = self.buffer_size;
         // Each side's device is taken once, by reference.
@@ -273,7 +291,8 @@ impl Link {
         // The sender's message is checked first, whether or not the
         // receiver is ready: a malformed queue is found at its notify.
         while let Some(tx_head) = tq.peek(sm).map_err(sender)? {
-            if moved.messages + moved.dropped_ns >= budget {
+            let done = moved.messages + moved.dropped_ns;
+            if done >= budget || (done > 0 && wanted()) {
                 moved.more = true;
                 break;
             }
@@ -347,15 +366,33 @@ impl Link {
         if moved.messages + moved.dropped_ns > 0 {
             core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         }
+        // The status's cause goes with an interrupt (2.7.7): a driver that
+        // asked for none has nothing to acknowledge.
         if moved.messages > 0 {
             moved.interrupt[to] = rq.wants_interrupt(dm);
-            moved.status[to] = dst.signal_used();
+            moved.status[to] = moved.interrupt[to] && dst.signal_used();
+            // A receiver that polls, or has not yet acknowledged an
+            // earlier interrupt, and still holds earlier messages.
+            moved.busy =
+                !moved.status[to] && u32::from(dst.queues[RX].held_by_driver(dm)) > moved.messages;
         }
         if moved.messages + moved.dropped_ns > 0 {
             moved.interrupt[from] = tq.wants_interrupt(sm);
-            moved.status[from] = src.signal_used();
+            moved.status[from] = moved.interrupt[from] && src.signal_used();
         }
         Ok(moved)
+    }
+}
+
+impl Link {
+    /// Side `from`'s messages are held (`on`): its transmit queue asks its
+    /// driver for no notify (VRING_USED_F_NO_NOTIFY), and what it queues
+    /// waits for the next pump of the CPU that holds it. Released, a
+    /// driver notifies again; the caller then looks at the queue once more
+    /// (a pump), after a barrier, for what was queued before the driver
+    /// saw the flag change. Nothing to do for a queue that is not ready.
+    pub fn hold<M: GuestMemory>(&mut self, from: usize, sm: &mut M, on: bool) {
+        self.dev[from].queues[TX].want_notify(sm, !on);
     }
 }
 
@@ -607,6 +644,43 @@ mod tests {
         assert_eq!((link.dev[0].read(0x060), link.dev[1].read(0x060)), (1, 1));
     }
 
+    /// A driver that asks for no interrupt (VRING_AVAIL_F_NO_INTERRUPT)
+    /// gets no status cause to acknowledge; a receiver is busy while it
+    /// polls or has not acknowledged, and holds buffers of earlier
+    /// messages it has not read.
+    #[test]
+    fn only_an_interrupt_sets_a_status_and_a_receiver_behind_is_busy() {
+        let (mut link, mut m, mut a, mut b) = pair();
+        m[0].put(a.tx.avail, &[1, 0]);
+        // Every buffer, as Linux's and OpenAMP's drivers post them.
+        b.post_rx(&mut m[1], 16);
+        a.send(&mut m[0], 1, 2, b"one");
+        let one = link.pump_sides(0, &mut m, ALL).unwrap();
+        assert_eq!(
+            (one.status, one.interrupt, one.busy),
+            ([false, true], [false, true], false)
+        );
+        assert_eq!(link.dev[0].read(0x060), 0, "no interrupt, no cause");
+        // Not yet acknowledged, and "one" not read: busy.
+        a.send(&mut m[0], 1, 2, b"two");
+        let two = link.pump_sides(0, &mut m, ALL).unwrap();
+        assert_eq!((two.status, two.busy), ([false, false], true));
+        // Acknowledged: not busy, whatever it holds.
+        link.dev[1].acknowledge(1);
+        a.send(&mut m[0], 1, 2, b"three");
+        assert!(!link.pump_sides(0, &mut m, ALL).unwrap().busy);
+        // Polling (no interrupts): busy while it holds earlier messages.
+        m[1].put(b.rx.avail, &[1, 0]);
+        a.send(&mut m[0], 1, 2, b"four");
+        let four = link.pump_sides(0, &mut m, ALL).unwrap();
+        assert_eq!((four.interrupt[1], four.busy), (false, true));
+        // Every buffer read and posted again: not busy.
+        b.received(&m[1]);
+        b.post_rx(&mut m[1], 4);
+        a.send(&mut m[0], 1, 2, b"five");
+        assert!(!link.pump_sides(0, &mut m, ALL).unwrap().busy);
+    }
+
     /// Legacy on both sides, and one side of each version: the same
     /// messages, both ways, in order.
     #[test]
@@ -700,6 +774,37 @@ mod tests {
             .map(|x| x[16..].to_vec())
             .collect();
         assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    /// A held transmit queue asks for no notify; what its driver queues
+    /// meanwhile moves at the next pump, in order, and released, the
+    /// queue asks for notifies again.
+    #[test]
+    fn a_held_sender_is_asked_not_to_notify_until_released() {
+        let (mut link, mut m, mut a, mut b) = pair();
+        let flags = |m: &Ram, d: &Driver| u16::from_le_bytes(m.get(d.used, 2).try_into().unwrap());
+        b.post_rx(&mut m[1], 4);
+        a.send(&mut m[0], 1, 2, b"one");
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
+        assert_eq!(flags(&m[0], &a.tx), 0);
+        link.hold(0, &mut m[0], true);
+        assert_eq!(flags(&m[0], &a.tx), 1, "held: no notify");
+        a.send(&mut m[0], 1, 2, b"two");
+        a.send(&mut m[0], 1, 2, b"three");
+        assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 2);
+        assert_eq!(flags(&m[0], &a.tx), 1, "a pump leaves the hold as it is");
+        link.hold(0, &mut m[0], false);
+        assert_eq!(flags(&m[0], &a.tx), 0, "released: notify");
+        let got: Vec<Vec<u8>> = b
+            .received(&m[1])
+            .into_iter()
+            .map(|x| x[16..].to_vec())
+            .collect();
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        // A queue that is not ready has no flags to write.
+        link.dev[0].reset();
+        link.hold(0, &mut m[0], true);
+        assert_eq!(flags(&m[0], &a.tx), 0);
     }
 
     #[test]

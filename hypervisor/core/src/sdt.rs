@@ -201,6 +201,10 @@ pub struct RpmsgLink {
     /// The longest message (header included) and the smallest receive
     /// buffer the link allows.
     pub buffer_size: u32,
+    /// How long, in microseconds, a side's messages may wait while their
+    /// receiver polls (0: never), to move several in one trap
+    /// (`partita,coalesce-us`).
+    pub coalesce_us: u32,
     /// The host reaches the link through its remoteproc of the remote
     /// (`partita,remoteproc-vdev`): its side is that remoteproc's virtio
     /// device, set up and notified by control calls, not a virtio-mmio
@@ -252,6 +256,9 @@ pub const VIRTIO_WINDOW: u64 = 0x200;
 /// 16-bit length can describe.
 pub const BUFFER_SIZE_MIN: u32 = 64;
 pub const BUFFER_SIZE_MAX: u32 = 16 + 0xffff;
+/// A link's `partita,coalesce-us` unless set, and its largest.
+pub const COALESCE_US: u32 = 20;
+pub const COALESCE_US_MAX: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SystemConfig {
@@ -739,6 +746,9 @@ impl SystemConfig {
             }
             if l.buffer_size != crate::rpmsg::BUFFER_SIZE {
                 extra += &format!("  buffers {} bytes", l.buffer_size);
+            }
+            if l.coalesce_us != COALESCE_US {
+                extra += &format!("  coalesce {} us", l.coalesce_us);
             }
             let sides = match l.remoteproc {
                 true => format!(
@@ -1706,6 +1716,21 @@ fn read_link(
             )
         }
     };
+    // Optional `partita,coalesce-us = <microseconds>`: the bound on how
+    // long a message may wait for its sender's CPU to move it with others.
+    let c: Vec<u32> = n
+        .property("partita,coalesce-us")
+        .map(|v| cells(v).collect())
+        .unwrap_or_else(|| alloc::vec![COALESCE_US]);
+    let coalesce_us = match c[..] {
+        [c] if c <= COALESCE_US_MAX => c,
+        _ => {
+            return err(
+                path,
+                format!("`partita,coalesce-us` must be one number of microseconds from 0 to {COALESCE_US_MAX}"),
+            )
+        }
+    };
     let link = RpmsgLink {
         path: path.to_owned(),
         domains: [host, other],
@@ -1714,6 +1739,7 @@ fn read_link(
         name_service: [nh != 0, nr != 0],
         versions,
         buffer_size,
+        coalesce_us,
         remoteproc,
     };
     if remoteproc && !link.name_service[0] {

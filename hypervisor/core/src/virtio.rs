@@ -224,6 +224,28 @@ impl Queue {
         Ok(())
     }
 
+    /// Buffers the driver made available that the device has not taken
+    /// (0 while the queue is not ready; an index past the queue's size is
+    /// the next `peek`'s fault).
+    #[inline(always)]
+    pub fn available(&self, m: &impl GuestMemory) -> u16 {
+        match self.live {
+            0 => 0,
+            _ => m
+                .ring_u16(RingAddr(self.avail + 2))
+                .wrapping_sub(self.last_avail),
+        }
+    }
+
+    /// Buffers the driver holds: its queue's size, less those it made
+    /// available and the device has not taken. A receiver that posts all
+    /// its buffers (as Linux's and OpenAMP's do) holds the messages it has
+    /// not yet read.
+    #[inline(always)]
+    pub fn held_by_driver(&self, m: &impl GuestMemory) -> u16 {
+        self.live.saturating_sub(self.available(m))
+    }
+
     /// The head of the next available chain, without taking it.
     #[inline(always)]
     pub fn peek(&self, m: &impl GuestMemory) -> Result<Option<u16>, Fault> {

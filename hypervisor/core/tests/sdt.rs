@@ -367,26 +367,34 @@ fn refuses_bad_rpmsg_links() {
 }
 
 /// Per side, a link may ask for the legacy virtio-mmio interface, and for
-/// a buffer size other than 512 bytes; both show in the partition table.
+/// a buffer size other than 512 bytes, a coalescing bound other than
+/// 20 microseconds; each shows in the partition table.
 #[test]
 fn rpmsg_links_choose_virtio_versions_and_buffer_size() {
     let s = linux_rtos();
     let sys = SystemConfig::from_dtb(&compile(&s)).unwrap();
     assert_eq!(
-        (sys.links[0].versions, sys.links[0].buffer_size),
-        ([2, 2], 512)
+        (
+            sys.links[0].versions,
+            sys.links[0].buffer_size,
+            sys.links[0].coalesce_us
+        ),
+        ([2, 2], 512, 20)
     );
     let mixed = s.replace(
         "partita,name-service = <0 1>;",
-        "partita,name-service = <0 1>;\n\t\t\t\t\t\tpartita,virtio-version = <2 1>;\n\t\t\t\t\t\tpartita,buffer-size = <1024>;",
+        "partita,name-service = <0 1>;\n\t\t\t\t\t\tpartita,virtio-version = <2 1>;\n\t\t\t\t\t\tpartita,buffer-size = <1024>;\n\t\t\t\t\t\tpartita,coalesce-us = <0>;",
     );
     let sys = SystemConfig::from_dtb(&compile(&mixed)).unwrap();
     let l = &sys.links[0];
-    assert_eq!((l.versions, l.buffer_size), ([2, 1], 1024));
+    assert_eq!(
+        (l.versions, l.buffer_size, l.coalesce_us),
+        ([2, 1], 1024, 0)
+    );
     assert_eq!(l.config().version, [2, 1]);
     assert!(
         sys.partition_table()
-            .contains("(irq 49)  virtio 2/1  buffers 1024 bytes"),
+            .contains("(irq 49)  virtio 2/1  buffers 1024 bytes  coalesce 0 us"),
         "{}",
         sys.partition_table()
     );
@@ -410,6 +418,14 @@ fn rpmsg_links_choose_virtio_versions_and_buffer_size() {
         (
             "partita,buffer-size = <512 512>;",
             "`partita,buffer-size` must be",
+        ),
+        (
+            "partita,coalesce-us = <1001>;",
+            "`partita,coalesce-us` must be",
+        ),
+        (
+            "partita,coalesce-us = <1 2>;",
+            "`partita,coalesce-us` must be",
         ),
     ] {
         let e = refused(&s.replace(
