@@ -62,6 +62,9 @@ pub struct PerCpu {
     /// (an SGI to it with nothing else waiting, `irq::post_sgi`), loaded
     /// by the kick that follows; 0 when empty.
     posted: AtomicU64,
+    /// The running partition's virtio ports (bit i: its `virtio[i]`) whose
+    /// messages this CPU holds (`rpmsg::hold`); only this CPU touches it.
+    held: AtomicU32,
 }
 
 /// The layout `entry.S` relies on (its `.equ`s come from these).
@@ -90,6 +93,7 @@ static PER_CPU: [PerCpu; MAX_CPUS] = [const {
         partition: AtomicPtr::new(core::ptr::null_mut()),
         flush: AtomicBool::new(false),
         posted: AtomicU64::new(0),
+        held: AtomicU32::new(0),
         traps: AtomicU64::new(0),
         sgi_target: AtomicU64::new(0),
         sgi_self: AtomicU64::new(NO_SGI),
@@ -161,6 +165,21 @@ impl PerCpu {
             0 => 0,
             _ => self.posted.swap(0, Ordering::Acquire),
         }
+    }
+
+    /// Notes that this CPU holds the messages of its partition's port
+    /// `index`; true if it held none before.
+    pub fn hold(&self, index: usize) -> bool {
+        let was = self.held.load(Ordering::Relaxed);
+        self.held.store(was | 1 << index, Ordering::Relaxed);
+        was == 0
+    }
+
+    /// The ports whose messages this CPU held, holding none from now on.
+    pub fn take_held(&self) -> u32 {
+        let held = self.held.load(Ordering::Relaxed);
+        self.held.store(0, Ordering::Relaxed);
+        held
     }
 
     pub fn request_resume(&self) {

@@ -1,7 +1,7 @@
 //! Interrupts: physical ones taken at EL2 and forwarded, the partitions'
 //! virtual GICs, and loading list registers.
 
-use crate::arch::gic::{MAINTENANCE, SGI_KICK};
+use crate::arch::gic::{HOLD_TIMER, MAINTENANCE, SGI_KICK};
 use crate::arch::MutexGuard;
 use crate::arch::{self, CallFrame};
 use crate::cpu;
@@ -144,6 +144,7 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
 /// vCPU's timers, its devices' SPIs, the kick of another CPU), which ends
 /// a WFI even while masked at EL2; a stop request leaves from in there.
 pub fn suspend(p: &Partition, vcpu: usize) {
+    crate::rpmsg::release(p, true);
     let gic = &system().gic;
     loop {
         flush_if_needed(cpu::this());
@@ -234,6 +235,15 @@ pub fn handle_physical(iar: u32) {
                     sys.gic.deactivate(id);
                 }
             },
+            // The bound on held rpmsg messages: disarmed (its level
+            // drops) before it is deactivated.
+            HOLD_TIMER => {
+                arch::disarm_hold_timer();
+                sys.gic.deactivate(id);
+                if let Some((p, _)) = here.guest() {
+                    crate::rpmsg::release(p, false);
+                }
+            }
             spi if Some(spi) == sys.console_spi => {
                 crate::console::interrupt();
                 sys.gic.deactivate(spi);

@@ -33,6 +33,9 @@ pub fn serve(p: &'static Partition, vcpu: usize) {
 pub fn leave(p: &Partition, kick: u32) -> ! {
     let sys = system();
     let me = arch::cpu_index();
+    // What its vCPU sent and this CPU held moves now: its other vCPUs,
+    // told not to notify, may have queued more behind it.
+    crate::rpmsg::release(p, true);
     arch::disarm_guest_timers();
     sys.gic.reset_virtual_interface();
     for ppi in [crate::irq::VTIMER, crate::irq::PTIMER] {

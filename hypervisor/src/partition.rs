@@ -183,7 +183,8 @@ impl Partition {
         // read-only: reads are loads, writes trap.
         let mut virtio: Vec<crate::rpmsg::VirtioPort> = sys
             .links_of(index)
-            .map(|(link, side)| crate::rpmsg::VirtioPort::new(&sys.links[link], link, side))
+            .enumerate()
+            .map(|(i, (link, side))| crate::rpmsg::VirtioPort::new(&sys.links[link], link, side, i))
             .collect();
         let mut pages: Vec<(u64, &'static RegisterPage)> = Vec::new();
         for port in virtio.iter_mut().filter(|v| v.mmio) {

@@ -2,13 +2,20 @@
 //! go to the link's transport state; a QueueNotify moves messages on the
 //! notifying CPU and raises the peer's interrupt (an IPI reaches its CPU).
 //!
-//! Work done for a partition is bounded per trap: the link's lock is held
-//! for one message at a time, and between two messages a pump lets in any
-//! CPU waiting for it (see `LinkLock`), so a peer touching its own
-//! registers waits about one message's copy; one trap moves at most
+//! Work done for a partition is bounded per trap: a pump lets any CPU
+//! that waits for the link's lock in between two messages (see
+//! `LinkLock`), so a peer touching its own registers waits about one
+//! message's copy; one trap moves at most
 //! `PER_TRAP` messages, and the rest continue on the same CPU once it has
 //! been back in its guest (a kick it sends itself, see `resume`): none is
 //! dropped or reordered, and none waits for its sender to notify again.
+//!
+//! Coalescing: when a side's messages reach a receiver still busy with
+//! earlier ones (`Moved::busy`), what that side sends next is held: its
+//! transmit queue asks for no notify, and its CPU moves the messages
+//! together at its guest's next WFI (trapped while it holds any) or when
+//! EL2's timer fires, the link's `partita,coalesce-us` later. All of it
+//! happens on the sender's CPU, as its notifies would have.
 
 use crate::arch::CallFrame;
 use crate::arch::Yield;
@@ -69,7 +76,7 @@ impl LinkLock {
     }
 
     /// Writes both sides' registers where their partitions read them:
-    /// after any change but the two of every message (`publish_status`);
+    /// after any change but the two of every message (`publish_status_of`);
     /// a side's own write changes its registers and, when it makes its
     /// driver ready or not, its peer's PEER_READY (`publish_side`).
     /// Under the lock, so what a driver reads is the state that lock last
@@ -88,14 +95,9 @@ impl LinkLock {
         }
     }
 
-    /// The same for InterruptStatus alone, the one register that a
-    /// message (its used buffers: either side's) or an acknowledge
+    /// The same for side `side`'s InterruptStatus alone, the one register
+    /// that a message (its used buffers: either side's) or an acknowledge
     /// changes.
-    fn publish_status(&self, l: &Link) {
-        self.publish_status_of(l, 0);
-        self.publish_status_of(l, 1);
-    }
-
     fn publish_status_of(&self, l: &Link, side: usize) {
         if let Some(w) = self.regs[side] {
             w.store(INTERRUPT_STATUS, l.dev[side].interrupt_status);
@@ -111,6 +113,11 @@ impl LinkLock {
         let g = self.state.lock();
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         g
+    }
+
+    /// A CPU waits for the lock.
+    fn waited_for(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) != 0
     }
 
     /// Releases `g` and takes the lock again, after a CPU that was waiting
@@ -189,12 +196,24 @@ pub struct VirtioPort {
     /// trap's budget by one of this partition's CPUs, which has kicked
     /// itself to continue.
     pub resume: [AtomicBool; 2],
+    /// Its place among its partition's ports (`Partition::virtio`).
+    pub index: usize,
+    /// How long its messages may be held, in counter ticks; 0: never.
+    pub hold: u64,
 }
 
 impl VirtioPort {
-    /// Side `side` of `link`, one of the configuration's.
-    pub fn new(l: &RpmsgLink, link: usize, side: usize) -> Self {
+    /// Side `side` of `link`, one of the configuration's, the partition's
+    /// port `index`.
+    pub fn new(l: &RpmsgLink, link: usize, side: usize, index: usize) -> Self {
+        // A CPU notes the ports it holds in a word.
+        let hold = match index < 32 {
+            true => u64::from(l.coalesce_us) * crate::arch::counter_frequency() / 1_000_000,
+            false => 0,
+        };
         VirtioPort {
+            index,
+            hold,
             base: l.windows[side],
             spi: l.spis[side],
             link,
@@ -386,7 +405,8 @@ fn fail(link: usize, l: &mut Link, side: usize, f: Fault) {
 /// the CPU kicks itself to go on after it has been back in its guest.
 /// Raises whichever interrupts the drivers asked for. `lock` is the
 /// link's (`port.link`) and `ends` its partitions (`ends`), which the
-/// callers have at hand.
+/// callers have at hand. True if messages reached a receiver busy with
+/// earlier ones (`Moved::busy`): the sender's next ones may be held.
 fn pump(
     sys: &'static System,
     lock: &'static LinkLock,
@@ -394,7 +414,7 @@ fn pump(
     from: usize,
     port: &VirtioPort,
     ends: [&'static Partition; 2],
-) {
+) -> bool {
     let link = port.link;
     // The sender's and the receiver's, apart: two registers, where the
     // pair would be indexed by `from` again at each use.
@@ -416,11 +436,12 @@ fn pump(
         }
     };
     if total.more {
-        let (g, more) = pump_more(lock, l, from, port, (sender, receiver));
+        let (g, more) = pump_more(lock, l, from, port, (sender, receiver), total.status);
         l = g;
         total.messages += more.messages;
         total.interrupt[0] |= more.interrupt[0];
         total.interrupt[1] |= more.interrupt[1];
+        total.busy = more.busy;
     } else {
         // Only a status that changed: a sender that takes no interrupt
         // for its transmit buffers keeps the cause set from the first.
@@ -442,9 +463,11 @@ fn pump(
         };
         raise_spi(sys, if side == from { sender } else { receiver }, spi);
     }
+    total.busy
 }
 
-/// The rest of `pump` after its first message: what it moved.
+/// The rest of `pump` after its first message, whose changes of the
+/// statuses (`status`) are not yet published: what it moved.
 #[inline(never)]
 fn pump_more(
     lock: &'static LinkLock,
@@ -452,22 +475,40 @@ fn pump_more(
     from: usize,
     port: &VirtioPort,
     (sender, receiver): (&Partition, &Partition),
+    status: [bool; 2],
 ) -> (Guard, Moved) {
     let mut total = Moved::default();
     let mut sm = PartitionMemory::of(sender);
     let mut dm = PartitionMemory::of(receiver);
-    for _ in 1..PER_TRAP {
+    // Statuses changed and not yet published: the first message's, then
+    // each one's (only the first of a run of messages changes one).
+    let publish = |l: &Guard, changed: &mut [bool; 2]| {
+        for side in (0..2).filter(|&s| changed[s]) {
+            lock.publish_status_of(l, side);
+        }
+        *changed = [false; 2];
+    };
+    let mut changed = status;
+    // Messages moved or dropped, the first one's included.
+    let mut done = 1;
+    while done < PER_TRAP {
         // Let a waiting peer in between two messages, with the registers
         // as the last one left them.
-        lock.publish_status(&l);
+        publish(&l, &mut changed);
         l = lock.yield_to_waiters(l);
-        match l.pump(from, &mut sm, &mut dm, 1) {
+        // As many as the budget leaves, unless a CPU comes to wait.
+        match l.pump_unless(from, &mut sm, &mut dm, PER_TRAP - done, || {
+            lock.waited_for()
+        }) {
             Ok(m) => {
+                done += m.messages + m.dropped_ns;
                 total.messages += m.messages;
                 total.interrupt[0] |= m.interrupt[0];
                 total.interrupt[1] |= m.interrupt[1];
+                total.busy = m.busy;
+                changed = m.status;
                 if !m.more {
-                    lock.publish_status(&l);
+                    publish(&l, &mut changed);
                     return (l, total);
                 }
             }
@@ -477,12 +518,59 @@ fn pump_more(
             }
         }
     }
-    lock.publish_status(&l);
+    publish(&l, &mut changed);
     port.resume[from].store(true, Ordering::Relaxed);
     let me = crate::arch::cpu_index();
     cpu::get(me).request_resume();
     cpu::kick(me);
     (l, total)
+}
+
+/// After a pump of the messages `p` sent on `port` that reached a busy
+/// receiver: this CPU holds what `p` sends next there, until
+/// its guest's WFI or its timer (`release`). Nothing for a link that does
+/// not coalesce.
+#[inline(never)]
+fn hold(lock: &'static LinkLock, p: &Partition, port: &VirtioPort) {
+    if port.hold == 0 {
+        return;
+    }
+    lock.lock()
+        .hold(port.side, &mut PartitionMemory::of(p), true);
+    if cpu::this().hold(port.index) {
+        crate::arch::arm_hold_timer(port.hold);
+        crate::arch::trap_wfi(true);
+    }
+}
+
+/// The messages this CPU holds for `p` move. At its timer (`sleeping`
+/// false) the hold goes on where more came and the receiver is still busy;
+/// at its guest's WFI, CPU_SUSPEND or leaving (`sleeping`) every hold
+/// ends: each queue asks for notifies again and is looked at once more,
+/// for what its driver queued before it saw that.
+pub fn release(p: &Partition, sleeping: bool) {
+    let held = cpu::this().take_held();
+    crate::arch::trap_wfi(false);
+    crate::arch::disarm_hold_timer();
+    if held == 0 {
+        return;
+    }
+    let sys = system();
+    let p = &sys.partitions[p.index];
+    for port in p.virtio.iter().filter(|v| held & (1 << v.index) != 0) {
+        let lock = &sys.links[port.link];
+        let ends = ends_from(sys, p, port);
+        if !sleeping && pump(sys, lock, lock.lock(), port.side, port, ends) {
+            hold(lock, p, port);
+            continue;
+        }
+        let mut l = lock.lock();
+        l.hold(port.side, &mut PartitionMemory::of(p), false);
+        // The flag's store before the index's load; the driver stores its
+        // index before it loads the flag.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        pump(sys, lock, l, port.side, port, ends);
+    }
 }
 
 /// Continues the pumps this CPU left at their budget: its kick arrived,
@@ -580,7 +668,9 @@ fn notify(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, a: Mm
         TX => port.side,
         _ => 1 - port.side,
     };
-    pump(sys, lock, l, from, port, ends_from(sys, p, port));
+    if pump(sys, lock, l, from, port, ends_from(sys, p, port)) && from == port.side {
+        hold(lock, p, port);
+    }
 }
 
 /// The rest of `emulate`: any other register write; one of another width

@@ -146,7 +146,9 @@ fn handle_sync(
             guest_warn!(p, "{}: vcpu {vcpu} fetch at IPA {ipa:#x} (fault status {fsc:#x}) outside its memory; instruction abort injected",
                 p.name);
         }
-        Trap::Wfx => frame.elr += 4,
+        // A WFI traps only while this CPU holds rpmsg messages: they move
+        // before the vCPU sleeps, and the WFI runs again, untrapped.
+        Trap::Wfx => crate::rpmsg::release(p, true),
         Trap::SysReg(r) if !r.read && r.id == ICC_SGI1R_EL1 => {
             irq::sgi1r(p, vcpu, frame.reg(r.reg));
             frame.elr += 4;

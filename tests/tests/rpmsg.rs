@@ -3,7 +3,7 @@
 //! service, a malformed queue that harms only its own device; legacy
 //! (version 1) and mixed links; a receiver that comes up late; faults
 //! charged to whoever made them and recovered from; chains; bursts beyond
-//! what one trap moves.
+//! what one trap moves; coalescing for receivers that are busy.
 
 use partita_tests::*;
 
@@ -232,6 +232,47 @@ fn chains_and_bursts_beyond_a_traps_budget_arrive_intact() {
         run.line("[plain] rpmsg: sent 300, received 300, 0 bad");
         run.line("[burst1] rpmsg: sent 2000, received 2000, 0 bad");
         run.line("[burst2] rpmsg: sent 2000, received 2000, 0 bad");
+        run.expect_absent("needs a reset");
+        run.expect_clean_exit();
+    });
+}
+
+/// Coalescing: receivers that poll while busy (interrupts off) and sleep
+/// when idle get what their peers send in batches: a sender whose
+/// messages reach a receiver still busy with earlier ones is asked for no
+/// notify, and its CPU moves what it queued at its WFI or when the link's
+/// bound (20 microseconds unless set) runs out. Every message arrives, in
+/// order and intact; with `partita,coalesce-us = <0>` every one is
+/// notified.
+#[test]
+fn busy_receivers_take_messages_in_batches_and_lose_none() {
+    let doms = two_links(
+        ("busy1", "rpmsg=3000,poll"),
+        ("busy2", "rpmsg=3000,poll"),
+        "",
+        ("each1", "rpmsg=3000,poll"),
+        ("each2", "rpmsg=3000,poll"),
+        "\t\t\t\t\t\tpartita,coalesce-us = <0>;\n",
+    );
+    on_every_machine("rpmsg-coalesce", &doms, |run| {
+        run.line(
+            "each1 <-> each2  virtio-mmio 0xa000400 (irq 50) / 0xa000600 (irq 51)  coalesce 0 us",
+        );
+        let unnotified = |name: &str| -> u64 {
+            let l = run.lines_with(&format!("[{name}] rpmsg: sent 3000, received 3000, 0 bad"));
+            let l = l
+                .first()
+                .unwrap_or_else(|| panic!("{name} did not finish:\n{}", run.output));
+            let n = l.rsplit(", ").next().and_then(|t| t.split(' ').next());
+            n.and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count in `{l}`"))
+        };
+        assert!(
+            unnotified("busy1") + unnotified("busy2") > 0,
+            "no message was held:\n{}",
+            run.output
+        );
+        assert_eq!((unnotified("each1"), unnotified("each2")), (0, 0));
         run.expect_absent("needs a reset");
         run.expect_clean_exit();
     });

@@ -363,6 +363,8 @@ pub fn features() -> u32 {
 pub struct Sender {
     sent: u16,
     generation: u32,
+    /// Messages sent without a notify: the device asked for none.
+    unnotified: u32,
 }
 
 impl Default for Sender {
@@ -376,6 +378,7 @@ impl Sender {
         Sender {
             sent: 0,
             generation: 0,
+            unnotified: 0,
         }
     }
 
@@ -404,13 +407,28 @@ impl Sender {
         self.sent == used_idx(TX)
     }
 
-    /// Queues one message and notifies; false if no buffer is free.
+    /// Queues one message and notifies, unless the device asked for no
+    /// notify (it moves the message itself, soon: see the hypervisor's
+    /// coalescing); false if no buffer is free.
     pub fn send(&mut self, src: u32, dst: u32, payload: &[u8]) -> bool {
         if !self.put(src, dst, payload, 1) {
             return false;
         }
-        notify(TX as u32);
+        // The index's store before the flag's load: a device that clears
+        // the flag then looks at the index again (Linux's
+        // virtqueue_kick_prepare orders them the same way).
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if used_flags(TX) & USED_F_NO_NOTIFY == 0 {
+            notify(TX as u32);
+        } else {
+            self.unnotified += 1;
+        }
         true
+    }
+
+    /// Messages `send` sent without a notify, at the device's request.
+    pub fn unnotified(&self) -> u32 {
+        self.unnotified
     }
 
     /// Queues one message without notifying (see `kick`); false if no

@@ -3,7 +3,9 @@
 //! `rpmsg=N` sends N numbered messages of varying size (up to 496 bytes)
 //! and checks that N arrive from the peer in order and intact; `,slow`
 //! makes this side a slow receiver, `,chain` sends each message as a
-//! chain of 5 descriptors, `,burst` sends 16 at a time with one notify and
+//! chain of 5 descriptors, `,poll` takes messages with interrupts off
+//! while busy and sleeps (WFI) when it has nothing to do, as a receiver
+//! that lets the hypervisor coalesce does, `,burst` sends 16 at a time with one notify and
 //! takes nothing before a whole burst has arrived (more than the
 //! hypervisor moves in one trap: the rest must follow with no further
 //! notify); `rpmsg-late=MS,N` starts MS ms late, brings its device up as
@@ -92,6 +94,7 @@ pub enum Mode {
     Slow,
     Chain,
     Burst,
+    Poll,
 }
 
 impl Mode {
@@ -100,6 +103,7 @@ impl Mode {
             "slow" => Mode::Slow,
             "chain" => Mode::Chain,
             "burst" => Mode::Burst,
+            "poll" => Mode::Poll,
             _ => Mode::Plain,
         }
     }
@@ -118,6 +122,7 @@ pub fn exchange(n: u32, mode: Mode) {
     let (mut sent, mut received, mut bad, mut idle) = (0u32, 0u32, 0u32, 0u64);
     let mut msg = [0u8; BUF - HDR];
     let mut expect = [0u8; BUF - HDR];
+    rx.interrupts(mode != Mode::Poll);
     while sent < n || received < n {
         let mut progress = false;
         match mode {
@@ -160,6 +165,9 @@ pub fn exchange(n: u32, mode: Mode) {
             }
             continue;
         }
+        if mode == Mode::Poll {
+            mask();
+        }
         progress |= rx.poll(|_, dst, p, len| {
             if dst == NS_ADDR {
                 if let Some((name, at)) = virtio::parse_ns(p) {
@@ -178,6 +186,14 @@ pub fn exchange(n: u32, mode: Mode) {
                 }
             }
         }) > 0;
+        if mode == Mode::Poll {
+            // Nothing to send or take: wait for a message (with IRQs
+            // masked since the poll, none slips in before the WFI).
+            if !progress && received < n {
+                rx.sleep();
+            }
+            unmask();
+        }
         if stuck(&mut idle, progress) {
             println!(
                 "rpmsg: stuck after sending {sent} and receiving {received} (status {:#x})",
@@ -195,7 +211,11 @@ pub fn exchange(n: u32, mode: Mode) {
     } else {
         "none"
     };
-    println!("rpmsg: sent {sent}, received {received}, {bad} bad, interrupts {irqs}");
+    rx.interrupts(true);
+    println!(
+        "rpmsg: sent {sent}, received {received}, {bad} bad, interrupts {irqs}, {} sent without a notify",
+        tx.unnotified()
+    );
 }
 
 /// Starts `ms` ms late and as OpenAMP's driver does (no notify after

@@ -15,6 +15,8 @@ use partita_core::vgic::lr;
 pub const SGI_KICK: u32 = 0;
 /// The virtual CPU interface's maintenance interrupt (PPI 9).
 pub const MAINTENANCE: u32 = 25;
+/// EL2's own timer (CNTHP), which bounds how long held rpmsg messages wait.
+pub const HOLD_TIMER: u32 = 26;
 const PRIORITY: u32 = 0xa0;
 
 // Distributor (both versions).
@@ -209,7 +211,7 @@ impl Gic {
         }
         wr(
             banked + GICD_ISENABLER,
-            (1 << SGI_KICK) | (1 << MAINTENANCE),
+            (1 << SGI_KICK) | (1 << MAINTENANCE) | (1 << HOLD_TIMER),
         );
         match *self {
             Gic::V3 { .. } => {

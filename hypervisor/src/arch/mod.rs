@@ -562,6 +562,33 @@ pub fn invalidate_guest_tlb(vttbr: u64) {
 }
 
 /// Ticks per second of the generic counter.
+/// EL2's own timer (CNTHP) fires `ticks` from now on this CPU: the
+/// bound on how long held rpmsg messages wait (`rpmsg::hold`).
+pub fn arm_hold_timer(ticks: u64) {
+    let at = CNTPCT_EL0.get().saturating_add(ticks);
+    // SAFETY: CNTHP_CVAL_EL2 (absent from aarch64-cpu) sets only when
+    // EL2's timer fires.
+    unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) at, options(nomem, nostack)) };
+    CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET);
+}
+
+/// Stops EL2's timer on this CPU; its interrupt, level-sensitive, drops.
+pub fn disarm_hold_timer() {
+    CNTHP_CTL_EL2.set(0);
+    barrier::isb(barrier::SY);
+}
+
+/// Whether the guest's WFI traps on this CPU (HCR_EL2.TWI): while it holds
+/// rpmsg messages, which move before its vCPU sleeps. Takes effect at the
+/// return to the guest.
+pub fn trap_wfi(on: bool) {
+    HCR_EL2.modify(if on {
+        HCR_EL2::TWI::SET
+    } else {
+        HCR_EL2::TWI::CLEAR
+    });
+}
+
 pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
