@@ -151,6 +151,11 @@ pub fn tx_buffer(i: usize) -> *mut u8 {
     unsafe { addr_of_mut!(TXB.0[i % Q as usize]) as *mut u8 }
 }
 
+/// Out of line, as Linux's `vm_notify` is: inlined, the queue index sat
+/// in a register the compiler kept across the message's copy (w21), and
+/// a hypervisor that saves only the registers a trapped store can name
+/// took its slower path for it.
+#[inline(never)]
 pub fn notify(q: u32) {
     set(0x50, q);
 }
