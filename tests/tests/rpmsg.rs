@@ -70,6 +70,19 @@ fn labelled(name: &str, d: String) -> String {
     )
 }
 
+/// How many of its `n` messages `name` sent without a notify (the device
+/// asked for none: its CPU held them), from its closing line.
+fn unnotified(run: &Run, name: &str, n: u32) -> u64 {
+    let l = run.lines_with(&format!("[{name}] rpmsg: sent {n}, received {n}, 0 bad"));
+    let l = l
+        .first()
+        .unwrap_or_else(|| panic!("{name} did not finish:\n{}", run.output));
+    let count = l.rsplit(", ").next().and_then(|t| t.split(' ').next());
+    count
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no count in `{l}`"))
+}
+
 fn pair(args_a: &str, args_b: &str) -> String {
     let a = labelled("ping", domain("ping", 1, 0x1, 0x4800_0000, args_a));
     let b = labelled("pong", domain("pong", 2, 0x2, 0x4a00_0000, args_b));
@@ -99,6 +112,10 @@ fn a_slow_receiver_loses_nothing() {
     );
     run.line("[ping] rpmsg: sent 3000, received 3000, 0 bad");
     run.line("[pong] rpmsg: sent 3000, received 3000, 0 bad");
+    // Its busy receiver had ping's messages held, and ping never sleeps:
+    // they moved at the link's bound (EL2's timer) or when pong posted
+    // buffers one waited for.
+    assert!(unnotified(&run, "ping", 3000) > 0, "{}", run.output);
     run.expect_clean_exit();
 }
 
@@ -258,15 +275,7 @@ fn busy_receivers_take_messages_in_batches_and_lose_none() {
         run.line(
             "each1 <-> each2  virtio-mmio 0xa000400 (irq 50) / 0xa000600 (irq 51)  coalesce 0 us",
         );
-        let unnotified = |name: &str| -> u64 {
-            let l = run.lines_with(&format!("[{name}] rpmsg: sent 3000, received 3000, 0 bad"));
-            let l = l
-                .first()
-                .unwrap_or_else(|| panic!("{name} did not finish:\n{}", run.output));
-            let n = l.rsplit(", ").next().and_then(|t| t.split(' ').next());
-            n.and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no count in `{l}`"))
-        };
+        let unnotified = |name: &str| unnotified(run, name, 3000);
         assert!(
             unnotified("busy1") + unnotified("busy2") > 0,
             "no message was held:\n{}",
