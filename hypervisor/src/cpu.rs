@@ -168,11 +168,11 @@ impl PerCpu {
     }
 
     /// Notes that this CPU holds the messages of its partition's port
-    /// `index`; true if it held none before.
+    /// `index` (below 32); true if it did not already.
     pub fn hold(&self, index: usize) -> bool {
         let was = self.held.load(Ordering::Relaxed);
         self.held.store(was | 1 << index, Ordering::Relaxed);
-        was == 0
+        was & 1 << index == 0
     }
 
     /// The ports whose messages this CPU held, holding none from now on.

@@ -144,7 +144,7 @@ fn held(gic: &arch::gic::Gic, mut used: u32, intid: u32) -> Option<(usize, u64)>
 /// vCPU's timers, its devices' SPIs, the kick of another CPU), which ends
 /// a WFI even while masked at EL2; a stop request leaves from in there.
 pub fn suspend(p: &Partition, vcpu: usize) {
-    crate::rpmsg::release(p, true);
+    crate::rpmsg::release(p, crate::rpmsg::Release::Sleep);
     let gic = &system().gic;
     loop {
         flush_if_needed(cpu::this());
@@ -241,7 +241,7 @@ pub fn handle_physical(iar: u32) {
                 arch::disarm_hold_timer();
                 sys.gic.deactivate(id);
                 if let Some((p, _)) = here.guest() {
-                    crate::rpmsg::release(p, false);
+                    crate::rpmsg::release(p, crate::rpmsg::Release::Timer);
                 }
             }
             spi if Some(spi) == sys.console_spi => {

@@ -35,7 +35,7 @@ pub fn leave(p: &Partition, kick: u32) -> ! {
     let me = arch::cpu_index();
     // What its vCPU sent and this CPU held moves now: its other vCPUs,
     // told not to notify, may have queued more behind it.
-    crate::rpmsg::release(p, true);
+    crate::rpmsg::release(p, crate::rpmsg::Release::Leave);
     arch::disarm_guest_timers();
     sys.gic.reset_virtual_interface();
     for ppi in [crate::irq::VTIMER, crate::irq::PTIMER] {

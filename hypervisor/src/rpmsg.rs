@@ -543,12 +543,24 @@ fn hold(lock: &'static LinkLock, p: &Partition, port: &VirtioPort) {
     }
 }
 
-/// The messages this CPU holds for `p` move. At its timer (`sleeping`
-/// false) the hold goes on where more came and the receiver is still busy;
-/// at its guest's WFI, CPU_SUSPEND or leaving (`sleeping`) every hold
-/// ends: each queue asks for notifies again and is looked at once more,
+/// What ends a hold (`release`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// EL2's timer: the hold goes on where more came and the receiver is
+    /// still busy.
+    Timer,
+    /// The guest's WFI or CPU_SUSPEND: every hold ends; what a pump
+    /// leaves at its budget continues at the kick the CPU sends itself.
+    Sleep,
+    /// The vCPU leaves its CPU: every hold ends and its queues are
+    /// drained here, since a parked CPU resumes no pump.
+    Leave,
+}
+
+/// The messages this CPU holds for `p` move, as `why` says. A hold that
+/// ends asks each queue for notifies again and looks at it once more,
 /// for what its driver queued before it saw that.
-pub fn release(p: &Partition, sleeping: bool) {
+pub fn release(p: &Partition, why: Release) {
     let held = cpu::this().take_held();
     crate::arch::trap_wfi(false);
     crate::arch::disarm_hold_timer();
@@ -557,10 +569,15 @@ pub fn release(p: &Partition, sleeping: bool) {
     }
     let sys = system();
     let p = &sys.partitions[p.index];
-    for port in p.virtio.iter().filter(|v| held & (1 << v.index) != 0) {
+    // Only the first 32 ports are ever held (`VirtioPort::hold`).
+    for port in p
+        .virtio
+        .iter()
+        .filter(|v| v.index < 32 && held & (1 << v.index) != 0)
+    {
         let lock = &sys.links[port.link];
         let ends = ends_from(sys, p, port);
-        if !sleeping && pump(sys, lock, lock.lock(), port.side, port, ends) {
+        if why == Release::Timer && pump(sys, lock, lock.lock(), port.side, port, ends) {
             hold(lock, p, port);
             continue;
         }
@@ -570,6 +587,15 @@ pub fn release(p: &Partition, sleeping: bool) {
         // index before it loads the flag.
         core::sync::atomic::fence(Ordering::SeqCst);
         pump(sys, lock, l, port.side, port, ends);
+        // At most a queue's worth was queued without a notify.
+        let mut turns = u32::from(QUEUE_MAX).div_ceil(PER_TRAP);
+        while why == Release::Leave
+            && turns > 0
+            && port.resume[port.side].swap(false, Ordering::Relaxed)
+        {
+            pump(sys, lock, lock.lock(), port.side, port, ends);
+            turns -= 1;
+        }
     }
 }
 
@@ -690,7 +716,7 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
     let v = a.store_value(frame.access_reg(a.reg())) as u32;
     // The device sees its own partition's memory (to check rings made
     // ready); the peer is looked up only for a pump.
-    let own = PartitionMemory::of(p);
+    let mut own = PartitionMemory::of(p);
     let was_ok = l.dev[port.side].driver_ok();
     let effect = l.dev[port.side].write(off, v, &own);
     lock.publish_side(&l, port.side);
@@ -727,6 +753,9 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
                 ends_from(system(), p, port),
             );
         }
+        // A transmit queue starts out asking for notifies, whatever its
+        // rings (not zeroed, perhaps) kept from an earlier hold.
+        Effect::QueueReady(q) if usize::from(q) == TX => l.hold(port.side, &mut own, false),
         Effect::QueueReady(_) | Effect::None => {}
         Effect::Reset => changed(port.link, &mut l, port.side, false),
         Effect::Invalid(f) => fail(port.link, &mut l, port.side, f),
@@ -762,7 +791,7 @@ pub fn vdev_ready(
     let mut l = lock.lock();
     let was_live = l.dev[port.side].driver_ok();
     let ends = ends(port.link);
-    let own = PartitionMemory::of(ends[port.side]);
+    let mut own = PartitionMemory::of(ends[port.side]);
     if let Err(f) = l.dev[port.side].attach(rings, size, align, &own) {
         // Its old rings are gone with the reset: the peer sees it down.
         if was_live {
@@ -773,6 +802,8 @@ pub fn vdev_ready(
             _ => ControlError::BadLink,
         });
     }
+    // As a transmit queue made ready over the window (see `write`).
+    l.hold(port.side, &mut own, false);
     changed(port.link, &mut l, port.side, false);
     pump(system(), lock, l, 1 - port.side, port, ends);
     Ok(())

@@ -148,7 +148,7 @@ fn handle_sync(
         }
         // A WFI traps only while this CPU holds rpmsg messages: they move
         // before the vCPU sleeps, and the WFI runs again, untrapped.
-        Trap::Wfx => crate::rpmsg::release(p, true),
+        Trap::Wfx => crate::rpmsg::release(p, crate::rpmsg::Release::Sleep),
         Trap::SysReg(r) if !r.read && r.id == ICC_SGI1R_EL1 => {
             irq::sgi1r(p, vcpu, frame.reg(r.reg));
             frame.elr += 4;

@@ -390,9 +390,16 @@ impl Link {
     /// waits for the next pump of the CPU that holds it. Released, a
     /// driver notifies again; the caller then looks at the queue once more
     /// (a pump), after a barrier, for what was queued before the driver
-    /// saw the flag change. Nothing to do for a queue that is not ready.
+    /// saw the flag change. The release writes the flag whatever it was:
+    /// a queue made ready again on rings a driver did not zero may still
+    /// say NO_NOTIFY from an earlier hold. Nothing to do for a queue that
+    /// is not ready.
     pub fn hold<M: GuestMemory>(&mut self, from: usize, sm: &mut M, on: bool) {
-        self.dev[from].queues[TX].want_notify(sm, !on);
+        let q = &mut self.dev[from].queues[TX];
+        match on {
+            true => q.want_notify(sm, false),
+            false => q.set_notify(sm, true),
+        }
     }
 }
 

@@ -561,13 +561,19 @@ pub fn invalidate_guest_tlb(vttbr: u64) {
     unsafe { asm!("tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
 }
 
-/// Ticks per second of the generic counter.
-/// EL2's own timer (CNTHP) fires `ticks` from now on this CPU: the
-/// bound on how long held rpmsg messages wait (`rpmsg::hold`).
+/// EL2's own timer (CNTHP) fires `ticks` from now on this CPU, or at
+/// the deadline it already had if that is sooner: the bound on how long
+/// held rpmsg messages wait (`rpmsg::hold`), the shortest of the links
+/// held.
 pub fn arm_hold_timer(ticks: u64) {
-    let at = CNTPCT_EL0.get().saturating_add(ticks);
-    // SAFETY: CNTHP_CVAL_EL2 (absent from aarch64-cpu) sets only when
-    // EL2's timer fires.
+    let mut at = CNTPCT_EL0.get().saturating_add(ticks);
+    if CNTHP_CTL_EL2.is_set(CNTHP_CTL_EL2::ENABLE) {
+        let was: u64;
+        // SAFETY: reads CNTHP_CVAL_EL2 (absent from aarch64-cpu).
+        unsafe { asm!("mrs {}, cnthp_cval_el2", out(reg) was, options(nomem, nostack)) };
+        at = at.min(was);
+    }
+    // SAFETY: CNTHP_CVAL_EL2 sets only when EL2's timer fires.
     unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) at, options(nomem, nostack)) };
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET);
 }
@@ -589,6 +595,7 @@ pub fn trap_wfi(on: bool) {
     });
 }
 
+/// Ticks per second of the generic counter.
 pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
