@@ -286,3 +286,32 @@ fn busy_receivers_take_messages_in_batches_and_lose_none() {
         run.expect_clean_exit();
     });
 }
+
+/// A vCPU that goes off (CPU_OFF) while its CPU holds its partition's
+/// link leaves nothing behind: vCPU 1's second message finds the
+/// receiver busy, vCPU 0 then queues ten more without a notify (the
+/// device asked for none), and vCPU 1's CPU moves them all before it
+/// parks (more than one trap's budget: a parked CPU resumes no pump).
+#[test]
+fn a_vcpu_that_goes_off_holding_messages_leaves_none_behind() {
+    let ping = labelled(
+        "ping",
+        domain("ping", 1, 0x3, 0x4800_0000, "rpmsg-hand-off"),
+    );
+    let pong = labelled(
+        "pong",
+        domain("pong", 2, 0x4, 0x4a00_0000, "rpmsg-gather=12"),
+    );
+    let doms = with_link_props(
+        &ping,
+        "pong",
+        (0x0a00_0000, 0x0a00_0200),
+        (16, 17),
+        "\t\t\t\t\t\tpartita,coalesce-us = <1000>;\n",
+    ) + &pong;
+    on_every_machine("rpmsg-hand-off", &doms, |run| {
+        run.line("[ping] hand-off: vcpu 1 went off holding the link; 10 of 10 queued here without a notify; all 12 moved");
+        run.line("[pong] gather: 12 of 12, 0 out of order");
+        run.expect_clean_exit();
+    });
+}

@@ -387,6 +387,16 @@ impl Sender {
         }
     }
 
+    /// A sender that goes on from another's `sent` messages on the same
+    /// queue (another vCPU's, which stops sending).
+    pub fn continuing(sent: u16) -> Self {
+        Sender {
+            sent,
+            generation: STATE.load(Ordering::Relaxed),
+            unnotified: 0,
+        }
+    }
+
     /// After a recovery the transmit queue starts empty.
     #[inline(always)]
     fn sync(&mut self) {

@@ -237,6 +237,16 @@ extern "C" fn guest_main(dtb: usize) -> ! {
                     rpmsg::exchange(n.parse().unwrap_or(100), rpmsg::Mode::from_word(mode));
                 }
             }
+            w if w.starts_with("rpmsg-gather=") => {
+                if rpmsg::init(&fdt) {
+                    rpmsg::gather(w[13..].parse().unwrap_or(12));
+                }
+            }
+            "rpmsg-hand-off" => {
+                if rpmsg::init(&fdt) {
+                    rpmsg::hand_off();
+                }
+            }
             w if w.starts_with("rpmsg-late=") => {
                 let (ms, n) = w[11..].split_once(',').unwrap_or((&w[11..], "100"));
                 rpmsg::late(&fdt, ms.parse().unwrap_or(100), n.parse().unwrap_or(100));
@@ -369,6 +379,7 @@ extern "C" fn guest_secondary(context: usize) -> ! {
         3 => bench::ipi_receiver(),
         races::JOB_RESET => races::reset_now(),
         races::JOB_TIMER_OFF => races::timer_then_off(),
+        races::JOB_HAND_OFF => rpmsg::hand_off_holder(),
         _ => {
             println!("smp: vcpu {index} online, mpidr {:#x}", vcpu_index());
             ONLINE.fetch_add(1, Ordering::Release);

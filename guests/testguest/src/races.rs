@@ -17,6 +17,7 @@ use guest_common::virtio::{self, Receiver, Sender, BUF, HDR};
 /// Jobs of secondary vCPUs (bits 8 and up of their context).
 pub const JOB_RESET: usize = 4;
 pub const JOB_TIMER_OFF: usize = 5;
+pub const JOB_HAND_OFF: usize = 6;
 
 static READY: AtomicBool = AtomicBool::new(false);
 static GO: AtomicBool = AtomicBool::new(false);

@@ -14,7 +14,9 @@
 //! link allows and `rpmsg-fault=small-rx,N` posts receive buffers shorter
 //! than it: either device needs a reset, the driver recovers, and the
 //! exchange of N follows; `rpmsg-bad` corrupts its queue; `rpmsg-client=N`
-//! talks to the RTOS's echo and jitter endpoints.
+//! talks to the RTOS's echo and jitter endpoints; `rpmsg-hand-off` and
+//! `rpmsg-gather=N` leave a vCPU's held messages behind it (see
+//! `hand_off`).
 
 use crate::println;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -216,6 +218,110 @@ pub fn exchange(n: u32, mode: Mode) {
         "rpmsg: sent {sent}, received {received}, {bad} bad, interrupts {irqs}, {} sent without a notify",
         tx.unnotified()
     );
+}
+
+/// `rpmsg-hand-off`'s messages: HAND_OFF in all, the first two from
+/// vCPU 1.
+const HAND_OFF: u32 = 12;
+/// vCPU 1 has sent its two; vCPU 0 has queued the rest.
+static HELD: AtomicU32 = AtomicU32::new(0);
+static QUEUED: AtomicU32 = AtomicU32::new(0);
+
+/// vCPU 1 sends two messages to a peer that reads nothing before all
+/// have come (`gather`): the second finds it busy, and vCPU 1's CPU holds
+/// the link. vCPU 0 queues the rest, which the device asks it not to
+/// notify, and vCPU 1 goes off (CPU_OFF) still holding them: its CPU
+/// must move them before it parks. Then vCPU 0 waits for every buffer
+/// to come back.
+pub fn hand_off() {
+    let mut rx = Receiver::new();
+    let mut up = false;
+    let mut idle = 0u64;
+    while !up {
+        let got = rx.poll(|_, dst, _, _| up |= dst == NS_ADDR);
+        if stuck(&mut idle, got > 0) {
+            println!("hand-off: no announcement from the peer");
+            return;
+        }
+    }
+    let r = crate::hvc(
+        crate::PSCI_CPU_ON,
+        1,
+        crate::secondary_start as *const () as u64,
+        1 | ((crate::races::JOB_HAND_OFF as u64) << 8),
+    );
+    if r != 0 {
+        println!("hand-off: cpu_on = {r}");
+        return;
+    }
+    while HELD.load(Ordering::Acquire) == 0 {
+        core::hint::spin_loop();
+    }
+    let mut tx = Sender::continuing(2);
+    let mut msg = [0u8; 64];
+    for seq in 2..HAND_OFF {
+        msg[..4].copy_from_slice(&seq.to_le_bytes());
+        while !tx.send(ADDR, ADDR, &msg) {}
+    }
+    let quiet = tx.unnotified();
+    QUEUED.store(1, Ordering::Release);
+    while crate::hvc(crate::PSCI_AFFINITY_INFO, 1, 0, 0) != 1 {
+        core::hint::spin_loop();
+    }
+    let mut idle = 0u64;
+    while !tx.drained() {
+        if stuck(&mut idle, false) {
+            println!(
+                "hand-off: vcpu 1 went off; {quiet} of {} queued here without a notify; stuck",
+                HAND_OFF - 2
+            );
+            return;
+        }
+    }
+    println!(
+        "hand-off: vcpu 1 went off holding the link; {quiet} of {} queued here without a notify; all {HAND_OFF} moved",
+        HAND_OFF - 2
+    );
+}
+
+/// vCPU 1 of `hand_off`: its two messages, then CPU_OFF once vCPU 0 has
+/// queued the rest.
+pub fn hand_off_holder() {
+    let mut tx = Sender::new();
+    let mut msg = [0u8; 64];
+    for seq in 0..2u32 {
+        msg[..4].copy_from_slice(&seq.to_le_bytes());
+        while !tx.send(ADDR, ADDR, &msg) {}
+    }
+    HELD.store(1, Ordering::Release);
+    while QUEUED.load(Ordering::Acquire) == 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// The other side of `hand_off`: announces itself, reads nothing until
+/// `n` messages have come (it polls, interrupts off: a busy receiver),
+/// then checks they came in order.
+pub fn gather(n: u32) {
+    let (mut tx, mut rx) = (Sender::new(), Receiver::new());
+    rx.interrupts(false);
+    tx.send(ADDR, NS_ADDR, &virtio::ns_message("rpmsg-raw", ADDR));
+    let mut idle = 0u64;
+    while u32::from(rx.pending()) < n {
+        if stuck(&mut idle, false) {
+            println!("gather: stuck with {} of {n}", rx.pending());
+            return;
+        }
+    }
+    let (mut next, mut bad) = (0u32, 0u32);
+    rx.poll(|_, _, p, _| {
+        let seq = u32::from_le_bytes(p[..4].try_into().unwrap_or_default());
+        if seq != next {
+            bad += 1;
+        }
+        next += 1;
+    });
+    println!("gather: {next} of {n}, {bad} out of order");
 }
 
 /// Starts `ms` ms late and as OpenAMP's driver does (no notify after
