@@ -443,8 +443,8 @@ fn pump(
         total.interrupt[1] |= more.interrupt[1];
         total.busy = more.busy;
     } else {
-        // Only a status that changed: a sender that takes no interrupt
-        // for its transmit buffers keeps the cause set from the first.
+        // Only a status that changed: a cause set for an interrupt its
+        // driver has not yet acknowledged is not written again.
         for side in (0..2).filter(|&s| total.status[s]) {
             lock.publish_status_of(&l, side);
         }
