@@ -53,9 +53,10 @@ pub struct Moved {
     pub dropped_ns: u32,
     /// The pump stopped at its budget with more messages queued.
     pub more: bool,
-    /// The receiver holds messages from before this pump that it has not
-    /// read (not yet posted their buffers again): it is busy, and what
-    /// the sender sends next may wait to move with more.
+    /// The receiver is busy: it polls, or has not yet acknowledged an
+    /// earlier interrupt, and holds messages from before this pump that
+    /// it has not read (not yet posted their buffers again). What the
+    /// sender sends next may wait to move with more.
     pub busy: bool,
 }
 
@@ -245,6 +246,23 @@ impl Link {
         })
     }
 
+    /// Side `from`'s messages are held (`on`): its transmit queue asks its
+    /// driver for no notify (VRING_USED_F_NO_NOTIFY), and what it queues
+    /// waits for the next pump of the CPU that holds it. Released, a
+    /// driver notifies again; the caller then looks at the queue once more
+    /// (a pump), after a barrier, for what was queued before the driver
+    /// saw the flag change. The release writes the flag whatever it was:
+    /// a queue made ready again on rings a driver did not zero may still
+    /// say NO_NOTIFY from an earlier hold. Nothing to do for a queue that
+    /// is not ready.
+    pub fn hold<M: GuestMemory>(&mut self, from: usize, sm: &mut M, on: bool) {
+        let q = &mut self.dev[from].queues[TX];
+        match on {
+            true => q.want_notify(sm, false),
+            false => q.set_notify(sm, true),
+        }
+    }
+
     /// Moves up to `budget` messages side `from` has queued, in order, into
     /// receive buffers of the other side, until either runs out. `sm` is
     /// the sender's memory, `dm` the receiver's. A fault is blamed on the
@@ -381,25 +399,6 @@ impl Link {
             moved.status[from] = moved.interrupt[from] && src.signal_used();
         }
         Ok(moved)
-    }
-}
-
-impl Link {
-    /// Side `from`'s messages are held (`on`): its transmit queue asks its
-    /// driver for no notify (VRING_USED_F_NO_NOTIFY), and what it queues
-    /// waits for the next pump of the CPU that holds it. Released, a
-    /// driver notifies again; the caller then looks at the queue once more
-    /// (a pump), after a barrier, for what was queued before the driver
-    /// saw the flag change. The release writes the flag whatever it was:
-    /// a queue made ready again on rings a driver did not zero may still
-    /// say NO_NOTIFY from an earlier hold. Nothing to do for a queue that
-    /// is not ready.
-    pub fn hold<M: GuestMemory>(&mut self, from: usize, sm: &mut M, on: bool) {
-        let q = &mut self.dev[from].queues[TX];
-        match on {
-            true => q.want_notify(sm, false),
-            false => q.set_notify(sm, true),
-        }
     }
 }
 
