@@ -348,13 +348,14 @@ fn status() {
             _ => 0,
         };
         let (traps, injected) = p.cpu_counters();
+        let (rpmsg_in, rpmsg_out) = p.rpmsg_counts();
         let cut: u64 = p.log_limits.lock().iter().map(|l| l.total_suppressed).sum();
         log::info!(
             "  {:<8} {:<8} vcpus on {on}/{vcpus}  up {up} s  restarts {restarts}  traps {traps}  irqs {injected}  rpmsg in {} out {}  faults {}  log lines cut {cut}{}",
             p.name,
             state.name(),
-            p.rpmsg_in.load(Ordering::Relaxed),
-            p.rpmsg_out.load(Ordering::Relaxed),
+            rpmsg_in,
+            rpmsg_out,
             p.faults.load(Ordering::Relaxed),
             if p.index == focus { "  (input)" } else { "" }
         );

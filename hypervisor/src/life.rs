@@ -212,6 +212,7 @@ fn serve_control(
                 (l.state(), l.restarts, l.started_at)
             };
             let (traps, injected) = t.cpu_counters();
+            let (rpmsg_in, rpmsg_out) = t.rpmsg_counts();
             let uptime = match state {
                 State::Running | State::Stopping => arch::counter().saturating_sub(since),
                 _ => 0,
@@ -222,8 +223,8 @@ fn serve_control(
                 uptime,
                 traps,
                 injected,
-                t.rpmsg_in.load(Ordering::Relaxed),
-                t.rpmsg_out.load(Ordering::Relaxed),
+                rpmsg_in,
+                rpmsg_out,
                 t.faults.load(Ordering::Relaxed),
             ];
             frame.x[..8].copy_from_slice(&words);

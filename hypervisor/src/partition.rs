@@ -52,10 +52,8 @@ pub struct Partition {
     /// Interrupts the hypervisor raises in it: console, virtio, control.
     pub emulated_spis: Vec<u32>,
     pub gic_lines: u32,
-    /// Since its last start (the per-CPU trap and injection counters are
-    /// the rest).
-    pub rpmsg_in: AtomicU64,
-    pub rpmsg_out: AtomicU64,
+    /// Since its last start (the per-CPU trap and injection counters,
+    /// and its links' message counts, are the rest).
     pub faults: AtomicU64,
     /// What the guest may make the hypervisor log (`console::Class`);
     /// kept across restarts.
@@ -242,8 +240,6 @@ impl Partition {
             hw_spis,
             virtio,
             emulated_spis,
-            rpmsg_in: AtomicU64::new(0),
-            rpmsg_out: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             log_limits: Mutex::new(crate::console::new_limits()),
         };
@@ -284,14 +280,35 @@ impl Partition {
 
     /// Zeroes the counters the control interface reports, at a start.
     pub fn reset_counters(&self) {
-        for c in [&self.rpmsg_in, &self.rpmsg_out, &self.faults] {
-            c.store(0, Ordering::Relaxed);
+        self.faults.store(0, Ordering::Relaxed);
+        // Nothing moves on its links now: its devices were reset, and a
+        // message moves only between two ready drivers.
+        let sys = crate::system();
+        for port in &self.virtio {
+            let now = sys.links[port.link].counts(port.side);
+            for (from, n) in port.counted_from.iter().zip(now) {
+                from.store(n, Ordering::Relaxed);
+            }
         }
         for &c in &self.pcpus {
             let cpu = crate::cpu::get(c);
             cpu.traps.store(0, Ordering::Relaxed);
             cpu.injected.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Messages it has received and sent through its links since its last
+    /// start.
+    pub fn rpmsg_counts(&self) -> (u64, u64) {
+        let sys = crate::system();
+        self.virtio.iter().fold((0, 0), |(i, o), port| {
+            let [out, into] = sys.links[port.link].counts(port.side);
+            let from = |k: usize| port.counted_from[k].load(Ordering::Relaxed);
+            (
+                i + into.wrapping_sub(from(1)),
+                o + out.wrapping_sub(from(0)),
+            )
+        })
     }
 
     /// Traps handled and interrupts injected since its last start.

@@ -86,6 +86,8 @@ impl Default for LinkConfig {
 pub struct Link {
     pub dev: [VirtioMmio; 2],
     pub buffer_size: u32,
+    /// Messages each side has sent that reached the other.
+    sent: [u64; 2],
 }
 
 impl Default for Link {
@@ -209,6 +211,7 @@ impl Link {
         Link {
             dev: [dev(0), dev(1)],
             buffer_size: c.buffer_size,
+            sent: [0; 2],
         }
     }
 
@@ -244,6 +247,11 @@ impl Link {
             self.dev[peer].config_changed();
             peer
         })
+    }
+
+    /// Messages side `side` has sent and received through the link.
+    pub fn counts(&self, side: usize) -> [u64; 2] {
+        [self.sent[side], self.sent[1 - side]]
     }
 
     /// Side `from`'s messages are held (`on`): its transmit queue asks its
@@ -387,6 +395,7 @@ impl Link {
         // The status's cause goes with an interrupt (2.7.7): a driver that
         // asked for none has nothing to acknowledge.
         if moved.messages > 0 {
+            self.sent[from] += u64::from(moved.messages);
             moved.interrupt[to] = rq.wants_interrupt(dm);
             moved.status[to] = moved.interrupt[to] && dst.signal_used();
             // A receiver that polls, or has not yet acknowledged an
