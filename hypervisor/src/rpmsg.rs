@@ -98,6 +98,14 @@ impl LinkLock {
     /// The same for side `side`'s InterruptStatus alone, the one register
     /// that a message (its used buffers: either side's) or an acknowledge
     /// changes.
+    /// The statuses a pump `changed`, and only those.
+    #[inline(always)]
+    fn publish_changed(&self, l: &Link, changed: [bool; 2]) {
+        for side in (0..2).filter(|&s| changed[s]) {
+            self.publish_status_of(l, side);
+        }
+    }
+
     fn publish_status_of(&self, l: &Link, side: usize) {
         if let Some(w) = self.regs[side] {
             w.store(INTERRUPT_STATUS, l.dev[side].interrupt_status);
@@ -457,9 +465,7 @@ fn pump(
     } else {
         // Only a status that changed: a cause set for an interrupt its
         // driver has not yet acknowledged is not written again.
-        for side in (0..2).filter(|&s| total.status[s]) {
-            lock.publish_status_of(&l, side);
-        }
+        lock.publish_changed(&l, total.status);
     }
     drop(l);
     for side in (0..2).filter(|&s| total.interrupt[s]) {
@@ -490,10 +496,7 @@ fn pump_more(
     // Statuses changed and not yet published: the first message's, then
     // each one's (only the first of a run of messages changes one).
     let publish = |l: &Guard, changed: &mut [bool; 2]| {
-        for side in (0..2).filter(|&s| changed[s]) {
-            lock.publish_status_of(l, side);
-        }
-        *changed = [false; 2];
+        lock.publish_changed(l, core::mem::take(changed));
     };
     let mut changed = status;
     // Messages moved or dropped, the first one's included.
@@ -740,25 +743,11 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
         // it has received).
         Effect::DriverOk => {
             changed(port.link, &mut l, port.side, false);
-            pump(
-                system(),
-                lock,
-                l,
-                1 - port.side,
-                port,
-                ends_from(system(), p, port),
-            );
+            pump_waiting(lock, l, p, port);
         }
         // The same when its receive queue becomes ready after DRIVER_OK.
         Effect::QueueReady(q) if usize::from(q) == RX && l.dev[port.side].driver_ok() => {
-            pump(
-                system(),
-                lock,
-                l,
-                1 - port.side,
-                port,
-                ends_from(system(), p, port),
-            );
+            pump_waiting(lock, l, p, port)
         }
         // A transmit queue starts out asking for notifies, whatever its
         // rings (not zeroed, perhaps) kept from an earlier hold.
@@ -768,6 +757,13 @@ fn write(frame: &mut CallFrame, p: &'static Partition, port: &VirtioPort, off: u
         Effect::Invalid(f) => fail(port.link, &mut l, port.side, f),
         Effect::Refused => debug!("{}: virtio write {v:#x} to {off:#x} refused", p.name),
     }
+}
+
+/// What the peer of `p`'s `port` has queued moves to `p`, whose driver
+/// is now ready for it (`l` holds the link's `lock`).
+fn pump_waiting(lock: &'static LinkLock, l: Guard, p: &'static Partition, port: &VirtioPort) {
+    let sys = system();
+    pump(sys, lock, l, 1 - port.side, port, ends_from(sys, p, port));
 }
 
 /// `p`'s side of the link it reaches through its remoteproc of partition
