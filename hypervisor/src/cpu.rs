@@ -74,6 +74,9 @@ pub const OFFSET_TRAPS: usize = core::mem::offset_of!(PerCpu, traps);
 pub const OFFSET_SGIR_HPFAR: usize = core::mem::offset_of!(PerCpu, sgir_hpfar);
 pub const OFFSET_SGI_SELF: usize = core::mem::offset_of!(PerCpu, sgi_self);
 pub const OFFSET_SGI: usize = core::mem::offset_of!(PerCpu, sgi);
+pub const OFFSET_REQUESTS: usize = core::mem::offset_of!(PerCpu, requests);
+pub const OFFSET_FLUSH: usize = core::mem::offset_of!(PerCpu, flush);
+pub const OFFSET_POSTED: usize = core::mem::offset_of!(PerCpu, posted);
 /// No ICC_SGI1R_EL1 value names only this vCPU.
 pub const NO_SGI: u64 = u64::MAX;
 /// No trap's page: bits HPFAR_EL2 never sets.
@@ -158,13 +161,16 @@ impl PerCpu {
             .is_ok()
     }
 
-    /// Takes the posted list-register value (0 if none): a plain load when
-    /// there is none.
+    /// Takes the posted list-register value (0 if none). Called on this
+    /// CPU alone (as the kick's direct path in `entry.S` takes it): a
+    /// poster writes only an empty slot (`post`), so nothing can come
+    /// between the load and the store that empties it.
     pub fn take_posted(&self) -> u64 {
-        match self.posted.load(Ordering::Relaxed) {
-            0 => 0,
-            _ => self.posted.swap(0, Ordering::Acquire),
+        let v = self.posted.load(Ordering::Acquire);
+        if v != 0 {
+            self.posted.store(0, Ordering::Relaxed);
         }
+        v
     }
 
     /// Notes that this CPU holds the messages of its partition's port

@@ -292,7 +292,7 @@ call_lower:
 .endif
     sub     w1, w0, #DIRECT_FIRST_PPI
     cmp     w1, #3
-    b.hi    irq_handler
+    b.hi    kick_gicv3
     this_cpu x2, x3
     ldr     x1, [x2, x1, lsl #3]
     cbz     x1, irq_handler
@@ -406,15 +406,17 @@ sync_data_abort:
     adrp    x0, GICV2_FRAMES
     ldr     x0, [x0, :lo12:GICV2_FRAMES]
     cbz     x0, access_caller       // GICv3
+    // The offset first: it rules out every other store (a virtio notify)
+    // in four instructions, where the page takes this CPU's PerCpu.
+    mrs     x3, far_el2
+    and     x3, x3, #0xfff
+    cmp     x3, #GICD_SGIR
+    b.ne    access_caller
     mrs     x3, hpfar_el2
     this_cpu x4, x5
     ldr     x5, [x4, #PERCPU_SGIR_HPFAR]
     cmp     x3, x5
     b.ne    access_caller           // not the GICD_SGIR's page
-    mrs     x3, far_el2
-    and     x3, x3, #0xfff
-    cmp     x3, #GICD_SGIR
-    b.ne    access_caller
     and     w0, w1, #0x1c00000      // ISV, SAS
     mov     w3, #0x1800000          // ISV, a word
     cmp     w0, w3
@@ -483,14 +485,14 @@ irq_gicv2:
 .endif
     sub     w1, w0, #DIRECT_FIRST_PPI
     cmp     w1, #3
-    b.hi    irq_handler
+    b.hi    kick_gicv2
     stp     x4, x5, [sp, #16 * 2]
     ldr     x4, [x2, #8]            // the GICH
     this_cpu x2, x5
     ldr     x1, [x2, x1, lsl #3]
-    cbz     x1, irq_handler_v2
+    cbz     x1, irq_handler_x4
     ldr     w5, [x4, #0x30]         // GICH_ELRSR0
-    cbz     w5, irq_handler_v2
+    cbz     w5, irq_handler_x4
     rbit    w5, w5
     clz     w5, w5
     add     x4, x4, x5, lsl #2
@@ -498,7 +500,79 @@ irq_gicv2:
     str     w0, [x3, #0x10]         // GICC_EOIR
     ldp     x4, x5, [sp, #16 * 2]
     b       irq_injected
-irq_handler_v2:
+
+// The kick's direct path: a kick that brings only a list-register value
+// another CPU posted for the vCPU running here (`irq::post_to`: no
+// request, no flush asked for) while that vCPU has no list register in
+// use and no underflow interrupt asked for is loaded into LR0 here, as
+// `irq::kicked` would load it, on two more saved registers. Its poster
+// held the vGIC's lock from its look at this CPU to the post, and a vCPU
+// that leaves takes back what was posted under it (`irq::leave_cpu`): a
+// value found here is the running vCPU's. Only this CPU empties its slot,
+// so a load and a store take it (`PerCpu::take_posted`). x0 is the
+// acknowledge value (GICv3 below; GICv2: x2 GICV2_FRAMES, x3 the GICC).
+kick_gicv3:
+    cmp     w0, #SGI_KICK
+    b.ne    irq_handler
+    stp     x4, x5, [sp, #16 * 2]
+    mrs     x4, ich_hcr_el2
+    tbnz    x4, #1, irq_handler_x4  // UIE: an interrupt waits
+    mrs     x3, ich_vtr_el2
+    and     x3, x3, #0x1f           // list registers - 1
+    add     x3, x3, #1
+    mrs     x5, ich_elrsr_el2
+    add     x5, x5, #1
+    lsr     x5, x5, x3
+    cmp     x5, #1                  // every list register empty
+    b.ne    irq_handler_x4
+    this_cpu x2, x3
+    ldr     w3, [x2, #PERCPU_REQUESTS]
+    cbnz    w3, irq_handler_x4
+    ldrb    w3, [x2, #PERCPU_FLUSH]
+    cbnz    w3, irq_handler_x4
+    ldr     x1, [x2, #PERCPU_POSTED]
+    cbz     x1, irq_handler_x4
+    str     xzr, [x2, #PERCPU_POSTED]
+    msr     icc_eoir1_el1, x0
+    msr     icc_dir_el1, x0
+    msr     ich_lr0_el2, x1
+    // After the list register, as `irq::load_posted` does.
+    orr     x4, x4, #1
+    msr     ich_hcr_el2, x4
+    ldp     x4, x5, [sp, #16 * 2]
+    b       irq_injected
+kick_gicv2:
+    and     w1, w0, #0x3ff          // the INTID, the source CPU aside
+    cmp     w1, #SGI_KICK
+    b.ne    irq_handler
+    stp     x4, x5, [sp, #16 * 2]
+    ldr     x4, [x2, #8]            // the GICH
+    ldr     w5, [x4]                // GICH_HCR
+    tbnz    w5, #1, irq_handler_x4  // UIE: an interrupt waits
+    ldr     w1, [x4, #4]            // GICH_VTR
+    and     w1, w1, #0x3f           // list registers - 1
+    add     w1, w1, #1
+    ldr     w2, [x4, #0x30]         // GICH_ELRSR0
+    add     x2, x2, #1
+    lsr     x2, x2, x1
+    cmp     x2, #1                  // every list register empty
+    b.ne    irq_handler_x4
+    this_cpu x2, x1
+    ldr     w1, [x2, #PERCPU_REQUESTS]
+    cbnz    w1, irq_handler_x4
+    ldrb    w1, [x2, #PERCPU_FLUSH]
+    cbnz    w1, irq_handler_x4
+    ldr     x1, [x2, #PERCPU_POSTED]
+    cbz     x1, irq_handler_x4
+    str     xzr, [x2, #PERCPU_POSTED]
+    str     w0, [x3, #0x10]         // GICC_EOIR
+    str     w0, [x3, #0x1000]       // GICC_DIR
+    str     w1, [x4, #0x100]        // GICH_LR0
+    orr     w5, w5, #1
+    str     w5, [x4]                // GICH_HCR, after it
+    ldp     x4, x5, [sp, #16 * 2]
+    b       irq_injected
+irq_handler_x4:
     ldp     x4, x5, [sp, #16 * 2]
     b       irq_handler
 
