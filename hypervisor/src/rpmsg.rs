@@ -32,7 +32,8 @@ use partita_core::rpmsg::{Link, Moved, RX, TX};
 use partita_core::sdt::{Range, RpmsgLink, VIRTIO_WINDOW};
 use partita_core::trap::MmioAccess;
 use partita_core::virtio::{
-    Effect, Fault, GuestMemory, RingAddr, INTERRUPT_ACK, INTERRUPT_STATUS, QUEUE_MAX, QUEUE_NOTIFY,
+    Effect, Fault, GuestMemory, RingAddr, Segment, INTERRUPT_ACK, INTERRUPT_STATUS, QUEUE_MAX,
+    QUEUE_NOTIFY,
 };
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 use spin::RelaxStrategy;
@@ -277,28 +278,34 @@ impl GuestMemory for PartitionMemory<'_> {
         }
     }
 
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
-        self.check(addr, buf.len() as u64)?;
-        // SAFETY: checked to lie in the partition's memory, which the EL2
-        // identity map covers as normal memory.
-        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+    // A `Segment` is made only by a queue, which checked it against this
+    // memory (`check`); the EL2 identity map covers that as normal memory
+    // for the system's life.
+
+    fn read(&self, s: Segment, buf: &mut [u8]) {
+        let n = buf.len().min(s.len() as usize);
+        // SAFETY: within `s` (a `Segment`).
+        unsafe { core::ptr::copy_nonoverlapping(s.addr() as *const u8, buf.as_mut_ptr(), n) };
     }
 
     /// Two doubleword loads where the 16 bytes are aligned (an rpmsg
     /// header nearly always is), not a call to `memcpy`.
     #[inline(always)]
-    fn read_pair(&self, addr: u64) -> Result<[u64; 2], Fault> {
-        self.check(addr, 16)?;
-        let p = addr as *const u64;
-        // SAFETY: checked to lie in the partition's memory, which the EL2
-        // identity map covers as normal memory; aligned, or read unaligned.
+    fn read_pair(&self, s: Segment) -> [u64; 2] {
+        if s.len() < 16 {
+            let mut b = [0; 16];
+            self.read(s, &mut b);
+            return partita_core::virtio::pair_from_le(&b);
+        }
+        let p = s.addr() as *const u64;
+        // SAFETY: 16 bytes within `s` (a `Segment`); aligned, or read
+        // unaligned.
         unsafe {
-            Ok(if addr.is_multiple_of(8) {
+            if s.addr().is_multiple_of(8) {
                 [p.read_volatile(), p.add(1).read_volatile()]
             } else {
                 [p.read_unaligned(), p.add(1).read_unaligned()]
-            })
+            }
         }
     }
 
@@ -337,29 +344,23 @@ impl GuestMemory for PartitionMemory<'_> {
     }
 
     #[inline(always)]
-    fn copy_from(
-        &mut self,
-        to: u64,
-        src: &Self,
-        from: u64,
-        len: usize,
-    ) -> Result<(), (usize, Fault)> {
-        src.check(from, len as u64).map_err(|f| (0, f))?;
-        self.check(to, len as u64).map_err(|f| (1, f))?;
-        let (s, d) = (from as *const u8, to as *mut u8);
-        // SAFETY: both ranges were checked to lie in their partitions'
-        // memories, mapped at EL2 as normal memory. Two partitions never
-        // overlap, but nothing stops a link joining a partition to itself:
-        // then `copy`, which allows overlap (and is slower, copying
-        // backwards when the destination lies above).
+    /// `_src` only says whose memory `from` is: the identity map reaches
+    /// both.
+    fn copy_from(&mut self, to: Segment, _src: &Self, from: Segment) {
+        let len = to.len().min(from.len()) as usize;
+        let (s, d) = (from.addr() as *const u8, to.addr() as *mut u8);
+        // SAFETY: within two `Segment`s, each in its partition's memory,
+        // mapped at EL2 as normal memory. Two partitions never overlap,
+        // but nothing stops a link joining a partition to itself: then
+        // `copy`, which allows overlap (and is slower, copying backwards
+        // when the destination lies above).
         unsafe {
-            if from.abs_diff(to) >= len as u64 {
+            if from.addr().abs_diff(to.addr()) >= len as u64 {
                 crate::arch::copy_bulk(d, s, len)
             } else {
                 core::ptr::copy(s, d, len)
             }
         };
-        Ok(())
     }
 }
 

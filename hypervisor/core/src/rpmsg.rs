@@ -120,14 +120,14 @@ impl Cursor {
     /// chain was taken) when it is used up; 0 at the end of the chain,
     /// which is never walked further than when it was taken.
     fn room(&mut self, q: &Queue, m: &impl GuestMemory, device_writes: bool) -> Result<u32, Fault> {
-        while self.off == self.seg.len {
+        while self.off == self.seg.len() {
             let Some(i) = self.next.filter(|_| self.left > 0) else {
                 return Ok(0);
             };
             let (seg, next) = q.segment(m, i, device_writes)?;
             (self.seg, self.off, self.next, self.left) = (seg, 0, next, self.left - 1);
         }
-        Ok(self.seg.len - self.off)
+        Ok(self.seg.len() - self.off)
     }
 }
 
@@ -145,7 +145,7 @@ fn read_prefix(q: &Queue, c: &Chain, m: &impl GuestMemory, buf: &mut [u8]) -> Re
             });
         }
         let k = n.min(buf.len() - at);
-        m.read(cur.seg.addr + u64::from(cur.off), &mut buf[at..at + k])?;
+        m.read(cur.seg.part(cur.off, k as u32), &mut buf[at..at + k]);
         (cur.off, at) = (cur.off + k as u32, at + k);
     }
     Ok(())
@@ -155,7 +155,8 @@ fn read_prefix(q: &Queue, c: &Chain, m: &impl GuestMemory, buf: &mut [u8]) -> Re
 /// `sm`) to the receiver's `rx` (`rq`, `dm`), straight from one memory to
 /// the other, a contiguous run at a time. Both chains were found long
 /// enough when taken; one that shrank since is its driver's fault. A
-/// fault names the side as `copy_from` does: 0 the sender, 1 the receiver.
+/// fault names the side whose buffer it found short: 0 the sender, 1 the
+/// receiver.
 /// For chains of more than one buffer: the pump copies one to one itself.
 #[inline(never)]
 fn copy<M: GuestMemory>(
@@ -176,12 +177,7 @@ fn copy<M: GuestMemory>(
             return Err((usize::from(a != 0), short));
         }
         let n = left.min(a).min(b);
-        dm.copy_from(
-            d.seg.addr + u64::from(d.off),
-            sm,
-            s.seg.addr + u64::from(s.off),
-            n as usize,
-        )?;
+        dm.copy_from(d.seg.part(d.off, n), sm, s.seg.part(s.off, n));
         (s.off, d.off, left) = (s.off + n, d.off + n, left - n);
     }
     Ok(())
@@ -364,16 +360,16 @@ impl Link {
                     need: buffer_size,
                 }));
             }
-            // One buffer each, as Linux and OpenAMP send and post them.
+            // One buffer each, as Linux and OpenAMP send and post them:
+            // both hold `len` bytes (checked above).
             if tx.n == 1 && rx.n == 1 {
-                dm.copy_from(rx.first.addr, sm, tx.first.addr, len as usize)
+                dm.copy_from(rx.first, sm, tx.first.prefix(len));
             } else {
-                copy((tq, tx, sm), (rq, rx, dm), len)
+                copy((tq, tx, sm), (rq, rx, dm), len).map_err(|(side, fault)| SideFault {
+                    side: if side == 0 { from } else { to },
+                    fault,
+                })?;
             }
-            .map_err(|(side, fault)| SideFault {
-                side: if side == 0 { from } else { to },
-                fault,
-            })?;
             rq.push_used(dm, rx_head, len).map_err(receiver)?;
             rq.advance();
             tq.push_used(sm, tx_head, 0).map_err(sender)?;
@@ -415,8 +411,8 @@ impl Link {
 /// `GuestMemory::read_pair` gives it.
 #[inline(always)]
 fn header<M: GuestMemory>(q: &Queue, c: Chain, m: &M) -> Result<[u64; 2], Fault> {
-    if c.first.len >= HEADER {
-        m.read_pair(c.first.addr)
+    if c.first.len() >= HEADER {
+        Ok(m.read_pair(c.first))
     } else {
         split_header(q, c, m)
     }

@@ -13,14 +13,19 @@
 pub trait GuestMemory {
     /// Whether all of `len` bytes at `addr` lie in the domain's memory.
     fn check(&self, addr: u64, len: u64) -> Result<(), Fault>;
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault>;
 
-    /// 16 bytes of a buffer (an rpmsg header) as two little-endian
-    /// doublewords.
-    fn read_pair(&self, addr: u64) -> Result<[u64; 2], Fault> {
+    // Buffers, as `Segment`s: found inside the domain's memory when their
+    // descriptor was read (`Queue::segment`), and not checked again.
+
+    /// The first bytes of `s` into `buf`, as many as both hold.
+    fn read(&self, s: Segment, buf: &mut [u8]);
+
+    /// The first 16 bytes of `s` (an rpmsg header) as two little-endian
+    /// doublewords; zeroes past its end.
+    fn read_pair(&self, s: Segment) -> [u64; 2] {
         let mut b = [0; 16];
-        self.read(addr, &mut b)?;
-        Ok(pair_from_le(&b))
+        self.read(s, &mut b);
+        pair_from_le(&b)
     }
 
     // The rings' fields, at addresses only a ready queue makes (see
@@ -39,16 +44,9 @@ pub trait GuestMemory {
     /// it.
     fn set_used(&mut self, a: RingAddr, id: u32, len: u32);
 
-    /// Copies `len` bytes at `from` in `src` to `to` in this memory, with
-    /// no copy in between. A fault says whose range was bad: `(0, _)` the
-    /// source's, `(1, _)` this memory's.
-    fn copy_from(
-        &mut self,
-        to: u64,
-        src: &Self,
-        from: u64,
-        len: usize,
-    ) -> Result<(), (usize, Fault)>
+    /// Copies segment `from` of `src` to the start of `to` in this
+    /// memory, as many bytes as both hold, with no copy in between.
+    fn copy_from(&mut self, to: Segment, src: &Self, from: Segment)
     where
         Self: Sized;
 }
@@ -153,11 +151,47 @@ const DESC_F_INDIRECT: u16 = 4;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 const USED_F_NO_NOTIFY: u16 = 1;
 
-/// One descriptor's buffer.
+/// One descriptor's buffer, `len` bytes at `addr`. Only a queue makes
+/// one (`Queue::segment`), after checking that it lies in its domain's
+/// memory, whose ranges never change: a [`GuestMemory`] reads and writes
+/// it, or any part of it, without checking it again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
-    pub addr: u64,
-    pub len: u32,
+    addr: u64,
+    len: u32,
+}
+
+impl Segment {
+    pub fn addr(self) -> u64 {
+        self.addr
+    }
+
+    pub fn len(self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    /// Its first `len` bytes, or all of it if it is shorter.
+    #[inline(always)]
+    pub fn prefix(self, len: u32) -> Segment {
+        Segment {
+            addr: self.addr,
+            len: len.min(self.len),
+        }
+    }
+
+    /// Its `len` bytes from `off`, or as many as it has there.
+    #[inline(always)]
+    pub fn part(self, off: u32, len: u32) -> Segment {
+        let off = off.min(self.len);
+        Segment {
+            addr: self.addr + u64::from(off),
+            len: len.min(self.len - off),
+        }
+    }
 }
 
 /// A descriptor chain, walked and checked whole when it is taken, but
@@ -909,21 +943,15 @@ pub(crate) mod tests {
         fn check(&self, addr: u64, len: u64) -> Result<(), Fault> {
             self.range(addr, len as usize).map(|_| ())
         }
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
-            buf.copy_from_slice(&self.bytes[self.range(addr, buf.len())?]);
-            Ok(())
+        // A segment outside the memory is a bug of the queue's: a panic.
+        fn read(&self, s: Segment, buf: &mut [u8]) {
+            let n = buf.len().min(s.len as usize);
+            buf[..n].copy_from_slice(self.get(s.addr, n));
         }
-        fn copy_from(
-            &mut self,
-            to: u64,
-            src: &Self,
-            from: u64,
-            len: usize,
-        ) -> Result<(), (usize, Fault)> {
-            let s = src.range(from, len).map_err(|f| (0, f))?;
-            let d = self.range(to, len).map_err(|f| (1, f))?;
-            self.bytes[d].copy_from_slice(&src.bytes[s]);
-            Ok(())
+        fn copy_from(&mut self, to: Segment, src: &Self, from: Segment) {
+            let n = to.len.min(from.len) as usize;
+            let d = self.range(to.addr, n).unwrap();
+            self.bytes[d].copy_from_slice(src.get(from.addr, n));
         }
         fn ring_u16(&self, a: RingAddr) -> u16 {
             let r = self.ring::<2>(a);
