@@ -1067,12 +1067,14 @@ fn virtio_registers(base: u64, me: &Me) {
             format_args!("features {feat:#x} in word {sel}: status {now:#x}"),
         );
     }
-    // Queue sizes out of range, and rings outside its memory or misaligned:
-    // refused at QueueReady (the device needs a reset after each).
+    // Queue sizes out of range or not a power of two, and rings outside
+    // its memory or misaligned: refused at QueueReady (the device needs a
+    // reset after each).
     let (b, size) = me.mem;
     let r = ring(TX);
-    let bad: [(u32, u64, u64, u64); 14] = [
+    let bad: [(u32, u64, u64, u64); 15] = [
         (0, r, r + 256, r + 512),
+        (24, r, r + 256, r + 512),
         (257, r, r + 256, r + 512),
         (0x1_0000, r, r + 256, r + 512),
         (u32::MAX, r, r + 256, r + 512),

@@ -111,7 +111,9 @@ impl core::fmt::Display for Fault {
                 write!(f, "buffer {addr:#x}+{len:#x} is outside its memory")
             }
             Fault::Misaligned { addr } => write!(f, "ring address {addr:#x} is misaligned"),
-            Fault::BadQueueSize(n) => write!(f, "queue size {n} is not between 1 and {QUEUE_MAX}"),
+            Fault::BadQueueSize(n) => {
+                write!(f, "queue size {n} is not a power of two up to {QUEUE_MAX}")
+            }
             Fault::BadPageSize(n) => write!(f, "guest page size {n:#x} is not a power of two"),
             Fault::BadQueueAlign(n) => write!(f, "queue alignment {n:#x} is not a power of two"),
             Fault::DescriptorIndex(i) => write!(f, "descriptor index {i} is beyond the queue"),
@@ -238,11 +240,12 @@ impl Queue {
     }
 
     /// Checks the configuration when the driver makes the queue ready
-    /// (QueueReady, or a legacy QueuePFN): size, ring alignment (2.7: 16,
+    /// (QueueReady, or a legacy QueuePFN): size (a power of two, 2.7; as
+    /// Linux's and OpenAMP's drivers make it), ring alignment (2.7: 16,
     /// 2, 4) and every ring inside the domain's memory.
     pub fn validate(&self, m: &impl GuestMemory) -> Result<(), Fault> {
         let n = u64::from(self.size);
-        if self.size == 0 || self.size > QUEUE_MAX {
+        if !self.size.is_power_of_two() || self.size > QUEUE_MAX {
             return Err(Fault::BadQueueSize(u32::from(self.size)));
         }
         for (addr, align, len) in [
@@ -299,7 +302,8 @@ impl Queue {
         // The entry and its descriptors are read after the index that
         // published them.
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-        let slot = self.avail + 4 + 2 * u64::from(self.last_avail % self.live);
+        // `live` is a power of two (`validate`): no division.
+        let slot = self.avail + 4 + 2 * u64::from(self.last_avail & (self.live - 1));
         let head = m.ring_u16(RingAddr(slot));
         if head >= self.live {
             return Err(Fault::DescriptorIndex(head));
@@ -401,9 +405,11 @@ impl Queue {
         head: u16,
         len: u32,
     ) -> Result<(), Fault> {
-        let Some(at) = self.used_idx.checked_rem(self.live) else {
+        if self.live == 0 {
             return Err(Fault::NotReady);
-        };
+        }
+        // A power of two (`validate`): no division.
+        let at = self.used_idx & (self.live - 1);
         let slot = self.used + 4 + 8 * u64::from(at);
         m.set_used(RingAddr(slot), u32::from(head), len);
         self.used_idx = self.used_idx.wrapping_add(1);
@@ -1311,6 +1317,10 @@ pub(crate) mod tests {
         assert_eq!(
             setup(&mut d, 4096, 300, 4096, 0x10),
             Effect::Invalid(Fault::BadQueueSize(300))
+        );
+        assert_eq!(
+            setup(&mut d, 4096, 24, 4096, 0x10),
+            Effect::Invalid(Fault::BadQueueSize(24))
         );
         assert_eq!(
             setup(&mut d, 0, 16, 4096, 0x10),
