@@ -285,6 +285,7 @@ pub fn kick_taken(iar: u32) {
 /// (`Hw::notify`); the caller does it.
 #[inline(always)]
 fn kicked(sys: &crate::System, here: &'static cpu::PerCpu) {
+    sys.gic.after_sgi_acknowledge();
     match here.take_posted() {
         0 => {}
         v => load_posted(&sys.gic, here, v),

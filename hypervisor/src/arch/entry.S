@@ -514,6 +514,10 @@ irq_gicv2:
 kick_gicv3:
     cmp     w0, #SGI_KICK
     b.ne    irq_handler
+    // The poster's stores before the loads below: the branch on the
+    // acknowledge value and an ISB (GICv2: a DMB), as
+    // `Gic::after_sgi_acknowledge`.
+    isb
     stp     x4, x5, [sp, #16 * 2]
     mrs     x4, ich_hcr_el2
     tbnz    x4, #1, irq_handler_x4  // UIE: an interrupt waits
@@ -545,6 +549,7 @@ kick_gicv2:
     and     w1, w0, #0x3ff          // the INTID, the source CPU aside
     cmp     w1, #SGI_KICK
     b.ne    irq_handler
+    dmb     ishld
     stp     x4, x5, [sp, #16 * 2]
     ldr     x4, [x2, #8]            // the GICH
     ldr     w5, [x4]                // GICH_HCR

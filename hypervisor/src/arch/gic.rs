@@ -244,6 +244,19 @@ impl Gic {
         }
     }
 
+    /// Orders this CPU's reads after the acknowledge of an SGI after the
+    /// stores its sender made before sending it (`send_sgi`'s barrier),
+    /// as Linux's GIC drivers do: on GICv3, whose acknowledge is a system
+    /// register, the branch on its value and an ISB; on GICv2, a device
+    /// load, a DMB.
+    pub fn after_sgi_acknowledge(&self) {
+        // SAFETY: barriers only.
+        match *self {
+            Gic::V3 { .. } => unsafe { asm!("isb", options(nostack)) },
+            Gic::V2 { .. } => unsafe { asm!("dmb ishld", options(nostack)) },
+        }
+    }
+
     /// What `send_sgi` writes to reach the CPU with affinity `mpidr` and
     /// interface number `index` (GICv2), the SGI's number aside; worked
     /// out once per CPU (`cpu::PerCpu`), not on every kick.
