@@ -4,7 +4,8 @@
 //! rings). Every address and length the driver gives is an allegation:
 //! rings are checked against the domain's memory through [`GuestMemory`]
 //! when their queue is made ready (and reached only at a [`RingAddr`]
-//! inside them afterwards), buffers at every use, in both versions alike;
+//! inside them afterwards), buffers each time their descriptor is read
+//! (and reached only as a [`Segment`] afterwards), in both versions alike;
 //! descriptor walks are bounded by the queue size, and a malformed queue
 //! yields a [`Fault`] that the caller turns into DEVICE_NEEDS_RESET for
 //! that device alone.
