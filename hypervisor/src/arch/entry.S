@@ -228,6 +228,32 @@ park_on:
     b       restore_caller_and_eret
 .endm
 
+// Branches to \busy unless every list register of this CPU's virtual
+// interface is empty, the condition of the vectors' direct paths (GICv3;
+// x\t and x\u are scratch, by number).
+.macro lrs_empty_v3 t, u, busy
+    mrs     x\t, ich_vtr_el2
+    and     x\t, x\t, #0x1f         // list registers - 1
+    add     x\t, x\t, #1
+    mrs     x\u, ich_elrsr_el2
+    add     x\u, x\u, #1
+    lsr     x\u, x\u, x\t
+    cmp     x\u, #1
+    b.ne    \busy
+.endm
+
+// The same on GICv2, whose GICH is at \gich.
+.macro lrs_empty_v2 gich, t, u, busy
+    ldr     w\t, [\gich, #4]        // GICH_VTR
+    and     w\t, w\t, #0x3f         // list registers - 1
+    add     w\t, w\t, #1
+    ldr     w\u, [\gich, #0x30]     // GICH_ELRSR0
+    add     x\u, x\u, #1
+    lsr     x\u, x\u, x\t
+    cmp     x\u, #1
+    b.ne    \busy
+.endm
+
 .macro vector handler, kind=2, frame=all
     .balign 0x80
     save_caller
@@ -372,14 +398,7 @@ sync_not_call:
     cbz     x5, 1f                  // disabled
     mrs     x6, ich_hcr_el2
     tbnz    x6, #1, 1f              // UIE: an interrupt waits
-    mrs     x3, ich_vtr_el2
-    and     x3, x3, #0x1f           // list registers - 1
-    add     x3, x3, #1
-    mrs     x4, ich_elrsr_el2
-    add     x4, x4, #1
-    lsr     x4, x4, x3
-    cmp     x4, #1                  // every list register empty
-    b.ne    1f
+    lrs_empty_v3 3, 4, 1f
     msr     ich_lr0_el2, x5
     // After the list register, as `irq::load_direct` does.
     msr     ich_hcr_el2, x6
@@ -447,14 +466,7 @@ sync_data_abort:
     ldr     x0, [x0, #8]
     ldr     w6, [x0]                // GICH_HCR
     tbnz    w6, #1, 1f              // UIE: an interrupt waits
-    ldr     w3, [x0, #4]            // GICH_VTR
-    and     w3, w3, #0x3f           // list registers - 1
-    add     w3, w3, #1
-    ldr     w7, [x0, #0x30]         // GICH_ELRSR0
-    add     x7, x7, #1
-    lsr     x7, x7, x3
-    cmp     x7, #1                  // every list register empty
-    b.ne    1f
+    lrs_empty_v2 x0, 3, 7, 1f
     str     w5, [x0, #0x100]        // GICH_LR0
     str     w6, [x0]                // GICH_HCR, after it
     sgi_loaded x4
@@ -501,6 +513,20 @@ irq_gicv2:
     ldp     x4, x5, [sp, #16 * 2]
     b       irq_injected
 
+// The kick's direct path once the vCPU's list registers are found
+// empty: x1 = the value posted for it, taken, and x2 = this CPU's PerCpu,
+// if the kick brought nothing else; otherwise to the handler.
+.macro take_posted
+    this_cpu x2, x1
+    ldr     w1, [x2, #PERCPU_REQUESTS]
+    cbnz    w1, irq_handler_x4
+    ldrb    w1, [x2, #PERCPU_FLUSH]
+    cbnz    w1, irq_handler_x4
+    ldr     x1, [x2, #PERCPU_POSTED]
+    cbz     x1, irq_handler_x4
+    str     xzr, [x2, #PERCPU_POSTED]
+.endm
+
 // The kick's direct path: a kick that brings only a list-register value
 // another CPU posted for the vCPU running here (`irq::post_to`: no
 // request, no flush asked for) while that vCPU has no list register in
@@ -521,22 +547,8 @@ kick_gicv3:
     stp     x4, x5, [sp, #16 * 2]
     mrs     x4, ich_hcr_el2
     tbnz    x4, #1, irq_handler_x4  // UIE: an interrupt waits
-    mrs     x3, ich_vtr_el2
-    and     x3, x3, #0x1f           // list registers - 1
-    add     x3, x3, #1
-    mrs     x5, ich_elrsr_el2
-    add     x5, x5, #1
-    lsr     x5, x5, x3
-    cmp     x5, #1                  // every list register empty
-    b.ne    irq_handler_x4
-    this_cpu x2, x3
-    ldr     w3, [x2, #PERCPU_REQUESTS]
-    cbnz    w3, irq_handler_x4
-    ldrb    w3, [x2, #PERCPU_FLUSH]
-    cbnz    w3, irq_handler_x4
-    ldr     x1, [x2, #PERCPU_POSTED]
-    cbz     x1, irq_handler_x4
-    str     xzr, [x2, #PERCPU_POSTED]
+    lrs_empty_v3 3, 5, irq_handler_x4
+    take_posted
     msr     icc_eoir1_el1, x0
     msr     icc_dir_el1, x0
     msr     ich_lr0_el2, x1
@@ -554,22 +566,8 @@ kick_gicv2:
     ldr     x4, [x2, #8]            // the GICH
     ldr     w5, [x4]                // GICH_HCR
     tbnz    w5, #1, irq_handler_x4  // UIE: an interrupt waits
-    ldr     w1, [x4, #4]            // GICH_VTR
-    and     w1, w1, #0x3f           // list registers - 1
-    add     w1, w1, #1
-    ldr     w2, [x4, #0x30]         // GICH_ELRSR0
-    add     x2, x2, #1
-    lsr     x2, x2, x1
-    cmp     x2, #1                  // every list register empty
-    b.ne    irq_handler_x4
-    this_cpu x2, x1
-    ldr     w1, [x2, #PERCPU_REQUESTS]
-    cbnz    w1, irq_handler_x4
-    ldrb    w1, [x2, #PERCPU_FLUSH]
-    cbnz    w1, irq_handler_x4
-    ldr     x1, [x2, #PERCPU_POSTED]
-    cbz     x1, irq_handler_x4
-    str     xzr, [x2, #PERCPU_POSTED]
+    lrs_empty_v2 x4, 1, 2, irq_handler_x4
+    take_posted
     str     w0, [x3, #0x10]         // GICC_EOIR
     str     w0, [x3, #0x1000]       // GICC_DIR
     str     w1, [x4, #0x100]        // GICH_LR0
