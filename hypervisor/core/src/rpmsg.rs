@@ -760,6 +760,13 @@ mod tests {
             assert!(link.dev[0].attach(rings, 16, align, &m[0]).is_err());
             assert!(!link.dev[0].driver_ok());
         }
+        // A size that is not a power of two (2.7).
+        let rings = [0x4000_0000, 0x4000_1000];
+        assert_eq!(
+            link.dev[0].attach(rings, 24, 4, &m[0]),
+            Err(Fault::BadQueueSize(24))
+        );
+        assert!(!link.dev[0].driver_ok());
     }
 
     /// VRING_USED_F_NO_NOTIFY on a receive queue: set while nothing waits

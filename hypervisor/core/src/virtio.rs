@@ -1140,6 +1140,18 @@ pub(crate) mod tests {
             d.write(0x044, 1, &m),
             Effect::Invalid(Fault::BadQueueSize(1000))
         );
+        // Within the maximum but not a power of two (2.7).
+        let mut d = ready_device(&m);
+        d.write(0x030, 1, &m);
+        d.write(0x038, 24, &m);
+        assert_eq!(
+            d.write(0x044, 1, &m),
+            Effect::Invalid(Fault::BadQueueSize(24))
+        );
+        assert_eq!(
+            Fault::BadQueueSize(24).to_string(),
+            "queue size 24 is not a power of two up to 256"
+        );
     }
 
     #[test]
