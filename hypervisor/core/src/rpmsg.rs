@@ -586,6 +586,12 @@ mod tests {
         }
     }
 
+    /// A queue's used-ring flags (VRING_USED_F_NO_NOTIFY), as its driver
+    /// reads them.
+    fn flags(m: &Ram, d: &Driver) -> u16 {
+        u16::from_le_bytes(m.get(d.used, 2).try_into().unwrap())
+    }
+
     fn mems() -> [Ram; 2] {
         [
             Ram::new(0x4000_0000, 0x20000),
@@ -775,7 +781,6 @@ mod tests {
     #[test]
     fn a_receiver_is_asked_to_notify_only_while_a_message_waits() {
         let (mut link, mut m, mut a, mut b) = pair();
-        let flags = |m: &Ram, d: &Driver| u16::from_le_bytes(m.get(d.used, 2).try_into().unwrap());
         b.post_rx(&mut m[1], 1);
         a.send(&mut m[0], 1, 2, b"one");
         assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
@@ -800,7 +805,6 @@ mod tests {
     #[test]
     fn a_held_sender_is_asked_not_to_notify_until_released() {
         let (mut link, mut m, mut a, mut b) = pair();
-        let flags = |m: &Ram, d: &Driver| u16::from_le_bytes(m.get(d.used, 2).try_into().unwrap());
         b.post_rx(&mut m[1], 4);
         a.send(&mut m[0], 1, 2, b"one");
         assert_eq!(link.pump_sides(0, &mut m, ALL).unwrap().messages, 1);
